@@ -1,0 +1,80 @@
+"""The parts of a Stable-Diffusion-architecture text-to-image model, as one plain value.
+
+Methods receive a :class:`Components` and never ask which profile (world or real) built it.
+``vae is None`` marks a pixel-space model: latents are images scaled to [-1, 1].
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+
+@dataclass(frozen=True)
+class SamplerConfig:
+    """How images are sampled. Part of every image's cache key."""
+
+    num_inference_steps: int = 20
+    guidance_scale: float = 3.0
+    height: int = 8
+    width: int = 8
+    negative_prompt: str = ""
+    eta: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.num_inference_steps < 1:
+            raise ValueError("num_inference_steps must be >= 1")
+        if self.height < 1 or self.width < 1:
+            raise ValueError("height and width must be >= 1")
+
+
+@dataclass
+class Components:
+    """UNet, text encoder, tokenizer, scheduler and (optional) VAE of one base model."""
+
+    unet: Any
+    text_encoder: Any
+    tokenizer: Any
+    scheduler: Any
+    vae: Any | None = None
+    name: str = "model"
+    fingerprint: str = ""
+    sampler: SamplerConfig = field(default_factory=SamplerConfig)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.unet.parameters()).device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.unet.parameters()).dtype
+
+    @property
+    def latent_channels(self) -> int:
+        return int(self.unet.config.in_channels)
+
+    @property
+    def latent_scale(self) -> int:
+        """Pixels per latent cell along one side (1 in pixel space)."""
+        if self.vae is None:
+            return 1
+        return 2 ** (len(self.vae.config.block_out_channels) - 1)
+
+    def replace(self, **changes: Any) -> "Components":
+        return dataclasses.replace(self, **changes)
+
+    def to(self, device: torch.device | str, dtype: torch.dtype | None = None) -> "Components":
+        for module in (self.unet, self.text_encoder, self.vae):
+            if module is not None:
+                module.to(device=device, dtype=dtype) if dtype is not None else module.to(device)
+        return self
+
+
+def auto_device() -> tuple[torch.device, torch.dtype]:
+    """CUDA with fp16 when available, else CPU with float32."""
+    if torch.cuda.is_available():
+        return torch.device("cuda"), torch.float16
+    return torch.device("cpu"), torch.float32

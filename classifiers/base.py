@@ -1,0 +1,31 @@
+"""The attribute-classifier interface.
+
+``predict`` returns per-image class probabilities for every attribute the classifier knows.
+``detect`` marks images that contain a subject (a face); images without one are counted and
+reported by the runner, never silently dropped. ``confusion`` holds, per attribute, the matrix
+C[i, j] = P(predicted j | true i) measured on labelled data, for error-corrected metrics.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+
+import numpy as np
+
+
+class Classifier(ABC):
+    name: str = "classifier"
+
+    def __init__(self) -> None:
+        self.attributes: dict[str, list[str]] = {}
+        self.confusion: dict[str, np.ndarray] = {}
+        self.confusion_source: str = ""
+        self.fingerprint: str = ""
+
+    @abstractmethod
+    def predict(self, images: np.ndarray) -> dict[str, np.ndarray]:
+        """uint8 (N, H, W, 3) → {attribute: float probabilities (N, K)}, rows summing to 1."""
+
+    def detect(self, images: np.ndarray) -> np.ndarray:
+        """Boolean (N,): True where the image has a subject to classify. Default: all."""
+        return np.ones(len(images), dtype=bool)

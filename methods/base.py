@@ -1,0 +1,123 @@
+"""The method interface: ``prepare`` (train or load artefacts) then ``generate``.
+
+A method receives the base model's :class:`~benchmark.components.Components` and a
+:class:`MethodData`; it never asks which profile built them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+
+from benchmark.components import Components
+from benchmark.errors import ConfigError, ModelLoadError
+from benchmark.hashing import hash_file, hash_value
+from benchmark.images import ImageSet
+
+
+@dataclass
+class MethodData:
+    """What a profile offers methods for preparation. Each method takes only what it needs.
+
+    target:      the biased training set (images + captions); labels only for oracle variants.
+    nontarget:   a small unrelated set (DDM's non-target images).
+    prompts:     the prompts being evaluated (methods that sample vanilla images use them).
+    classifier:  an attribute classifier for pseudo-labels (DiffLens probes), or None.
+    attribute:   the attribute to debias (a key of ``classifier.attributes``).
+    embedder:    an image/text embedder (CLIP space; SelfDebias), or None.
+    """
+
+    target: ImageSet | None = None
+    nontarget: ImageSet | None = None
+    prompts: list[str] = field(default_factory=list)
+    classifier: Any | None = None
+    attribute: str | None = None
+    embedder: Any | None = None
+
+    def fingerprint(self) -> str:
+        parts = {
+            "target": self.target.fingerprint if self.target is not None else None,
+            "nontarget": self.nontarget.fingerprint if self.nontarget is not None else None,
+            "prompts": self.prompts,
+            "classifier": getattr(self.classifier, "fingerprint", None),
+            "attribute": self.attribute,
+            "embedder": getattr(self.embedder, "fingerprint", None),
+        }
+        return hash_value(parts)
+
+
+class Method(ABC):
+    """Base class. Subclasses set ``name`` and ``Params`` (a dataclass of hyper-parameters)."""
+
+    name: ClassVar[str]
+    Params: ClassVar[type]
+
+    def __init__(self, params: Any | None = None) -> None:
+        self.params = params if params is not None else self.Params()
+        self.components: Components | None = None
+        self.artefacts: dict[str, str] = {}
+        self.workdir: Path | None = None
+        self.prepare_seconds: float = 0.0
+
+    @classmethod
+    def from_config(cls, params: dict[str, Any] | None) -> "Method":
+        """Build from a config mapping; unknown or ill-typed fields are one-line errors."""
+        params = dict(params or {})
+        names = {f.name for f in dataclasses.fields(cls.Params)}
+        unknown = sorted(set(params) - names)
+        if unknown:
+            raise ConfigError(f"method {cls.name!r}: unknown parameter(s) {unknown}; known: {sorted(names)}")
+        try:
+            return cls(cls.Params(**params))
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(f"method {cls.name!r}: bad parameter value: {exc}") from None
+
+    # -- the two stages -------------------------------------------------------------------
+    @abstractmethod
+    def prepare(self, base: Components, data: MethodData, workdir: Path) -> None:
+        """Train or load artefacts into ``workdir`` (idempotent) and set ``self.components``."""
+
+    @abstractmethod
+    def generate(self, prompts: Sequence[str], seeds: Sequence[int]) -> np.ndarray:
+        """One uint8 (H, W, 3) image per (prompt, seed); returns (N, H, W, 3)."""
+
+    # -- identity ---------------------------------------------------------------------------
+    def fingerprint(self) -> str:
+        """Hash of everything that determines this method's images besides prompt and seed."""
+        base = self.components.fingerprint if self.components is not None else None
+        return hash_value({"method": self.name, "params": dataclasses.asdict(self.params),
+                           "artefacts": self.artefacts, "base": base})
+
+    # -- artefact helpers (safetensors only) -------------------------------------------------
+    def save_tensors(self, name: str, tensors: dict[str, torch.Tensor], meta: dict | None = None) -> Path:
+        assert self.workdir is not None, "prepare() must set self.workdir first"
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        path = self.workdir / f"{name}.safetensors"
+        tmp = path.with_suffix(".tmp")
+        save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(tmp),
+                  metadata={"meta": json.dumps(meta or {})})
+        tmp.replace(path)
+        self.artefacts[name] = hash_file(path)
+        return path
+
+    def load_tensors(self, name: str) -> dict[str, torch.Tensor] | None:
+        """Saved tensors, or None when absent. A corrupt file is an error naming it."""
+        assert self.workdir is not None
+        path = self.workdir / f"{name}.safetensors"
+        if not path.exists():
+            return None
+        try:
+            tensors = load_file(str(path))
+        except Exception as exc:  # safetensors raises several types for corrupt files
+            raise ModelLoadError(f"{path}: corrupt artefact ({exc}); delete it to retrain") from None
+        self.artefacts[name] = hash_file(path)
+        return tensors
