@@ -11,6 +11,7 @@ CLASSIFIERS: Registry[type[Classifier]] = Registry(
         "clip": "classifiers.clip_zeroshot:ClipZeroShot",
         "deepface": "classifiers.deepface:DeepFaceClassifier",
         "fairface": "classifiers.fairface:FairFace",
+        "palette": "classifiers.palette:PaletteClassifier",
     },
 )
 

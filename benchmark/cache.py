@@ -1,0 +1,125 @@
+"""Content-addressed store for generated images, per-image predictions and method artefacts.
+
+Keys hash everything that determines a value (base model, method fingerprint, prompt text,
+seed, sampler config; for predictions the image hash and classifier fingerprint), so a second
+run with the same config recomputes nothing and a killed run resumes where it stopped.
+
+Every write goes to a temporary file in the same directory and is renamed into place
+(``os.replace`` is atomic on POSIX), so readers never see half a file and two runs sharing a
+cache cannot corrupt it. Each entry carries the sha256 of its payload; an entry that fails the
+check is deleted and reported as missing, so it is regenerated.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import os
+import uuid
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from benchmark.errors import CacheError
+from benchmark.hashing import hash_bytes, hash_value
+
+log = logging.getLogger(__name__)
+
+
+def atomic_write(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` via a unique temporary file and an atomic rename."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise CacheError(f"{path}: cannot write ({exc.strerror or exc})") from None
+
+
+def png_bytes(image: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(image).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+class Cache:
+    """A directory of images (PNG), predictions (JSON) and artefact folders."""
+
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root)
+        self.corrupt_entries = 0
+
+    # -- keys --------------------------------------------------------------------------------
+    @staticmethod
+    def image_key(method_fingerprint: str, prompt: str, seed: int, sampler: dict[str, Any]) -> str:
+        return hash_value({"method": method_fingerprint, "prompt": prompt, "seed": int(seed), "sampler": sampler})
+
+    def _image_path(self, key: str) -> Path:
+        return self.root / "images" / key[:2] / f"{key}.png"
+
+    def _pred_path(self, classifier_fingerprint: str, image_sha: str) -> Path:
+        return self.root / "predictions" / classifier_fingerprint[:16] / image_sha[:2] / f"{image_sha}.json"
+
+    def artefact_dir(self, method: str, key: str) -> Path:
+        return self.root / "artefacts" / method / key[:16]
+
+    # -- images ------------------------------------------------------------------------------
+    def get_image(self, key: str) -> tuple[np.ndarray, str] | None:
+        """(image, sha256 of its PNG) or None when absent or corrupt."""
+        path = self._image_path(key)
+        meta = path.with_suffix(".json")
+        if not path.exists() or not meta.exists():
+            return None
+        try:
+            data = path.read_bytes()
+            expected = json.loads(meta.read_text())["sha256"]
+            if hash_bytes(data) != expected:
+                raise ValueError("hash mismatch")
+            image = np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
+        except (OSError, ValueError, KeyError, json.JSONDecodeError) as exc:
+            self._discard(path, meta, exc)
+            return None
+        return image, expected
+
+    def put_image(self, key: str, image: np.ndarray) -> str:
+        """Store an image; returns the sha256 of its PNG bytes (the image's identity)."""
+        data = png_bytes(image)
+        sha = hash_bytes(data)
+        path = self._image_path(key)
+        atomic_write(path, data)
+        # The hash file goes last: an entry counts only once both halves are in place.
+        atomic_write(path.with_suffix(".json"), json.dumps({"sha256": sha}).encode())
+        return sha
+
+    # -- predictions --------------------------------------------------------------------------
+    def get_predictions(self, classifier_fingerprint: str, image_sha: str) -> dict[str, Any] | None:
+        path = self._pred_path(classifier_fingerprint, image_sha)
+        if not path.exists():
+            return None
+        try:
+            entry = json.loads(path.read_text())
+            if hash_value(entry["payload"]) != entry["sha256"]:
+                raise ValueError("hash mismatch")
+            return entry["payload"]
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            self._discard(path, None, exc)
+            return None
+
+    def put_predictions(self, classifier_fingerprint: str, image_sha: str, payload: dict[str, Any]) -> None:
+        entry = {"payload": payload, "sha256": hash_value(payload)}
+        atomic_write(self._pred_path(classifier_fingerprint, image_sha), json.dumps(entry).encode())
+
+    def _discard(self, path: Path, meta: Path | None, exc: Exception) -> None:
+        self.corrupt_entries += 1
+        log.warning("cache entry %s is corrupt (%s); it will be regenerated", path, exc)
+        for p in (path, meta):
+            if p is not None:
+                p.unlink(missing_ok=True)

@@ -1,0 +1,167 @@
+"""The ``debias-bench`` command.
+
+    debias-bench run [CONFIG] [--methods baseline,ddm] [--images-per-prompt 50] ...
+    debias-bench list {methods,classifiers,prompts,profiles}
+    debias-bench report RUN_DIR
+    debias-bench world build [...]
+    debias-bench method NAME ARGS...     (method-specific commands, e.g. `method ddm sweep`)
+    debias-bench submit / leaderboard / gate
+
+User errors print one line (``error: ...``) and exit with status 2; ``--debug`` shows the traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+from collections.abc import Sequence
+
+from benchmark.errors import BenchError
+
+
+def _csv(value: str) -> list[str]:
+    return [v.strip() for v in value.split(",") if v.strip()]
+
+
+def _add_run(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("run", help="run methods × prompt sets, classify, score, write results/<run-id>/")
+    p.add_argument("config", nargs="?", help="run config (.yaml/.yml/.toml); default: the world suite")
+    p.add_argument("--profile", choices=["world", "real", "tiny"])
+    p.add_argument("--model", help="real profile: diffusers model id (in the local HF cache) or local path")
+    p.add_argument("--variant", help="world variant (default, alt)")
+    p.add_argument("--methods", type=_csv, help="comma-separated method names")
+    p.add_argument("--prompt-sets", type=_csv, help="comma-separated prompt-set names or YAML paths")
+    p.add_argument("--classifiers", type=_csv, help="comma-separated classifier names")
+    p.add_argument("--debias-attribute", help="attribute methods debias (default: the first prompt set's first)")
+    p.add_argument("--images-per-prompt", type=int)
+    p.add_argument("--max-prompts", type=int, help="use only the first N prompts of each set (quick runs)")
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--seed", type=int)
+    p.add_argument("--steps", type=int, help="number of inference steps")
+    p.add_argument("--guidance", type=float, help="classifier-free guidance scale")
+    p.add_argument("--bootstrap", type=int, help="bootstrap resamples for CIs (0: none)")
+    p.add_argument("--output-dir")
+    p.add_argument("--cache-dir")
+    p.add_argument("--run-id")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=_cmd_run)
+
+
+def _overrides(args: argparse.Namespace) -> dict:
+    over = {k: getattr(args, k) for k in ("profile", "model", "variant", "prompt_sets", "classifiers",
+                                          "debias_attribute", "images_per_prompt", "max_prompts", "batch_size",
+                                          "seed", "output_dir", "cache_dir", "run_id")}
+    if args.methods is not None:
+        over["methods"] = [{"name": m} for m in args.methods]
+    sampler = {"num_inference_steps": args.steps, "guidance_scale": args.guidance}
+    over["sampler"] = {k: v for k, v in sampler.items() if v is not None} or None
+    if args.bootstrap is not None:
+        over["metrics"] = {"bootstrap": args.bootstrap}
+    return over
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from benchmark.config import load_config
+    from benchmark.report import summary_table
+    from benchmark.runner import run
+
+    config = load_config(args.config, _overrides(args))
+    run_dir = run(config, progress=not args.quiet)
+    print(summary_table(run_dir))
+    print(f"\nresults: {run_dir}/results.json\nreport:  {run_dir}/report.html")
+    return 0
+
+
+def _cmd_list(args: argparse.Namespace) -> int:
+    if args.what == "methods":
+        from methods import METHODS as reg
+    elif args.what == "classifiers":
+        from classifiers import CLASSIFIERS as reg
+    elif args.what == "profiles":
+        from benchmark.profiles import PROFILES as reg
+    else:
+        from prompts import list_prompt_sets
+
+        print("\n".join(list_prompt_sets()))
+        return 0
+    print("\n".join(reg.names()))
+    return 0
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from benchmark.report import summary_table, write_report
+
+    path = write_report(Path(args.run_dir))
+    print(summary_table(Path(args.run_dir)))
+    print(f"\nreport: {path}")
+    return 0
+
+
+def _cmd_world(args: argparse.Namespace) -> int:
+    from benchmark.world.build import main as build_main
+
+    return int(build_main(args.rest) or 0)
+
+
+def _cmd_method(args: argparse.Namespace) -> int:
+    from methods import METHODS
+
+    METHODS.get(args.name)  # unknown names fail here with the list of known ones
+    module = importlib.import_module(f"methods.{args.name}")
+    if not hasattr(module, "cli"):
+        raise BenchError(f"method {args.name!r} has no commands of its own")
+    return int(module.cli(list(args.rest)) or 0)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="debias-bench", description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--debug", action="store_true", help="show tracebacks")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log progress messages")
+    sub = parser.add_subparsers(dest="command", required=True)
+    _add_run(sub)
+    p = sub.add_parser("list", help="list registered names")
+    p.add_argument("what", choices=["methods", "classifiers", "prompts", "profiles"])
+    p.set_defaults(func=_cmd_list)
+    p = sub.add_parser("report", help="(re)write a run's report.html and print its summary")
+    p.add_argument("run_dir")
+    p.set_defaults(func=_cmd_report)
+    p = sub.add_parser("world", help="the controlled-bias world: `world build` rebuilds its weights")
+    p.add_argument("action", choices=["build"])
+    p.add_argument("rest", nargs=argparse.REMAINDER)
+    p.set_defaults(func=_cmd_world)
+    p = sub.add_parser("method", help="a method's own commands, e.g. `method ddm sweep`")
+    p.add_argument("name")
+    p.add_argument("rest", nargs=argparse.REMAINDER)
+    p.set_defaults(func=_cmd_method)
+    try:
+        from leaderboard.cli import register
+    except ImportError:
+        pass
+    else:
+        register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return int(args.func(args) or 0)
+    except BenchError as exc:
+        if args.debug:
+            raise
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted: finished images and predictions are kept in the cache; run again to resume",
+              file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

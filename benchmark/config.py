@@ -1,0 +1,186 @@
+"""The run config: which profile, methods, prompt sets and classifiers, and how many images.
+
+A config is a YAML or TOML file (or nothing: every field has a default that runs the world
+suite). It is validated by pydantic; every problem becomes one line naming the file and the
+field, e.g. ``run.yaml: methods[1].name: unknown method 'ddn'; known: baseline, ddm, ...``.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from benchmark.errors import ConfigError
+
+MAX_CONFIG_BYTES = 1 << 20
+ALL_METHODS = ["baseline", "ddm", "invdiff", "selfdebias", "difflens"]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=False)
+
+
+class MethodSpec(_Strict):
+    """One method to run; ``label`` tells two settings of one method apart in the output."""
+
+    name: str
+    params: dict[str, Any] = Field(default_factory=dict)
+    label: str | None = None
+
+    @field_validator("name")
+    @classmethod
+    def _known(cls, name: str) -> str:
+        from methods import METHODS
+
+        if name not in METHODS:
+            raise ValueError(f"unknown method {name!r}; known: {', '.join(METHODS.names())}")
+        return name
+
+    @property
+    def key(self) -> str:
+        return self.label or self.name
+
+
+class SamplerOverrides(_Strict):
+    num_inference_steps: int | None = Field(default=None, ge=1, le=1000)
+    guidance_scale: float | None = Field(default=None, ge=0, le=50)
+    height: int | None = Field(default=None, ge=8, le=4096)
+    width: int | None = Field(default=None, ge=8, le=4096)
+    negative_prompt: str | None = None
+
+
+class MetricsSpec(_Strict):
+    bootstrap: int = Field(default=1000, ge=0, le=100_000)
+    seed: int = Field(default=0, ge=0)
+    fid: bool = True
+    clip: bool = True
+
+
+class RunConfig(_Strict):
+    """Everything that decides a run's numbers. Defaults run the world suite."""
+
+    profile: Literal["world", "real", "tiny"] = "world"
+    model: str | None = None
+    variant: str = "default"
+    methods: list[MethodSpec] = Field(default_factory=lambda: [MethodSpec(name=m) for m in ALL_METHODS])
+    prompt_sets: list[str] = Field(default_factory=lambda: ["world"])
+    classifiers: list[str] = Field(default_factory=lambda: ["world"])
+    debias_attribute: str | None = None
+    images_per_prompt: int | None = Field(default=None, ge=1, le=1_000_000)
+    max_prompts: int | None = Field(default=None, ge=1)
+    batch_size: int = Field(default=100, ge=1, le=100_000)
+    seed: int = Field(default=0, ge=0, le=2**31 - 1)
+    sampler: SamplerOverrides = Field(default_factory=SamplerOverrides)
+    metrics: MetricsSpec = Field(default_factory=MetricsSpec)
+    output_dir: str = "results"
+    cache_dir: str = ".debias-cache"
+    run_id: str | None = Field(default=None, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
+    reference_dir: str | None = None
+    target_dir: str | None = None
+    nontarget_dir: str | None = None
+    clip_model: str | None = None
+    clip_pretrained: str | None = None
+
+    @field_validator("methods")
+    @classmethod
+    def _methods_known(cls, methods: list[MethodSpec]) -> list[MethodSpec]:
+        if not methods:
+            raise ValueError("at least one method is needed")
+        seen: set[str] = set()
+        for spec in methods:
+            if spec.key in seen:
+                raise ValueError(f"method {spec.key!r} listed twice; give one a distinct `label`")
+            seen.add(spec.key)
+        return methods
+
+    @field_validator("classifiers")
+    @classmethod
+    def _classifiers_known(cls, names: list[str]) -> list[str]:
+        from classifiers import CLASSIFIERS
+
+        if not names:
+            raise ValueError("at least one classifier is needed")
+        for name in names:
+            if name not in CLASSIFIERS:
+                raise ValueError(f"unknown classifier {name!r}; known: {', '.join(CLASSIFIERS.names())}")
+        return names
+
+    @field_validator("prompt_sets")
+    @classmethod
+    def _sets_nonempty(cls, names: list[str]) -> list[str]:
+        if not names:
+            raise ValueError("at least one prompt set is needed")
+        return names
+
+
+def _field_path(loc: tuple) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += f".{part}" if out else str(part)
+    return out or "(top level)"
+
+
+def validate_config(data: Any, source: str = "config") -> RunConfig:
+    """A RunConfig from a mapping, or ConfigError naming ``source`` and the first bad field."""
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: (top level): expected a mapping, got {type(data).__name__}")
+    try:
+        return RunConfig.model_validate(data)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        msg = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden":
+            msg = "unknown field"
+        raise ConfigError(f"{source}: {_field_path(err['loc'])}: {msg}") from None
+
+
+def read_config_file(path: str | Path) -> dict[str, Any]:
+    """Parse a YAML (.yaml/.yml) or TOML (.toml) file into a mapping; one-line errors."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: config file not found")
+    if path.stat().st_size > MAX_CONFIG_BYTES:
+        raise ConfigError(f"{path}: config file larger than {MAX_CONFIG_BYTES} bytes")
+    text = path.read_text(encoding="utf-8", errors="replace")
+    try:
+        if path.suffix == ".toml":
+            data = tomllib.loads(text)
+            return data.get("tool", {}).get("debias-bench", data) if path.name == "pyproject.toml" else data
+        if path.suffix in {".yaml", ".yml"}:
+            return yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}" if mark is not None else "syntax"
+        raise ConfigError(f"{path}: {where}: invalid YAML ({getattr(exc, 'problem', exc)})") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: invalid TOML ({exc})") from None
+    raise ConfigError(f"{path}: unsupported config type {path.suffix!r}; use .yaml, .yml or .toml")
+
+
+def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> RunConfig:
+    """Read ``path`` (if any), apply ``overrides`` (CLI flags; None values ignored), validate."""
+    data: dict[str, Any] = {}
+    source = "defaults"
+    if path is not None:
+        loaded = read_config_file(path)
+        if loaded is not None and not isinstance(loaded, dict):
+            raise ConfigError(f"{path}: (top level): expected a mapping, got {type(loaded).__name__}")
+        data = dict(loaded or {})
+        source = str(path)
+    for key, value in (overrides or {}).items():
+        if value is None:
+            continue
+        if key == "sampler":
+            data["sampler"] = {**(data.get("sampler") or {}), **value}
+        else:
+            data[key] = value
+    return validate_config(data, source)

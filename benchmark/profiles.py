@@ -1,0 +1,166 @@
+"""Profiles build the base model and the data around it; methods and metrics never see which.
+
+* ``world``: the controlled-bias world shipped in ``benchmark/world`` (the default).
+* ``real``: any Stable-Diffusion-architecture diffusers pipeline (hub id in the local cache, or a
+  local path), with optional image folders for FID reference and method training data.
+* ``tiny``: a randomly initialised tiny SD model built from configs, for smoke tests of the loop.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from benchmark.components import Components, auto_device
+from benchmark.config import RunConfig
+from benchmark.errors import ConfigError, ModelLoadError
+from benchmark.images import ImageSet
+from benchmark.registry import Registry
+from methods.base import MethodData
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp"}
+
+
+@dataclass
+class Profile:
+    """A base model plus what the metrics and methods need around it."""
+
+    name: str
+    components: Components
+    method_data: MethodData
+    reference: ImageSet | None = None
+    embedder: object | None = None
+    features: Callable[[np.ndarray], np.ndarray] | None = None
+    features_name: str = ""
+    truth: dict | None = None
+
+
+def world_profile(config: RunConfig) -> Profile:
+    from benchmark.world import load_world
+
+    world = load_world(config.variant)
+    return Profile(
+        name=f"world:{config.variant}",
+        components=world.components,
+        method_data=world.method_data,
+        reference=world.reference,
+        embedder=world.embedder,
+        features=world.features,
+        features_name="world-clip",
+        truth=world.truth,
+    )
+
+
+def _tiny_images(seed: int, count: int, size: int, warm_share: float, caption: str) -> ImageSet:
+    """Solid warm or cool squares with noise: a stand-in training set for the tiny profile."""
+    rng = np.random.default_rng(seed)
+    warm = rng.random(count) < warm_share
+    base = np.where(warm[:, None], [200, 60, 40], [40, 60, 200]).astype(np.float32)
+    noise = rng.normal(0, 20, (count, size, size, 3))
+    images = np.clip(base[:, None, None, :] + noise, 0, 255).astype(np.uint8)
+    return ImageSet(images, [caption] * count, name=f"tiny-{seed}", labels={"tone": (~warm).astype(np.int64)})
+
+
+def tiny_profile(config: RunConfig) -> Profile:
+    from benchmark.tiny import tiny_sd_components
+
+    components = tiny_sd_components(seed=config.seed)
+    size = components.sampler.height
+    return Profile(
+        name="tiny",
+        components=components,
+        method_data=MethodData(
+            target=_tiny_images(1, 64, size, 0.8, "a photo of a person"),
+            nontarget=_tiny_images(2, 16, size, 0.5, "a photo of the face"),
+        ),
+    )
+
+
+def read_image_folder(folder: str | Path, size: int | None = None, limit: int = 100_000) -> ImageSet:
+    """All images in a folder (sorted by name) as uint8 RGB, resized to ``size`` if given."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise ConfigError(f"{folder}: image folder not found")
+    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())[:limit]
+    if not files:
+        raise ConfigError(f"{folder}: no images ({', '.join(sorted(IMAGE_SUFFIXES))}) found")
+    images = []
+    for p in files:
+        try:
+            img = Image.open(p).convert("RGB")
+        except OSError as exc:
+            raise ConfigError(f"{p}: unreadable image ({exc})") from None
+        if size is not None:
+            img = img.resize((size, size), Image.Resampling.BICUBIC)
+        images.append(np.asarray(img))
+    captions_file = folder / "captions.txt"
+    captions = captions_file.read_text().splitlines() if captions_file.exists() else [""] * len(images)
+    if len(captions) != len(images):
+        raise ConfigError(f"{captions_file}: {len(captions)} captions for {len(images)} images")
+    return ImageSet(np.stack(images), captions, name=folder.name)
+
+
+def real_profile(config: RunConfig) -> Profile:
+    if not config.model:
+        raise ConfigError("config: model: the real profile needs `model` (a diffusers id or a local path)")
+    from diffusers import StableDiffusionPipeline
+
+    device, dtype = auto_device()
+    try:
+        pipe = StableDiffusionPipeline.from_pretrained(
+            config.model, torch_dtype=dtype, safety_checker=None, local_files_only=True, use_safetensors=True
+        )
+    except (OSError, ValueError, EnvironmentError) as exc:
+        home = os.environ.get("HF_HOME", "~/.cache/huggingface")
+        raise ModelLoadError(
+            f"model {config.model!r} is not available offline ({str(exc).splitlines()[0]}); "
+            f"download it into HF_HOME ({home}) with `huggingface-cli download {config.model}` or pass a local path"
+        ) from None
+    from benchmark.components import SamplerConfig
+    from benchmark.hashing import hash_value
+
+    size = pipe.unet.config.sample_size * pipe.vae_scale_factor
+    components = Components(
+        unet=pipe.unet.to(device),
+        text_encoder=pipe.text_encoder.to(device),
+        tokenizer=pipe.tokenizer,
+        scheduler=pipe.scheduler,
+        vae=pipe.vae.to(device),
+        name=config.model,
+        fingerprint=hash_value({"model": config.model, "unet": dict(pipe.unet.config)}),
+        sampler=SamplerConfig(num_inference_steps=50, guidance_scale=7.5, height=size, width=size),
+    )
+    data = MethodData(
+        target=read_image_folder(config.target_dir, size) if config.target_dir else None,
+        nontarget=read_image_folder(config.nontarget_dir, size) if config.nontarget_dir else None,
+    )
+    embedder = None
+    if config.clip_model:
+        from benchmark.embedding import OpenClipEmbedder
+
+        embedder = OpenClipEmbedder(config.clip_model, pretrained=config.clip_pretrained)
+        data.embedder = embedder
+    reference = read_image_folder(config.reference_dir, size) if config.reference_dir else None
+    features = None
+    if embedder is not None:
+        features = embedder.encode_images
+    return Profile("real", components, data, reference, embedder, features, config.clip_model or "")
+
+
+PROFILES: Registry[Callable[[RunConfig], Profile]] = Registry(
+    "profile",
+    {
+        "world": "benchmark.profiles:world_profile",
+        "real": "benchmark.profiles:real_profile",
+        "tiny": "benchmark.profiles:tiny_profile",
+    },
+)
+
+
+def load_profile(config: RunConfig) -> Profile:
+    return PROFILES.get(config.profile)(config)

@@ -1,0 +1,302 @@
+"""The loop: for each method × prompt × seed batch, generate, classify, score.
+
+The runner only wires stages together; each stage is a plain function of plain values:
+:mod:`methods` make images, :mod:`classifiers` make per-image probabilities,
+:mod:`benchmark.scoring` turns them into metric records, :mod:`benchmark.cache` keeps every
+image and prediction so a second run (or a resumed one) recomputes nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import platform
+import time
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from tqdm.auto import tqdm
+
+from benchmark.cache import Cache, atomic_write, png_bytes
+from benchmark.components import Components
+from benchmark.config import MethodSpec, RunConfig
+from benchmark.errors import BenchError, CacheError, DataError
+from benchmark.hashing import hash_value
+from benchmark.profiles import Profile, load_profile
+from benchmark.seeding import image_seeds
+from classifiers import CLASSIFIERS, Classifier
+from methods import METHODS, Method
+from prompts import PromptSet, load_prompt_set
+
+log = logging.getLogger(__name__)
+
+SCHEMA_VERSION = 1
+VERSIONED_PACKAGES = ["torch", "torchvision", "diffusers", "transformers", "open_clip_torch", "clean-fid",
+                      "numpy", "scipy", "scikit-learn", "pandas", "peft", "accelerate", "safetensors"]
+THUMBNAILS_PER_PROMPT = 8
+
+
+@dataclass
+class Cell:
+    """The images of one (method, prompt set, prompt) with their predictions."""
+
+    method: str
+    prompt_set: str
+    prompt_id: str
+    prompt: str
+    seeds: list[int]
+    images: np.ndarray | None = None
+    shas: list[str] = field(default_factory=list)
+    keys: list[str] = field(default_factory=list)
+    predictions: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)  # classifier -> attr -> probs
+    has_subject: dict[str, np.ndarray] = field(default_factory=dict)  # classifier -> bool (N,)
+    failed: bool = False
+
+
+def package_versions() -> dict[str, str]:
+    versions = {"python": platform.python_version(), "debias-bench": _version("debias-bench")}
+    versions.update({name: _version(name) for name in VERSIONED_PACKAGES})
+    return versions
+
+
+def _version(name: str) -> str:
+    try:
+        return metadata.version(name)
+    except metadata.PackageNotFoundError:
+        return "not installed"
+
+
+def default_run_id(config: RunConfig) -> str:
+    """Deterministic: the same config writes (and resumes) the same run directory."""
+    return f"{config.profile}-{hash_value(config.model_dump(exclude={'run_id', 'output_dir', 'cache_dir'}))[:12]}"
+
+
+class Runner:
+    """Runs one :class:`RunConfig`; ``run()`` returns the run directory."""
+
+    def __init__(self, config: RunConfig, profile: Profile | None = None, progress: bool = True) -> None:
+        self.config = config
+        self.progress = progress
+        self.profile = profile if profile is not None else load_profile(config)
+        self.cache = Cache(config.cache_dir)
+        self.prompt_sets = [self._prompt_set(name) for name in config.prompt_sets]
+        self.classifiers: dict[str, Classifier] = {name: CLASSIFIERS.get(name)() for name in config.classifiers}
+        self.failures: list[dict[str, str]] = []
+        self.cost: dict[str, dict[str, Any]] = {}
+        self.method_info: dict[str, dict[str, Any]] = {}
+
+    # -- set-up --------------------------------------------------------------------------------
+    def _prompt_set(self, name: str) -> PromptSet:
+        ps = load_prompt_set(name)
+        if self.config.max_prompts is not None:
+            ps.prompts = ps.prompts[: self.config.max_prompts]
+        if self.config.images_per_prompt is not None:
+            ps.images_per_prompt = self.config.images_per_prompt
+        return ps
+
+    def _components(self) -> Components:
+        base = self.profile.components
+        overrides = {k: v for k, v in self.config.sampler.model_dump().items() if v is not None}
+        if overrides:
+            import dataclasses
+
+            base = base.replace(sampler=dataclasses.replace(base.sampler, **overrides))
+        return base
+
+    def run_dir(self) -> Path:
+        return Path(self.config.output_dir) / (self.config.run_id or default_run_id(self.config))
+
+    # -- the loop ------------------------------------------------------------------------------
+    def run(self) -> Path:
+        run_dir = self.run_dir()
+        _check_writable(run_dir)
+        base = self._components()
+        cells: list[Cell] = []
+        for spec in self.config.methods:
+            method = self._prepare(spec, base)
+            for ps in self.prompt_sets:
+                for prompt in ps.prompts:
+                    cell = Cell(spec.key, ps.name, prompt.id, prompt.text,
+                                image_seeds(self.config.seed, prompt.id, ps.images_per_prompt))
+                    self._generate(method, cell, base)
+                    if not cell.failed:
+                        self._classify(cell)
+                    cells.append(cell)
+        from benchmark.scoring import score
+
+        records = score(cells, self.prompt_sets, self.classifiers, self.profile, self.config, self.failures)
+        self._write(run_dir, cells, records, base)
+        return run_dir
+
+    def _prepare(self, spec: MethodSpec, base: Components) -> Method:
+        method = METHODS.get(spec.name).from_config(spec.params)
+        data = self.profile.method_data
+        data.classifier = next(iter(self.classifiers.values()))
+        data.attribute = self.config.debias_attribute or self.prompt_sets[0].attributes[0]
+        data.prompts = [p.text for ps in self.prompt_sets for p in ps.prompts if not p.named]
+        import dataclasses
+
+        key = hash_value({"method": spec.name, "params": dataclasses.asdict(method.params),
+                          "base": base.fingerprint, "sampler": dataclasses.asdict(base.sampler),
+                          "data": data.fingerprint()})
+        start = time.perf_counter()
+        log.info("preparing %s", spec.key)
+        method.prepare(base, data, self.cache.artefact_dir(spec.name, key))
+        seconds = time.perf_counter() - start
+        self.cost[spec.key] = {"prepare_seconds": round(seconds, 3), "generate_seconds": 0.0, "generated": 0}
+        self.method_info[spec.key] = {"method": spec.name, "fingerprint": method.fingerprint(),
+                                      "params": dataclasses.asdict(method.params), "artefacts": dict(method.artefacts)}
+        return method
+
+    def _generate(self, method: Method, cell: Cell, base: Components) -> None:
+        fp = self.method_info[cell.method]["fingerprint"]
+        import dataclasses
+
+        sampler = dataclasses.asdict(base.sampler)
+        cell.keys = [self.cache.image_key(fp, cell.prompt, s, sampler) for s in cell.seeds]
+        images: list[np.ndarray | None] = [None] * len(cell.seeds)
+        shas: list[str] = [""] * len(cell.seeds)
+        for i, key in enumerate(cell.keys):
+            hit = self.cache.get_image(key)
+            if hit is not None:
+                images[i], shas[i] = hit
+        missing = [i for i, img in enumerate(images) if img is None]
+        bar = tqdm(total=len(missing), disable=not self.progress or not missing, unit="img",
+                   desc=f"{cell.method} · {cell.prompt_set}/{cell.prompt_id}", leave=False)
+        for start in range(0, len(missing), self.config.batch_size):
+            batch = missing[start : start + self.config.batch_size]
+            t0 = time.perf_counter()
+            try:
+                out = method.generate([cell.prompt] * len(batch), [cell.seeds[i] for i in batch])
+            except DataError as exc:
+                self._fail(cell, "generate", str(exc))
+                bar.close()
+                return
+            self.cost[cell.method]["generate_seconds"] += time.perf_counter() - t0
+            self.cost[cell.method]["generated"] += len(batch)
+            for i, image in zip(batch, out):
+                shas[i] = self.cache.put_image(cell.keys[i], image)
+                images[i] = image
+            bar.update(len(batch))
+        bar.close()
+        cell.images = np.stack(images)  # type: ignore[arg-type]
+        cell.shas = shas
+
+    def _classify(self, cell: Cell) -> None:
+        assert cell.images is not None
+        for name, clf in self.classifiers.items():
+            cached = [self.cache.get_predictions(clf.fingerprint, sha) for sha in cell.shas]
+            missing = [i for i, c in enumerate(cached) if c is None]
+            if missing:
+                subset = cell.images[missing]
+                try:
+                    probs = clf.predict(subset)
+                    subject = np.asarray(clf.detect(subset), dtype=bool)
+                    _check_probs(probs, clf, len(missing))
+                except DataError as exc:
+                    self._fail(cell, "classify", f"{name}: {exc}")
+                    return
+                for j, i in enumerate(missing):
+                    payload = {"probs": {a: p[j].tolist() for a, p in probs.items()}, "subject": bool(subject[j])}
+                    self.cache.put_predictions(clf.fingerprint, cell.shas[i], payload)
+                    cached[i] = payload
+            cell.predictions[name] = {a: np.array([c["probs"][a] for c in cached], dtype=np.float64)
+                                      for a in clf.attributes}
+            cell.has_subject[name] = np.array([c["subject"] for c in cached], dtype=bool)
+
+    def _fail(self, cell: Cell, stage: str, error: str) -> None:
+        cell.failed = True
+        log.error("%s failed for %s on %s/%s: %s", stage, cell.method, cell.prompt_set, cell.prompt_id, error)
+        self.failures.append({"method": cell.method, "prompt_set": cell.prompt_set, "prompt_id": cell.prompt_id,
+                              "stage": stage, "error": error})
+
+    # -- output --------------------------------------------------------------------------------
+    def _write(self, run_dir: Path, cells: list[Cell], records: list[dict], base: Components) -> None:
+        rows = []
+        for cell in cells:
+            if cell.failed:
+                continue
+            for i, seed in enumerate(cell.seeds):
+                row: dict[str, Any] = {"method": cell.method, "prompt_set": cell.prompt_set,
+                                       "prompt_id": cell.prompt_id, "prompt": cell.prompt, "index": i,
+                                       "seed": seed, "image_key": cell.keys[i], "image_sha256": cell.shas[i]}
+                for cname, preds in cell.predictions.items():
+                    row[f"{cname}/has_subject"] = bool(cell.has_subject[cname][i])
+                    for attr, probs in preds.items():
+                        for k, cls in enumerate(self.classifiers[cname].attributes[attr]):
+                            row[f"{cname}/{attr}/{cls}"] = float(probs[i, k])
+                rows.append(row)
+        results = {
+            "schema_version": SCHEMA_VERSION,
+            "run_id": run_dir.name,
+            "config": self.config.model_dump(),
+            "versions": package_versions(),
+            "models": {
+                "base": {"name": base.name, "fingerprint": base.fingerprint, "sampler": base.sampler.__dict__},
+                "methods": self.method_info,
+                "classifiers": {n: {"fingerprint": c.fingerprint, "attributes": c.attributes,
+                                    "confusion_source": c.confusion_source} for n, c in self.classifiers.items()},
+                "profile": self.profile.name,
+            },
+            "prompt_sets": {ps.name: {"fingerprint": ps.fingerprint, "attributes": ps.attributes,
+                                      "classes": ps.classes, "images_per_prompt": ps.images_per_prompt,
+                                      "prompts": [{"id": p.id, "text": p.text, "named": p.named} for p in ps.prompts]}
+                            for ps in self.prompt_sets},
+            "failures": self.failures,
+            "metrics": records,
+            "cost": {k: {**v, "generate_seconds": round(v["generate_seconds"], 3),
+                         "seconds_per_image": round(v["generate_seconds"] / v["generated"], 5) if v["generated"] else None}
+                     for k, v in self.cost.items()},
+        }
+        frame = pd.DataFrame(rows)
+        tmp = run_dir / ".predictions.parquet.tmp"
+        try:
+            frame.to_parquet(tmp, index=False)
+            tmp.replace(run_dir / "predictions.parquet")
+        except OSError as exc:
+            raise CacheError(f"{run_dir}: cannot write predictions.parquet ({exc.strerror or exc})") from None
+        self._write_samples(run_dir, cells)
+        atomic_write(run_dir / "results.json", json.dumps(results, indent=1, sort_keys=True, default=str).encode())
+        from benchmark.report import write_report
+
+        write_report(run_dir)
+
+
+    def _write_samples(self, run_dir: Path, cells: list[Cell]) -> None:
+        for cell in cells:
+            if cell.failed or cell.images is None:
+                continue
+            for i in range(min(THUMBNAILS_PER_PROMPT, len(cell.images))):
+                name = f"{cell.method}__{cell.prompt_set}__{cell.prompt_id}__{i}.png"
+                atomic_write(run_dir / "samples" / name, png_bytes(cell.images[i]))
+
+
+def _check_probs(probs: dict[str, np.ndarray], clf: Classifier, n: int) -> None:
+    for attr, classes in clf.attributes.items():
+        p = np.asarray(probs.get(attr))
+        if p.shape != (n, len(classes)):
+            raise DataError(f"attribute {attr!r}: expected probabilities of shape {(n, len(classes))}, got {p.shape}")
+        if not np.isfinite(p).all():
+            raise DataError(f"attribute {attr!r}: {int((~np.isfinite(p)).any(axis=1).sum())} predictions are NaN/Inf")
+
+
+def _check_writable(run_dir: Path) -> None:
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        probe = run_dir / ".write-probe"
+        probe.write_bytes(b"ok")
+        probe.unlink()
+    except OSError as exc:
+        raise CacheError(f"{run_dir}: output directory is not writable ({exc.strerror or exc})") from None
+
+
+def run(config: RunConfig, profile: Profile | None = None, progress: bool = True) -> Path:
+    """Run a config end to end; returns the run directory."""
+    return Runner(config, profile=profile, progress=progress).run()
+
+
+__all__ = ["BenchError", "Cell", "Runner", "run"]

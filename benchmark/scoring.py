@@ -1,0 +1,141 @@
+"""Turns generated images and their predictions into metric records (docs/results-format.md).
+
+Fairness numbers come from :func:`benchmark.metrics.fairness_records` (the same function the
+submission check uses to recompute them); image quality and alignment from the FID and CLIP
+metrics, where the profile supplies a feature extractor and an embedder.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from itertools import combinations
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from benchmark.config import RunConfig
+from benchmark.errors import DataError
+from benchmark.metrics import (
+    clip_i,
+    clip_t,
+    fairness_records,
+    fid_vs_baseline,
+    fid_vs_reference,
+    intersectional_records,
+    make_record,
+    mean_records,
+    reference_stats,
+)
+from classifiers import Classifier
+from prompts import PromptSet
+
+if TYPE_CHECKING:
+    from benchmark.profiles import Profile
+    from benchmark.runner import Cell
+
+log = logging.getLogger(__name__)
+BASELINE = "baseline"
+
+
+def _label(records: list[dict], **keys: Any) -> list[dict]:
+    return [{**keys, **r} for r in records]
+
+
+def _columns(clf: Classifier, ps: PromptSet, attr: str) -> list[int]:
+    """Column order that maps the classifier's classes onto the prompt set's classes."""
+    theirs, ours = clf.attributes[attr], ps.classes[attr]
+    if sorted(theirs) != sorted(ours):
+        raise DataError(f"classifier {clf.name!r} attribute {attr!r} has classes {theirs}, prompt set "
+                        f"{ps.name!r} expects {ours}")
+    return [theirs.index(c) for c in ours]
+
+
+def fairness_for(cells: Sequence[Cell], ps: PromptSet, name: str, clf: Classifier, config: RunConfig) -> list[dict]:
+    """Every fairness record of one method on one prompt set with one classifier."""
+    named_of = {p.id: p.named for p in ps.prompts}
+    attrs = [a for a in ps.attributes if a in clf.attributes]
+    probs: dict[str, dict[str, np.ndarray]] = {a: {} for a in attrs}
+    confusion: dict[str, np.ndarray | None] = {}
+    for attr in attrs:
+        cols = _columns(clf, ps, attr)
+        conf = clf.confusion.get(attr)
+        confusion[attr] = None if conf is None else np.asarray(conf)[np.ix_(cols, cols)]
+        for cell in cells:
+            keep = cell.has_subject[name]
+            if keep.any():  # prompts whose images all lack a subject are reported by no_subject_rate
+                probs[attr][cell.prompt_id] = cell.predictions[name][attr][keep][:, cols]
+    boot = {"n_boot": config.metrics.bootstrap, "seed": config.metrics.seed}
+    records: list[dict] = []
+    for attr in attrs:
+        if not probs[attr]:
+            continue
+        named = {pid: named_of[pid].get(attr) for pid in probs[attr]}
+        recs = fairness_records(probs[attr], ps.classes[attr], ps.target.get(attr), confusion[attr], named, **boot)
+        records += _label(recs, classifier=name, attribute=attr)
+    for a, b in combinations(attrs, 2):
+        if not probs[a]:
+            continue
+        recs = intersectional_records(
+            probs[a], probs[b], ps.classes[a], ps.classes[b], ps.target.get(a), ps.target.get(b),
+            confusion[a], confusion[b], {p: named_of[p].get(a) for p in probs[a]},
+            {p: named_of[p].get(b) for p in probs[b]}, **boot)
+        records += _label(recs, classifier=name, attribute=f"{a}×{b}")
+    no_subject = {c.prompt_id: (~c.has_subject[name]).astype(float) for c in cells}
+    records += _label(mean_records(no_subject, "no_subject_rate", "detector", False, **boot),
+                      classifier=name, attribute=None)
+    return records
+
+
+def quality_for(cells: Sequence[Cell], baseline: Sequence[Cell] | None, profile: Profile, config: RunConfig,
+                reference: Any) -> list[dict]:
+    """FID (vs reference, vs baseline) and CLIP-T / CLIP-I records of one method on one prompt set."""
+    records: list[dict] = []
+    images = np.concatenate([c.images for c in cells])
+    n = len(images)
+    none = {"classifier": None, "attribute": None}
+    if config.metrics.fid and profile.features is not None:
+        if reference is not None:
+            for metric, value in fid_vs_reference(images, profile.features, reference, kid=True,
+                                                  seed=config.metrics.seed).items():
+                records.append({**none, **make_record(None, metric, "vs-reference", value, n, None)})
+        if baseline is not None:
+            base_images = np.concatenate([c.images for c in baseline])
+            for metric, value in fid_vs_baseline(images, base_images, profile.features, kid=True,
+                                                 seed=config.metrics.seed).items():
+                records.append({**none, **make_record(None, metric, "vs-baseline", value, n, None)})
+    if config.metrics.clip and profile.embedder is not None:
+        boot = {"n_boot": config.metrics.bootstrap, "seed": config.metrics.seed}
+        scores = {c.prompt_id: clip_t(profile.embedder, c.images, c.prompt) for c in cells}
+        records += _label(mean_records(scores, "clip_t", "mean", True, **boot), **none)
+        if baseline is not None:
+            base_of = {c.prompt_id: c for c in baseline}
+            pairs = {c.prompt_id: clip_i(profile.embedder, c.images, base_of[c.prompt_id].images)
+                     for c in cells if c.prompt_id in base_of}
+            if pairs:
+                records += _label(mean_records(pairs, "clip_i", "vs-baseline", True, **boot), **none)
+    return records
+
+
+def score(cells: Sequence[Cell], prompt_sets: Sequence[PromptSet], classifiers: dict[str, Classifier],
+          profile: Profile, config: RunConfig, failures: list[dict]) -> list[dict]:
+    """All metric records of a run. A method whose cells failed on a prompt is scored on the rest
+    and the failure is listed in ``results.json`` (never averaged in as a number)."""
+    reference = None
+    if config.metrics.fid and profile.features is not None and profile.reference is not None:
+        reference = reference_stats(profile.reference.images, profile.features, key=profile.reference.fingerprint)
+    records: list[dict] = []
+    methods = list(dict.fromkeys(c.method for c in cells))
+    for ps in prompt_sets:
+        baseline = [c for c in cells if c.method == BASELINE and c.prompt_set == ps.name and not c.failed]
+        for method in methods:
+            done = [c for c in cells if c.method == method and c.prompt_set == ps.name and not c.failed]
+            if not done:
+                continue
+            recs = []
+            for name, clf in classifiers.items():
+                recs += fairness_for(done, ps, name, clf, config)
+            comparable = baseline if method != BASELINE and len(baseline) == len(done) else None
+            recs += quality_for(done, comparable, profile, config, reference)
+            records += _label(recs, method=method, prompt_set=ps.name)
+    return records
