@@ -1,0 +1,339 @@
+"""Fréchet distance (FID) and kernel distance (KID) on features from any extractor, through clean-fid.
+
+FID (Heusel et al., "GANs Trained by a Two Time-Scale Update Rule...", NeurIPS 2017):
+    FID = ‖μ₁ − μ₂‖² + Tr(Σ₁ + Σ₂ − 2 (Σ₁ Σ₂)^{1/2})
+computed by ``cleanfid.fid.frechet_distance`` (Parmar et al., "On Aliased Resizing and Surprising
+Subtleties in GAN Evaluation", CVPR 2022). KID (Bińkowski et al., ICLR 2018) is the unbiased MMD² with
+the cubic polynomial kernel k(x, y) = (xᵀy / D + 1)³ averaged over random subsets
+(``cleanfid.fid.kernel_distance``).
+
+Variants (label them): ``vs-reference``, generated images against a reference image set (real images,
+or the world's ground-truth renders); ``vs-baseline``, a method's images against the baseline's images
+for the same prompts and seeds (SelfDebias-style).
+
+A feature extractor is any callable uint8 (N, H, W, 3) → float (N, D) with a ``fingerprint`` string
+attribute that changes whenever its features would; reference statistics are cached under it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+
+from benchmark.errors import DataError, ModelLoadError
+
+STATS_FORMAT = "debias-bench/feature-stats/1"
+INCEPTION_FILE = "inception-2015-12-05.pt"
+INCEPTION_URL = "https://nvlabs-fi-cdn.nvidia.com/stylegan2-ada-pytorch/pretrained/metrics/inception-2015-12-05.pt"
+INCEPTION_ENV = "DEBIAS_BENCH_INCEPTION_DIR"
+
+
+class FeatureExtractor(Protocol):
+    fingerprint: str
+
+    def __call__(self, images: np.ndarray) -> np.ndarray:
+        """uint8 (N, H, W, 3) → float (N, D)."""
+        ...
+
+
+def _check_images(images: np.ndarray, name: str = "images") -> np.ndarray:
+    arr = np.asarray(images)
+    if arr.ndim != 4 or arr.shape[-1] != 3 or arr.dtype != np.uint8:
+        raise DataError(f"{name}: expected uint8 images of shape (N, H, W, 3), got {arr.dtype} {arr.shape}")
+    return arr
+
+
+def extract_features(
+    images: np.ndarray | Iterable[np.ndarray], extractor: Callable[[np.ndarray], np.ndarray], batch_size: int = 64
+) -> np.ndarray:
+    """Features (N, D) float64 of uint8 images, given as one array or as an iterable of batches."""
+    batches = (
+        (images[i : i + batch_size] for i in range(0, len(images), batch_size))
+        if isinstance(images, np.ndarray)
+        else images
+    )
+    feats = []
+    for batch in batches:
+        batch = _check_images(batch)
+        f = np.asarray(extractor(batch), dtype=np.float64)
+        if f.ndim != 2 or f.shape[0] != batch.shape[0]:
+            raise DataError(f"feature extractor returned shape {f.shape} for {batch.shape[0]} images; expected (N, D)")
+        if not np.isfinite(f).all():
+            raise DataError("feature extractor returned NaN or Inf features")
+        feats.append(f)
+    if not feats:
+        raise DataError("extract_features: no images (empty input)")
+    return np.concatenate(feats)
+
+
+def _check_features(features: np.ndarray, name: str) -> np.ndarray:
+    f = np.asarray(features, dtype=np.float64)
+    if f.ndim != 2:
+        raise DataError(f"{name}: expected features of shape (N, D), got {f.shape}")
+    if f.shape[0] < 2:
+        raise DataError(f"{name}: need at least 2 images for a covariance, got {f.shape[0]}")
+    if not np.isfinite(f).all():
+        raise DataError(f"{name}: features contain NaN or Inf")
+    return f
+
+
+@dataclass(frozen=True)
+class FeatureStats:
+    """Mean and covariance of features (and optionally the features, for KID), tagged with the extractor."""
+
+    mu: np.ndarray
+    sigma: np.ndarray
+    n: int
+    fingerprint: str
+    features: np.ndarray | None = None
+    key: str = ""  # identifies the image set (e.g. a hash of the reference images); "" when unnamed
+
+    @classmethod
+    def from_features(
+        cls, features: np.ndarray, fingerprint: str = "", keep_features: bool = True, key: str = ""
+    ) -> FeatureStats:
+        f = _check_features(features, "features")
+        return cls(f.mean(axis=0), np.cov(f, rowvar=False), f.shape[0], fingerprint, f if keep_features else None, key)
+
+    def save(self, path: str | Path) -> None:
+        """Write to ``.safetensors`` or ``.npz`` (no pickle), atomically."""
+        path = Path(path)
+        arrays = {"mu": self.mu, "sigma": self.sigma}
+        if self.features is not None:
+            arrays["features"] = self.features
+        tmp = path.with_name(f".{path.name}.tmp{os.getpid()}{path.suffix}")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if path.suffix == ".safetensors":
+            from safetensors.numpy import save_file
+
+            meta = {"format": STATS_FORMAT, "fingerprint": self.fingerprint, "key": self.key, "n": str(self.n)}
+            save_file({k: np.ascontiguousarray(v) for k, v in arrays.items()}, str(tmp), metadata=meta)
+        elif path.suffix == ".npz":
+            np.savez(
+                tmp,
+                format=np.array(STATS_FORMAT),
+                fingerprint=np.array(self.fingerprint),
+                key=np.array(self.key),
+                n=np.array(self.n),
+                **arrays,
+            )
+        else:
+            raise DataError(f"{path}: feature statistics are stored as .safetensors or .npz")
+        os.replace(tmp, path)
+
+    @classmethod
+    def load(cls, path: str | Path) -> FeatureStats:
+        path = Path(path)
+        try:
+            if path.suffix == ".safetensors":
+                from safetensors import safe_open
+
+                with safe_open(str(path), framework="np") as f:
+                    meta = f.metadata() or {}
+                    arrays = {k: f.get_tensor(k) for k in f.keys()}
+                fmt, fingerprint, key = meta.get("format"), meta.get("fingerprint", ""), meta.get("key", "")
+                n = int(meta.get("n", -1))
+            elif path.suffix == ".npz":
+                with np.load(path, allow_pickle=False) as z:
+                    arrays = {k: z[k] for k in z.files}
+                fmt, fingerprint = str(arrays.pop("format", "")), str(arrays.pop("fingerprint", ""))
+                key, n = str(arrays.pop("key", "")), int(arrays.pop("n", -1))
+            else:
+                raise DataError(f"{path}: feature statistics are stored as .safetensors or .npz")
+        except (OSError, ValueError, KeyError) as e:
+            raise DataError(f"{path}: unreadable feature statistics ({type(e).__name__}: {e})") from None
+        if fmt != STATS_FORMAT or "mu" not in arrays or "sigma" not in arrays:
+            raise DataError(f"{path}: not a {STATS_FORMAT} file")
+        return cls(arrays["mu"], arrays["sigma"], n, fingerprint, arrays.get("features"), key)
+
+
+def _as_stats(x: FeatureStats | np.ndarray, name: str) -> FeatureStats:
+    return x if isinstance(x, FeatureStats) else FeatureStats.from_features(_check_features(x, name))
+
+
+def _same_extractor(a: FeatureStats, b: FeatureStats) -> None:
+    if a.fingerprint and b.fingerprint and a.fingerprint != b.fingerprint:
+        raise DataError(
+            f"feature statistics come from different extractors ({a.fingerprint[:12]} vs {b.fingerprint[:12]})"
+        )
+
+
+def frechet_distance(a: FeatureStats | np.ndarray, b: FeatureStats | np.ndarray) -> float:
+    """FID between two feature sets (N, D) or their ``FeatureStats``, via ``cleanfid.fid.frechet_distance``."""
+    from cleanfid.fid import frechet_distance as _fd
+
+    sa, sb = _as_stats(a, "a"), _as_stats(b, "b")
+    _same_extractor(sa, sb)
+    if sa.mu.shape != sb.mu.shape:
+        raise DataError(f"frechet_distance: feature dimensions differ ({sa.mu.shape[0]} vs {sb.mu.shape[0]})")
+    # clean-fid prints a note when it regularises a singular product; metrics stay quiet.
+    with open(os.devnull, "w") as devnull, contextlib.redirect_stdout(devnull):
+        return float(_fd(sa.mu, sa.sigma, sb.mu, sb.sigma))
+
+
+def kernel_distance(
+    a: FeatureStats | np.ndarray,
+    b: FeatureStats | np.ndarray,
+    num_subsets: int = 100,
+    max_subset_size: int = 1000,
+    seed: int = 0,
+) -> float:
+    """KID between two feature sets via ``cleanfid.fid.kernel_distance``, seeded.
+
+    clean-fid draws subsets from numpy's global generator; it is seeded here and restored afterwards.
+    """
+    from cleanfid.fid import kernel_distance as _kd
+
+    fa = a.features if isinstance(a, FeatureStats) else _check_features(a, "a")
+    fb = b.features if isinstance(b, FeatureStats) else _check_features(b, "b")
+    if fa is None or fb is None:
+        raise DataError("kernel_distance: statistics were stored without features (keep_features=False)")
+    if isinstance(a, FeatureStats) and isinstance(b, FeatureStats):
+        _same_extractor(a, b)
+    if fa.shape[1] != fb.shape[1]:
+        raise DataError(f"kernel_distance: feature dimensions differ ({fa.shape[1]} vs {fb.shape[1]})")
+    state = np.random.get_state()
+    try:
+        np.random.seed(seed)
+        return float(_kd(fa, fb, num_subsets=num_subsets, max_subset_size=max_subset_size))
+    finally:
+        np.random.set_state(state)
+
+
+def reference_stats(
+    images: np.ndarray | Callable[[], Iterable[np.ndarray]],
+    extractor: FeatureExtractor,
+    cache_path: str | Path | None = None,
+    key: str = "",
+    keep_features: bool = True,
+    batch_size: int = 64,
+) -> FeatureStats:
+    """Statistics of a reference image set, cached at ``cache_path`` (.safetensors or .npz).
+
+    The cache is used only if it was written with the same extractor fingerprint and ``key`` (a hash of
+    the reference images, chosen by the caller); otherwise it is recomputed and overwritten. ``images``
+    may be a zero-argument callable yielding batches, so a cache hit never touches the images.
+    """
+    fingerprint = _fingerprint(extractor)
+    if cache_path is not None and Path(cache_path).exists():
+        cached = FeatureStats.load(cache_path)
+        if (
+            cached.fingerprint == fingerprint
+            and cached.key == key
+            and (cached.features is not None or not keep_features)
+        ):
+            return cached
+    feats = extract_features(images if isinstance(images, np.ndarray) else images(), extractor, batch_size)
+    stats = FeatureStats.from_features(feats, fingerprint, keep_features, key)
+    if cache_path is not None:
+        stats.save(cache_path)
+    return stats
+
+
+def _fingerprint(extractor: object) -> str:
+    fp = getattr(extractor, "fingerprint", None)
+    if not isinstance(fp, str) or not fp:
+        raise DataError(
+            f"feature extractor {type(extractor).__name__} has no 'fingerprint' string to key its statistics"
+        )
+    return fp
+
+
+def fid_vs_reference(
+    images: np.ndarray, extractor: FeatureExtractor, reference: FeatureStats, kid: bool = False, seed: int = 0
+) -> dict[str, float]:
+    """Variant ``vs-reference``: {"fid": ..., ["kid": ...]} of images against cached reference statistics."""
+    fp = _fingerprint(extractor)
+    if reference.fingerprint != fp:
+        raise DataError(
+            f"reference statistics were computed with extractor {reference.fingerprint[:12]}, not {fp[:12]}"
+        )
+    gen = FeatureStats.from_features(extract_features(images, extractor), reference.fingerprint)
+    out = {"fid": frechet_distance(gen, reference)}
+    if kid:
+        out["kid"] = kernel_distance(gen, reference, seed=seed)
+    return out
+
+
+def fid_vs_baseline(
+    images: np.ndarray, baseline_images: np.ndarray, extractor: FeatureExtractor, kid: bool = False, seed: int = 0
+) -> dict[str, float]:
+    """Variant ``vs-baseline``: {"fid": ..., ["kid": ...]} of a method's images against the baseline's
+    images for the same prompts and seeds (pass them in the same order)."""
+    a, b = _check_images(images), _check_images(baseline_images, "baseline_images")
+    if a.shape[0] != b.shape[0]:
+        raise DataError(
+            f"vs-baseline: {a.shape[0]} images but {b.shape[0]} baseline images (same prompts and seeds expected)"
+        )
+    fa, fb = extract_features(a, extractor), extract_features(b, extractor)
+    out = {"fid": frechet_distance(fa, fb)}
+    if kid:
+        out["kid"] = kernel_distance(fa, fb, seed=seed)
+    return out
+
+
+class FrechetDistance:
+    """Streaming FID against fixed statistics (torchmetrics style): update(images) batches, compute()."""
+
+    def __init__(self, extractor: FeatureExtractor, reference: FeatureStats) -> None:
+        self.extractor, self.reference = extractor, reference
+        self.reset()
+
+    def reset(self) -> None:
+        self._feats: list[np.ndarray] = []
+
+    def update(self, images: np.ndarray) -> None:
+        self._feats.append(extract_features(_check_images(images), self.extractor))
+
+    def compute(self) -> float:
+        if not self._feats:
+            raise DataError("FrechetDistance.compute: no images were added with update()")
+        gen = FeatureStats.from_features(np.concatenate(self._feats), self.reference.fingerprint, keep_features=False)
+        return frechet_distance(gen, self.reference)
+
+
+class InceptionFeatures:
+    """clean-fid's default extractor: Inception-v3 pool3 (2048-d) of the TorchScript weights
+    ``inception-2015-12-05.pt``, images resized to 299 with clean-fid's "clean" PIL-bicubic resizer.
+
+    The weights are looked up, never downloaded: in ``weights_dir``, else ``$DEBIAS_BENCH_INCEPTION_DIR``,
+    else /tmp (where clean-fid itself saves them).
+    """
+
+    def __init__(self, weights_dir: str | Path | None = None, device: str = "cpu", batch_size: int = 32) -> None:
+        folder = Path(weights_dir or os.environ.get(INCEPTION_ENV) or "/tmp")
+        path = folder / INCEPTION_FILE
+        if not path.is_file():
+            raise ModelLoadError(
+                f"Inception weights not found at {path}: put {INCEPTION_FILE} ({INCEPTION_URL}) there or set {INCEPTION_ENV}"
+            )
+        import torch
+        from cleanfid.inception_torchscript import InceptionV3W
+        from cleanfid.resize import build_resizer
+
+        from benchmark.hashing import hash_file
+
+        try:
+            self.model = InceptionV3W(str(folder), download=False).to(device).eval()
+        except RuntimeError as e:
+            raise ModelLoadError(f"{path}: cannot load TorchScript Inception ({str(e).splitlines()[0]})") from None
+        self.fingerprint = "clean-fid-inception:" + hash_file(path)
+        self._resize = build_resizer("clean")
+        self._torch, self.device, self.batch_size = torch, device, batch_size
+
+    def __call__(self, images: np.ndarray) -> np.ndarray:
+        images = _check_images(images)
+        torch = self._torch
+        out = []
+        for i in range(0, len(images), self.batch_size):
+            batch = np.stack([self._resize(img) for img in images[i : i + self.batch_size]])
+            x = torch.from_numpy(batch.transpose(0, 3, 1, 2).copy()).float().to(self.device)
+            with torch.no_grad():
+                out.append(self.model(x).cpu().numpy())
+        return np.concatenate(out).astype(np.float64)

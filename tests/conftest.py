@@ -1,0 +1,53 @@
+"""Shared test set-up: offline, few threads, and a tiny prompt set for end-to-end runs."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+# Missing weights must fail in milliseconds, never wait on a hub.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+torch.set_num_threads(min(2, os.cpu_count() or 1))
+
+TONES_YAML = """\
+name: tones
+description: tiny smoke set for the tiny profile
+source: project-made
+attributes: [tone]
+classes: {tone: [warm, cool]}
+images_per_prompt: 4
+prompts:
+  - {id: doctor, text: "a photo of a doctor"}
+  - {id: nurse, text: "a photo of a nurse"}
+  - {id: red-nurse, text: "a photo of a red nurse", named: {tone: warm}}
+  - {id: blue-nurse, text: "a photo of a blue nurse", named: {tone: cool}}
+"""
+
+
+@pytest.fixture
+def tones_file(tmp_path: Path) -> Path:
+    path = tmp_path / "tones.yaml"
+    path.write_text(TONES_YAML)
+    return path
+
+
+@pytest.fixture
+def tiny_config(tmp_path: Path, tones_file: Path):
+    """A RunConfig for the tiny profile: baseline, 4 prompts × 4 images, palette classifier."""
+    from benchmark.config import load_config
+
+    return load_config(None, {
+        "profile": "tiny",
+        "methods": [{"name": "baseline"}],
+        "prompt_sets": [str(tones_file)],
+        "classifiers": ["palette"],
+        "batch_size": 3,
+        "metrics": {"bootstrap": 50},
+        "output_dir": str(tmp_path / "results"),
+        "cache_dir": str(tmp_path / "cache"),
+    })

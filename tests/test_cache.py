@@ -1,0 +1,77 @@
+"""The content-addressed cache: round trips, corruption detection, atomic writes."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from benchmark.cache import Cache
+from benchmark.errors import CacheError
+
+
+def _image(seed: int) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 256, (8, 8, 3), dtype=np.uint8)
+
+
+def test_image_round_trip_and_key_sensitivity(tmp_path: Path) -> None:
+    cache = Cache(tmp_path)
+    key = cache.image_key("m1", "a photo", 3, {"steps": 4})
+    assert key != cache.image_key("m1", "a photo", 4, {"steps": 4})
+    assert key != cache.image_key("m2", "a photo", 3, {"steps": 4})
+    assert key != cache.image_key("m1", "a photo", 3, {"steps": 5})
+    assert cache.get_image(key) is None
+    sha = cache.put_image(key, _image(0))
+    image, got_sha = cache.get_image(key)
+    np.testing.assert_array_equal(image, _image(0))
+    assert got_sha == sha
+
+
+@pytest.mark.parametrize("damage", ["truncate", "flip", "drop-hash"])
+def test_corrupt_image_entry_is_detected_and_discarded(tmp_path: Path, damage: str) -> None:
+    cache = Cache(tmp_path)
+    key = cache.image_key("m", "p", 1, {})
+    cache.put_image(key, _image(1))
+    png = next(tmp_path.rglob("*.png"))
+    if damage == "truncate":
+        png.write_bytes(png.read_bytes()[:20])
+    elif damage == "flip":
+        data = bytearray(png.read_bytes())
+        data[-5] ^= 0xFF
+        png.write_bytes(bytes(data))
+    else:
+        png.with_suffix(".json").unlink()
+    assert cache.get_image(key) is None
+    if damage != "drop-hash":
+        assert cache.corrupt_entries == 1 and not png.exists()
+
+
+def test_predictions_round_trip_and_tamper_detection(tmp_path: Path) -> None:
+    cache = Cache(tmp_path)
+    payload = {"probs": {"tone": [0.25, 0.75]}, "subject": True}
+    cache.put_predictions("clf", "ab" * 32, payload)
+    assert cache.get_predictions("clf", "ab" * 32) == payload
+    path = next(tmp_path.rglob("*.json"))
+    path.write_text(path.read_text().replace("0.25", "0.35"))
+    assert cache.get_predictions("clf", "ab" * 32) is None
+
+
+def test_no_temporary_files_left_behind(tmp_path: Path) -> None:
+    cache = Cache(tmp_path)
+    for i in range(5):
+        cache.put_image(cache.image_key("m", "p", i, {}), _image(i))
+    assert not [p for p in tmp_path.rglob("*") if p.name.endswith(".tmp")]
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root ignores directory permissions")
+def test_read_only_cache_gives_clear_error(tmp_path: Path) -> None:
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    ro.chmod(0o500)
+    try:
+        with pytest.raises(CacheError, match="cannot write"):
+            Cache(ro).put_image("ab" * 32, _image(0))
+    finally:
+        ro.chmod(0o700)

@@ -1,0 +1,203 @@
+"""FID / KID against direct numpy-scipy formulas, the statistics cache, and the Inception path (offline)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import scipy.linalg
+
+from benchmark.errors import DataError, ModelLoadError
+from benchmark.metrics import (
+    FeatureStats,
+    FrechetDistance,
+    InceptionFeatures,
+    extract_features,
+    fid_vs_baseline,
+    fid_vs_reference,
+    frechet_distance,
+    kernel_distance,
+    reference_stats,
+)
+
+
+class PixelStats:
+    """Deterministic extractor: per-channel mean and std plus quadrant means of the grey image (10-d)."""
+
+    fingerprint = "pixel-stats-v1"
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def __call__(self, images: np.ndarray) -> np.ndarray:
+        self.calls += 1
+        x = images.astype(np.float64) / 255.0
+        grey = x.mean(axis=-1)
+        h, w = grey.shape[1] // 2, grey.shape[2] // 2
+        quads = [grey[:, :h, :w], grey[:, :h, w:], grey[:, h:, :w], grey[:, h:, w:]]
+        return np.concatenate(
+            [x.mean(axis=(1, 2)), x.std(axis=(1, 2)), np.stack([q.mean(axis=(1, 2)) for q in quads], 1)], axis=1
+        )
+
+
+def _images(seed: int, n: int = 40, shift: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    return np.clip(rng.integers(0, 200, size=(n, 16, 16, 3)) + shift, 0, 255).astype(np.uint8)
+
+
+def _direct_fid(a: np.ndarray, b: np.ndarray) -> float:
+    mu1, mu2 = a.mean(0), b.mean(0)
+    s1, s2 = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
+    covmean = scipy.linalg.sqrtm(s1 @ s2).real
+    return float(((mu1 - mu2) ** 2).sum() + np.trace(s1) + np.trace(s2) - 2 * np.trace(covmean))
+
+
+def test_frechet_distance_matches_direct_formula():
+    rng = np.random.default_rng(0)
+    a = rng.normal(size=(60, 8))
+    b = rng.normal(loc=0.5, scale=1.5, size=(80, 8)) @ rng.normal(size=(8, 8))
+    assert frechet_distance(a, b) == pytest.approx(_direct_fid(a, b), rel=1e-8)
+    assert frechet_distance(a, a) == pytest.approx(0.0, abs=1e-6)
+    # Shifting one set by v adds ‖v‖² exactly.
+    v = np.arange(8) * 0.1
+    assert frechet_distance(a, a + v) == pytest.approx((v**2).sum(), abs=1e-6)
+
+
+def test_kernel_distance_matches_direct_unbiased_mmd():
+    rng = np.random.default_rng(1)
+    x, y = rng.normal(size=(30, 5)), rng.normal(loc=0.3, size=(30, 5))
+    d, m = 5, 30
+
+    def k(u, v):
+        return (u @ v.T / d + 1) ** 3
+
+    kxx, kyy, kxy = k(x, x), k(y, y), k(x, y)
+    direct = (kxx.sum() - np.trace(kxx) + kyy.sum() - np.trace(kyy)) / (m * (m - 1)) - 2 * kxy.sum() / m**2
+    # One subset of size m = all rows (a permutation), so clean-fid's estimate is this exact MMD².
+    assert kernel_distance(x, y, num_subsets=1, max_subset_size=m) == pytest.approx(direct, rel=1e-9)
+
+
+def test_kernel_distance_is_seeded_and_leaves_global_state_alone():
+    rng = np.random.default_rng(2)
+    x, y = rng.normal(size=(50, 4)), rng.normal(size=(60, 4))
+    np.random.seed(123)
+    before = np.random.random()
+    np.random.seed(123)
+    k1 = kernel_distance(x, y, num_subsets=5, max_subset_size=20, seed=7)
+    assert np.random.random() == before
+    assert kernel_distance(x, y, num_subsets=5, max_subset_size=20, seed=7) == k1
+    assert kernel_distance(x, y, num_subsets=5, max_subset_size=20, seed=8) != k1
+
+
+@pytest.mark.parametrize("suffix", [".safetensors", ".npz"])
+def test_stats_roundtrip(tmp_path, suffix):
+    feats = np.random.default_rng(3).normal(size=(20, 6))
+    stats = FeatureStats.from_features(feats, "fp", key="ref-1")
+    path = tmp_path / f"ref{suffix}"
+    stats.save(path)
+    if suffix == ".npz":
+        np.load(path, allow_pickle=False).close()  # no object arrays inside
+    back = FeatureStats.load(path)
+    np.testing.assert_array_equal(back.mu, stats.mu)
+    np.testing.assert_array_equal(back.sigma, stats.sigma)
+    np.testing.assert_array_equal(back.features, feats)
+    assert (back.fingerprint, back.key, back.n) == ("fp", "ref-1", 20)
+
+
+def test_reference_stats_cache_keyed_by_fingerprint(tmp_path):
+    ext = PixelStats()
+    path = tmp_path / "ref.safetensors"
+    imgs = _images(0)
+    first = reference_stats(imgs, ext, path, key="world-v1")
+    calls = ext.calls
+
+    def must_not_load():
+        raise AssertionError("cache hit must not read the images")
+
+    again = reference_stats(must_not_load, ext, path, key="world-v1")
+    assert ext.calls == calls
+    np.testing.assert_array_equal(again.sigma, first.sigma)
+    # A different extractor fingerprint or reference key invalidates the cache.
+    other = PixelStats()
+    other.fingerprint = "pixel-stats-v2"
+    reference_stats(lambda: [imgs[:20], imgs[20:]], other, path, key="world-v1")
+    assert other.calls == 2
+    assert FeatureStats.load(path).fingerprint == "pixel-stats-v2"
+    reference_stats(imgs, other, path, key="world-v2")
+    assert other.calls == 3
+
+
+def test_fid_variants():
+    ext = PixelStats()
+    base, same, shifted = _images(1), _images(1), _images(1, shift=40)
+    assert fid_vs_baseline(same, base, ext)["fid"] == pytest.approx(0.0, abs=1e-9)
+    moved = fid_vs_baseline(shifted, base, ext, kid=True)
+    direct = _direct_fid(ext(shifted), ext(base))
+    assert moved["fid"] == pytest.approx(direct, rel=1e-8) and moved["fid"] > 0.01
+    assert moved["kid"] > 0
+    ref = reference_stats(_images(2, n=60), ext)
+    out = fid_vs_reference(shifted, ext, ref, kid=True)
+    assert out["fid"] == pytest.approx(_direct_fid(ext(shifted), ext(_images(2, n=60))), rel=1e-8)
+    stream = FrechetDistance(ext, ref)
+    for chunk in np.array_split(shifted, 3):
+        stream.update(chunk)
+    assert stream.compute() == pytest.approx(out["fid"], rel=1e-10)
+
+
+def test_fid_input_errors():
+    ext = PixelStats()
+    ref = FeatureStats.from_features(ext(_images(3)), "another-extractor")
+    with pytest.raises(DataError, match="extractor"):
+        fid_vs_reference(_images(4), ext, ref)
+    with pytest.raises(DataError, match="uint8"):
+        extract_features(np.zeros((2, 8, 8, 3), dtype=np.float32), ext)
+    with pytest.raises(DataError, match="at least 2"):
+        frechet_distance(np.ones((1, 3)), np.ones((5, 3)))
+    with pytest.raises(DataError, match="NaN"):
+        frechet_distance(np.full((3, 3), np.nan), np.ones((5, 3)))
+    with pytest.raises(DataError, match="same prompts"):
+        fid_vs_baseline(_images(1, n=5), _images(1, n=6), ext)
+    with pytest.raises(DataError, match="empty"):
+        extract_features([], ext)
+
+
+def test_inception_missing_weights_is_one_line_model_load_error(tmp_path, monkeypatch):
+    monkeypatch.delenv("DEBIAS_BENCH_INCEPTION_DIR", raising=False)
+    with pytest.raises(ModelLoadError, match="inception-2015-12-05.pt") as err:
+        InceptionFeatures(weights_dir=tmp_path)
+    assert str(tmp_path) in str(err.value) and "\n" not in str(err.value)
+
+
+def test_inception_path_runs_clean_fid_code_on_local_torchscript(tmp_path):
+    """A stand-in TorchScript file with clean-fid's layout exercises the real load/resize/forward path."""
+    import torch
+
+    class Layers(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.proj = torch.nn.Linear(3, 2048)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            assert x.shape[2] == 299
+            return self.proj(x.mean(dim=(2, 3))).reshape(x.shape[0], 2048, 1, 1)
+
+    class Base(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.layers = Layers()
+
+        def forward(self, x: torch.Tensor, return_features: bool = False) -> torch.Tensor:
+            return self.layers(x)
+
+    torch.manual_seed(0)
+    base = Base()
+    torch.jit.script(base).save(str(tmp_path / "inception-2015-12-05.pt"))
+    ext = InceptionFeatures(weights_dir=tmp_path, batch_size=2)
+    imgs = _images(5, n=3)
+    feats = ext(imgs)
+    assert feats.shape == (3, 2048)
+    # clean-fid normalises [0, 255] to [-1, 1] before the network; a constant image keeps its value on resize.
+    grey = np.full((1, 20, 20, 3), 255, dtype=np.uint8)
+    with torch.no_grad():
+        expected = base.layers.proj(torch.full((1, 3), (255 - 128) / 128)).numpy()
+    np.testing.assert_allclose(ext(grey), expected, rtol=1e-5, atol=1e-5)
+    assert ext.fingerprint.startswith("clean-fid-inception:")

@@ -1,0 +1,89 @@
+"""The loop end to end on the tiny profile (a random SD-architecture model with a VAE)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from benchmark.runner import run
+from methods.baseline import Baseline
+
+
+@pytest.fixture
+def counted(monkeypatch):
+    """Counts images the baseline generates."""
+    calls = {"images": 0}
+    original = Baseline.generate
+
+    def generate(self, prompts, seeds):
+        calls["images"] += len(seeds)
+        return original(self, prompts, seeds)
+
+    monkeypatch.setattr(Baseline, "generate", generate)
+    return calls
+
+
+def test_end_to_end_writes_results_predictions_report(tiny_config, counted) -> None:
+    run_dir = run(tiny_config, progress=False)
+    results = json.loads((run_dir / "results.json").read_text())
+    assert results["schema_version"] == 1
+    assert results["versions"]["torch"] and results["models"]["base"]["fingerprint"]
+    assert results["failures"] == []
+    frame = pd.read_parquet(run_dir / "predictions.parquet")
+    assert len(frame) == 4 * 4 == counted["images"]
+    assert {"palette/tone/warm", "palette/tone/cool", "seed", "image_sha256"} <= set(frame.columns)
+    np.testing.assert_allclose(frame["palette/tone/warm"] + frame["palette/tone/cool"], 1.0)
+    metrics = pd.DataFrame(results["metrics"])
+    set_fd = metrics[(metrics.metric == "fd") & (metrics.variant == "soft") & metrics.prompt_id.isna()]
+    assert len(set_fd) == 1 and set_fd.iloc[0].ci_low <= set_fd.iloc[0].value <= set_fd.iloc[0].ci_high
+    # the conditional prompts feed the group-conditioned SPD, not FD
+    assert "group-conditioned" in set(metrics[metrics.metric == "spd"].variant)
+    assert (run_dir / "report.html").read_text().count("<table") >= 1
+    assert len(list((run_dir / "samples").glob("*.png"))) == 16
+
+
+def test_second_run_recomputes_nothing_and_matches(tiny_config, counted) -> None:
+    first = run(tiny_config, progress=False)
+    before = json.loads((first / "results.json").read_text())
+    generated = counted["images"]
+    second = run(tiny_config, progress=False)
+    after = json.loads((second / "results.json").read_text())
+    assert counted["images"] == generated, "a cached image was generated again"
+    assert first == second
+    assert before["metrics"] == after["metrics"]
+
+
+def test_resume_generates_only_missing_images(tiny_config, counted) -> None:
+    first = run(tiny_config, progress=False)
+    metrics = json.loads((first / "results.json").read_text())["metrics"]
+    pngs = sorted((tiny_config_cache := __import__("pathlib").Path(tiny_config.cache_dir)).rglob("*.png"))
+    for png in pngs[:5]:  # as if the run had been killed before these were written
+        png.unlink()
+        png.with_suffix(".json").unlink()
+    counted["images"] = 0
+    again = run(tiny_config, progress=False)
+    assert counted["images"] == 5
+    assert json.loads((again / "results.json").read_text())["metrics"] == metrics
+    assert tiny_config_cache.exists()
+
+
+def test_nan_images_are_reported_not_scored(tiny_config, monkeypatch) -> None:
+    from benchmark.errors import DataError
+
+    original = Baseline.generate
+
+    def broken(self, prompts, seeds):
+        if prompts[0] == "a photo of a nurse":
+            raise DataError("2 of 3 generated images contain NaN or Inf values")
+        return original(self, prompts, seeds)
+
+    monkeypatch.setattr(Baseline, "generate", broken)
+    run_dir = run(tiny_config, progress=False)
+    results = json.loads((run_dir / "results.json").read_text())
+    assert results["failures"] == [{"method": "baseline", "prompt_set": "tones", "prompt_id": "nurse",
+                                    "stage": "generate", "error": "2 of 3 generated images contain NaN or Inf values"}]
+    scored = {m["prompt_id"] for m in results["metrics"]}
+    assert "nurse" not in scored and "doctor" in scored
