@@ -117,6 +117,12 @@ def _cmd_method(args: argparse.Namespace) -> int:
     return int(module.cli(list(args.rest)) or 0)
 
 
+def _cmd_perf(args: argparse.Namespace) -> int:
+    from benchmark.perf import main as perf_main
+
+    return perf_main(args.rest)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="debias-bench", description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
@@ -133,6 +139,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("action", choices=["build"])
     p.add_argument("rest", nargs=argparse.REMAINDER)
     p.set_defaults(func=_cmd_world)
+    p = sub.add_parser("perf", help="throughput of the harness vs a bare diffusers loop")
+    p.add_argument("rest", nargs=argparse.REMAINDER)
+    p.set_defaults(func=_cmd_perf)
     p = sub.add_parser("method", help="a method's own commands, e.g. `method ddm sweep`")
     p.add_argument("name")
     p.add_argument("rest", nargs=argparse.REMAINDER)

@@ -1,0 +1,104 @@
+"""Throughput benchmark: baseline generation through the harness vs a bare diffusers loop.
+
+    debias-bench perf [--profile tiny|world] [--images 256] [--batch-size 64] [--repeats 3]
+
+Reports (1) images/s of the harness (runner, cache writes included) against a bare loop with the
+same components, batch and steps (``StableDiffusionPipeline`` for latent models; the same
+scheduler/UNet loop written inline for pixel-space ones), their ratio (goal >= 0.95), and
+(2) classify + score time as a share of generation time (goal <= 5 %). Numbers, not a pass/fail.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from benchmark.components import Components
+from benchmark.config import load_config
+from benchmark.profiles import load_profile
+from benchmark.runner import Runner
+from benchmark.sampling import initial_latents
+
+
+def bare_loop(components: Components, prompts: list[str], seeds: list[int]) -> np.ndarray:
+    """What a user writes by hand: diffusers' pipeline, or its loop for a pixel-space model."""
+    cfg = components.sampler
+    latents = initial_latents(components, seeds, cfg)
+    if components.vae is not None:
+        from diffusers import StableDiffusionPipeline
+
+        pipe = StableDiffusionPipeline(vae=components.vae, text_encoder=components.text_encoder,
+                                       tokenizer=components.tokenizer, unet=components.unet,
+                                       scheduler=components.scheduler, safety_checker=None,
+                                       feature_extractor=None, requires_safety_checker=False)
+        pipe.set_progress_bar_config(disable=True)
+        out = pipe(prompts, height=cfg.height, width=cfg.width, num_inference_steps=cfg.num_inference_steps,
+                   guidance_scale=cfg.guidance_scale, latents=latents, output_type="np").images
+        return (out * 255).round().astype(np.uint8)
+    with torch.no_grad():
+        tok = components.tokenizer(prompts + [""] * len(prompts), padding="max_length",
+                                   max_length=components.tokenizer.model_max_length, return_tensors="pt")
+        emb = components.text_encoder(tok.input_ids)[0]
+        scheduler = components.scheduler
+        scheduler.set_timesteps(cfg.num_inference_steps)
+        for t in scheduler.timesteps:
+            eps = components.unet(torch.cat([latents, latents]), t, encoder_hidden_states=emb).sample
+            cond, uncond = eps.chunk(2)
+            latents = scheduler.step(uncond + cfg.guidance_scale * (cond - uncond), t, latents).prev_sample
+    return ((latents / 2 + 0.5).clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
+
+
+def measure(profile_name: str, images: int, batch_size: int, repeats: int) -> dict:
+    base_cfg = {"profile": profile_name, "methods": [{"name": "baseline"}], "batch_size": batch_size,
+                "images_per_prompt": images, "max_prompts": 1, "metrics": {"bootstrap": 1000}}
+    if profile_name == "tiny":
+        base_cfg |= {"prompt_sets": ["faces"], "classifiers": ["palette"]}
+    profile = load_profile(load_config(None, base_cfg))
+    comps = profile.components
+    harness, bare, overhead = [], [], []
+    prompt = "a photo of a person"
+    for _ in range(repeats):
+        seeds = list(range(images))
+        t0 = time.perf_counter()
+        for s in range(0, images, batch_size):
+            bare_loop(comps, [prompt] * len(seeds[s:s + batch_size]), seeds[s:s + batch_size])
+        bare.append(images / (time.perf_counter() - t0))
+        with tempfile.TemporaryDirectory() as tmp:
+            config = load_config(None, {**base_cfg, "cache_dir": f"{tmp}/cache", "output_dir": f"{tmp}/out"})
+            runner = Runner(config, profile=profile, progress=False)
+            t0 = time.perf_counter()
+            runner.run()
+            total = time.perf_counter() - t0
+            gen = runner.cost["baseline"]["generate_seconds"]
+            harness.append(images / gen)
+            overhead.append((total - gen - runner.cost["baseline"]["prepare_seconds"]) / gen)
+    return {
+        "profile": profile_name, "images": images, "batch_size": batch_size,
+        "steps": comps.sampler.num_inference_steps, "threads": torch.get_num_threads(),
+        "bare_images_per_s": round(float(np.median(bare)), 2),
+        "harness_images_per_s": round(float(np.median(harness)), 2),
+        "throughput_ratio": round(float(np.median(harness) / np.median(bare)), 3),
+        "classify_score_share_of_generation": round(float(np.median(overhead)), 4),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="debias-bench perf", description=__doc__.splitlines()[0])
+    parser.add_argument("--profile", default="world", choices=["world", "tiny"])
+    parser.add_argument("--images", type=int, default=200)
+    parser.add_argument("--batch-size", type=int, default=100)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--json", type=Path, help="also write the numbers to this file")
+    args = parser.parse_args(argv)
+    numbers = measure(args.profile, args.images, args.batch_size, args.repeats)
+    text = json.dumps(numbers, indent=1)
+    print(text)
+    if args.json:
+        args.json.write_text(text)
+    return 0
