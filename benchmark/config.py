@@ -169,7 +169,7 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
 def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> RunConfig:
     """Read ``path`` (if any), apply ``overrides`` (CLI flags; None values ignored), validate."""
     data: dict[str, Any] = {}
-    source = "defaults"
+    source = "command line"
     if path is not None:
         loaded = read_config_file(path)
         if loaded is not None and not isinstance(loaded, dict):

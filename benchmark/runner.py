@@ -8,6 +8,7 @@ image and prediction so a second run (or a resumed one) recomputes nothing.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import platform
@@ -92,19 +93,18 @@ class Runner:
     # -- set-up --------------------------------------------------------------------------------
     def _prompt_set(self, name: str) -> PromptSet:
         ps = load_prompt_set(name)
+        changes: dict[str, Any] = {}
         if self.config.max_prompts is not None:
-            ps.prompts = ps.prompts[: self.config.max_prompts]
+            changes["prompts"] = ps.prompts[: self.config.max_prompts]
         if self.config.images_per_prompt is not None:
-            ps.images_per_prompt = self.config.images_per_prompt
-        return ps
+            changes["images_per_prompt"] = self.config.images_per_prompt
+        return dataclasses.replace(ps, **changes) if changes else ps
 
     def _components(self) -> Components:
         base = self.profile.components
         overrides = {k: v for k, v in self.config.sampler.model_dump().items() if v is not None}
         if overrides:
-            import dataclasses
-
-            base = base.replace(sampler=dataclasses.replace(base.sampler, **overrides))
+                base = base.replace(sampler=dataclasses.replace(base.sampler, **overrides))
         return base
 
     def run_dir(self) -> Path:
@@ -116,16 +116,19 @@ class Runner:
         _check_writable(run_dir)
         base = self._components()
         cells: list[Cell] = []
+        total = sum(len(ps.prompts) * ps.images_per_prompt for ps in self.prompt_sets)
         for spec in self.config.methods:
             method = self._prepare(spec, base)
-            for ps in self.prompt_sets:
-                for prompt in ps.prompts:
-                    cell = Cell(spec.key, ps.name, prompt.id, prompt.text,
-                                image_seeds(self.config.seed, prompt.id, ps.images_per_prompt))
-                    self._generate(method, cell, base)
-                    if not cell.failed:
-                        self._classify(cell)
-                    cells.append(cell)
+            with tqdm(total=total, unit="img", desc=spec.key, disable=not self.progress) as bar:
+                for ps in self.prompt_sets:
+                    for prompt in ps.prompts:
+                        cell = Cell(spec.key, ps.name, prompt.id, prompt.text,
+                                    image_seeds(self.config.seed, prompt.id, ps.images_per_prompt))
+                        bar.set_postfix_str(f"{ps.name}/{prompt.id}", refresh=False)
+                        self._generate(method, cell, base, bar)
+                        if not cell.failed:
+                            self._classify(cell)
+                        cells.append(cell)
         from benchmark.scoring import score
 
         records = score(cells, self.prompt_sets, self.classifiers, self.profile, self.config, self.failures)
@@ -138,8 +141,6 @@ class Runner:
         data.classifier = next(iter(self.classifiers.values()))
         data.attribute = self.config.debias_attribute or self.prompt_sets[0].attributes[0]
         data.prompts = [p.text for ps in self.prompt_sets for p in ps.prompts if not p.named]
-        import dataclasses
-
         key = hash_value({"method": spec.name, "params": dataclasses.asdict(method.params),
                           "base": base.fingerprint, "sampler": dataclasses.asdict(base.sampler),
                           "data": data.fingerprint()})
@@ -152,10 +153,8 @@ class Runner:
                                       "params": dataclasses.asdict(method.params), "artefacts": dict(method.artefacts)}
         return method
 
-    def _generate(self, method: Method, cell: Cell, base: Components) -> None:
+    def _generate(self, method: Method, cell: Cell, base: Components, bar: tqdm) -> None:
         fp = self.method_info[cell.method]["fingerprint"]
-        import dataclasses
-
         sampler = dataclasses.asdict(base.sampler)
         cell.keys = [self.cache.image_key(fp, cell.prompt, s, sampler) for s in cell.seeds]
         images: list[np.ndarray | None] = [None] * len(cell.seeds)
@@ -165,8 +164,7 @@ class Runner:
             if hit is not None:
                 images[i], shas[i] = hit
         missing = [i for i, img in enumerate(images) if img is None]
-        bar = tqdm(total=len(missing), disable=not self.progress or not missing, unit="img",
-                   desc=f"{cell.method} · {cell.prompt_set}/{cell.prompt_id}", leave=False)
+        bar.update(len(images) - len(missing))
         for start in range(0, len(missing), self.config.batch_size):
             batch = missing[start : start + self.config.batch_size]
             t0 = time.perf_counter()
@@ -174,7 +172,7 @@ class Runner:
                 out = method.generate([cell.prompt] * len(batch), [cell.seeds[i] for i in batch])
             except DataError as exc:
                 self._fail(cell, "generate", str(exc))
-                bar.close()
+                bar.update(len(missing) - start)
                 return
             self.cost[cell.method]["generate_seconds"] += time.perf_counter() - t0
             self.cost[cell.method]["generated"] += len(batch)
@@ -182,7 +180,6 @@ class Runner:
                 shas[i] = self.cache.put_image(cell.keys[i], image)
                 images[i] = image
             bar.update(len(batch))
-        bar.close()
         cell.images = np.stack(images)  # type: ignore[arg-type]
         cell.shas = shas
 

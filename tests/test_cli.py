@@ -1,0 +1,48 @@
+"""The debias-bench command: listing, running, one-line errors with exit status 2."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from benchmark.cli import main
+
+
+def test_list_methods_and_prompts(capsys) -> None:
+    assert main(["list", "methods"]) == 0
+    assert capsys.readouterr().out.split() == ["baseline", "ddm", "difflens", "invdiff", "selfdebias"]
+    assert main(["list", "prompts"]) == 0
+    assert "occupations" in capsys.readouterr().out.split()
+
+
+@pytest.mark.parametrize("argv,expected", [
+    (["run", "--methods", "nope"], "error: command line: methods[0].name: unknown method 'nope'"),
+    (["run", "missing.yaml"], "error: missing.yaml: config file not found"),
+    (["run", "--profile", "tiny", "--prompt-sets", "nope", "--classifiers", "palette"],
+     "error: unknown prompt set 'nope'; known:"),
+    (["method", "nope"], "error: unknown method 'nope'"),
+    (["report", "/nonexistent-run"], "error: /nonexistent-run/results.json"),
+])
+def test_user_errors_are_one_line(capsys, argv, expected) -> None:
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(expected) and err.count("\n") == 1 and "Traceback" not in err
+
+
+def test_debug_shows_the_exception(capsys) -> None:
+    from benchmark.errors import ConfigError
+
+    with pytest.raises(ConfigError):
+        main(["--debug", "run", "missing.yaml"])
+
+
+def test_run_prints_summary_and_writes_results(tiny_config, tones_file, tmp_path, capsys) -> None:
+    argv = ["run", "--profile", "tiny", "--methods", "baseline", "--prompt-sets", str(tones_file),
+            "--classifiers", "palette", "--bootstrap", "20", "--quiet", "--images-per-prompt", "2",
+            "--output-dir", str(tmp_path / "out"), "--cache-dir", str(tmp_path / "cache"), "--run-id", "r1"]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "fd:soft:tone" in out and "baseline" in out
+    results = json.loads((tmp_path / "out" / "r1" / "results.json").read_text())
+    assert results["config"]["images_per_prompt"] == 2
