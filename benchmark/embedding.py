@@ -19,3 +19,113 @@ class Embedder(Protocol):
     def encode_texts(self, texts: list[str]) -> np.ndarray:
         """list of N strings → float32 (N, D), unit norm."""
         ...
+
+
+class OpenClipEmbedder:
+    """An :class:`Embedder` over any open_clip model.
+
+    model:        an open_clip architecture name (``"ViT-B-32"``, or the stem of ``model_config``).
+    pretrained:   an open_clip pretrained tag (downloads; fails offline) or None.
+    checkpoint:   a local ``.safetensors`` checkpoint of the whole model, or None.
+    model_config: a custom model-config JSON, registered with ``open_clip.add_model_config``;
+                  its file stem is the architecture name (the default for ``model``).
+
+    Images are preprocessed as open_clip does (resize the short side to the tower's size with
+    bicubic antialiasing, centre crop, normalise with the model's mean and std), in torch.
+    ``fingerprint`` is the sha256 of the checkpoint file, else of the parameters.
+    """
+
+    def __init__(
+        self,
+        model: str | None = None,
+        pretrained: str | None = None,
+        checkpoint: str | None = None,
+        model_config: str | None = None,
+        device: str = "cpu",
+        batch_size: int = 256,
+    ) -> None:
+        from pathlib import Path
+
+        import open_clip
+
+        from benchmark.errors import ConfigError, ModelLoadError
+        from benchmark.hashing import hash_file, hash_module
+
+        if model_config is not None:
+            cfg_path = Path(model_config)
+            if not cfg_path.is_file():
+                raise ConfigError(f"{cfg_path}: open_clip model config not found")
+            open_clip.add_model_config(cfg_path)
+            model = model or cfg_path.stem
+        if model is None:
+            raise ConfigError("OpenClipEmbedder: give a model name or a model_config JSON")
+        if model not in open_clip.list_models() and not model.startswith(("hf-hub:", "local-dir:")):
+            raise ConfigError(f"unknown open_clip model {model!r} (register a config JSON with model_config=...)")
+        try:
+            self.model = open_clip.create_model(model, pretrained=pretrained, device=device)
+        except Exception as exc:  # open_clip raises RuntimeError/OSError for unreachable weights
+            raise ModelLoadError(f"open_clip {model!r} pretrained={pretrained!r}: {str(exc).splitlines()[0]}") from None
+        if checkpoint is not None:
+            ckpt = Path(checkpoint)
+            if not ckpt.is_file():
+                raise ModelLoadError(f"{ckpt}: open_clip checkpoint not found")
+            try:
+                open_clip.load_checkpoint(self.model, str(ckpt), device=device)
+            except Exception as exc:  # corrupt file or mismatched keys
+                raise ModelLoadError(f"{ckpt}: cannot load open_clip checkpoint ({str(exc).splitlines()[0]})") from None
+            self.fingerprint = hash_file(ckpt)
+        else:
+            self.fingerprint = hash_module(self.model)
+        self.model.eval().float()
+        self.name = model
+        self.device = device
+        self.batch_size = batch_size
+        self.tokenizer = open_clip.get_tokenizer(model)
+        pre = open_clip.get_model_preprocess_cfg(self.model)
+        size = pre.get("size", 224)
+        self.image_size = (size, size) if isinstance(size, int) else tuple(size)
+        self.mean = np.asarray(pre.get("mean", open_clip.OPENAI_DATASET_MEAN), dtype=np.float32)
+        self.std = np.asarray(pre.get("std", open_clip.OPENAI_DATASET_STD), dtype=np.float32)
+
+    def preprocess(self, images: np.ndarray):
+        """uint8 (N, H, W, 3) → normalised float tensor (N, 3, h, w) at the tower's size."""
+        import torch
+        import torch.nn.functional as F
+
+        from benchmark.errors import DataError
+
+        images = np.asarray(images)
+        if images.ndim != 4 or images.shape[-1] != 3 or images.dtype != np.uint8:
+            raise DataError(f"expected uint8 (N, H, W, 3) images, got {images.dtype} {images.shape}")
+        x = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float() / 255.0
+        th, tw = self.image_size
+        if x.shape[-2:] != (th, tw):
+            scale = max(th / x.shape[-2], tw / x.shape[-1])
+            size = (max(th, round(x.shape[-2] * scale)), max(tw, round(x.shape[-1] * scale)))
+            x = F.interpolate(x, size=size, mode="bicubic", antialias=True, align_corners=False).clamp(0, 1)
+            top, left = (size[0] - th) // 2, (size[1] - tw) // 2
+            x = x[:, :, top: top + th, left: left + tw]
+        mean = torch.from_numpy(self.mean).view(1, 3, 1, 1)
+        std = torch.from_numpy(self.std).view(1, 3, 1, 1)
+        return (x - mean) / std
+
+    def encode_images(self, images: np.ndarray) -> np.ndarray:
+        import torch
+
+        out = []
+        with torch.no_grad():
+            for i in range(0, len(images), self.batch_size):
+                x = self.preprocess(images[i: i + self.batch_size]).to(self.device)
+                out.append(torch.nn.functional.normalize(self.model.encode_image(x).float(), dim=-1).cpu().numpy())
+        dim = int(self.model.text_projection.shape[-1]) if hasattr(self.model, "text_projection") else 0
+        return np.concatenate(out).astype(np.float32) if out else np.zeros((0, dim), np.float32)
+
+    def encode_texts(self, texts: list[str]) -> np.ndarray:
+        import torch
+
+        out = []
+        with torch.no_grad():
+            for i in range(0, len(texts), self.batch_size):
+                ids = self.tokenizer(list(texts[i: i + self.batch_size])).to(self.device)
+                out.append(torch.nn.functional.normalize(self.model.encode_text(ids).float(), dim=-1).cpu().numpy())
+        return np.concatenate(out).astype(np.float32) if out else np.zeros((0, 0), np.float32)

@@ -25,6 +25,7 @@ from tqdm.auto import tqdm
 from benchmark.cache import Cache, atomic_write, png_bytes
 from benchmark.components import Components
 from benchmark.config import MethodSpec, RunConfig
+from benchmark.distributed import my_share, process_state
 from benchmark.errors import BenchError, CacheError, DataError
 from benchmark.hashing import hash_value
 from benchmark.profiles import Profile, load_profile
@@ -115,6 +116,13 @@ class Runner:
         run_dir = self.run_dir()
         _check_writable(run_dir)
         base = self._components()
+        state = process_state()
+        if state is not None:
+            self._run_shard(state, base)
+            state.wait_for_everyone()
+            if not state.is_main_process:
+                return run_dir
+            self.cost, self.failures = {}, []
         cells: list[Cell] = []
         total = sum(len(ps.prompts) * ps.images_per_prompt for ps in self.prompt_sets)
         for spec in self.config.methods:
@@ -134,6 +142,26 @@ class Runner:
         records = score(cells, self.prompt_sets, self.classifiers, self.profile, self.config, self.failures)
         self._write(run_dir, cells, records, base)
         return run_dir
+
+    def _run_shard(self, state: Any, base: Components) -> None:
+        """This process's share of generation and classification (see benchmark.distributed)."""
+        for spec in self.config.methods:
+            if state.is_main_process:
+                method = self._prepare(spec, base)
+            state.wait_for_everyone()
+            if not state.is_main_process:
+                method = self._prepare(spec, base)
+            cells = [(ps, p) for ps in self.prompt_sets for p in ps.prompts]
+            with tqdm(total=len(cells), unit="prompt", desc=f"{spec.key} [rank {state.process_index}]",
+                      disable=not self.progress) as bar:
+                for index, (ps, prompt) in enumerate(cells):
+                    if my_share(index, state):
+                        cell = Cell(spec.key, ps.name, prompt.id, prompt.text,
+                                    image_seeds(self.config.seed, prompt.id, ps.images_per_prompt))
+                        self._generate(method, cell, base, tqdm(disable=True))
+                        if not cell.failed:
+                            self._classify(cell)
+                    bar.update(1)
 
     def _prepare(self, spec: MethodSpec, base: Components) -> Method:
         method = METHODS.get(spec.name).from_config(spec.params)

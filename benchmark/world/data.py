@@ -1,0 +1,142 @@
+"""The world's image sets and captions, drawn from a :class:`WorldConfig`.
+
+* ``training_set``: the biased training set; in each digit's images the attribute classes appear in
+  exactly the configured shares (quota sampling, so the set's bias *is* the configured bias).
+* ``nontarget_set``: green squares and rings, unrelated to the digits (DDM's non-target images).
+* ``reference_set``: balanced over digit x colour x shade (the FID reference).
+* ``heldout_set``: balanced and rendered from held-out glyph scans, for classifier accuracy.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from benchmark.images import ImageSet
+from benchmark.world.config import DIGITS, WorldConfig
+from benchmark.world.render import COLOR_NAMES, SHADE_NAMES, SHAPES, render
+
+PROMPT_TEMPLATE = "a photo of a {}"
+SHADE_SUFFIX = " on a {} background"
+CONTENT_NAMES = DIGITS + SHAPES
+
+
+def plain_caption(content: int) -> str:
+    return PROMPT_TEMPLATE.format(CONTENT_NAMES[content])
+
+
+def caption(content: int, color: int | None = None, shade: int | None = None) -> str:
+    """Caption naming the content and, optionally, the colour and/or the shade."""
+    noun = CONTENT_NAMES[content]
+    if color is not None and content < 10:
+        noun = f"{COLOR_NAMES[color]} {noun}"
+    text = PROMPT_TEMPLATE.format(noun)
+    if shade is not None:
+        text += SHADE_SUFFIX.format(SHADE_NAMES[shade])
+    return text
+
+
+def vocabulary() -> list[str]:
+    """Every word a world caption can contain (the generator's word-level tokenizer)."""
+    words = "a photo of on background".split() + CONTENT_NAMES + COLOR_NAMES + SHADE_NAMES
+    return list(dict.fromkeys(words))
+
+
+def quota(n: int, shares: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """``n`` class indices with counts as close as possible to ``n * shares``, in random order."""
+    raw = np.asarray(shares, float) * n
+    counts = np.floor(raw).astype(int)
+    # Largest remainders get the leftover images, so the counts sum to n.
+    for i in np.argsort(-(raw - counts), kind="stable")[: n - counts.sum()]:
+        counts[i] += 1
+    return rng.permutation(np.repeat(np.arange(len(shares)), counts))
+
+
+def training_labels(config: WorldConfig, seed: int, per_class: int | None = None) -> dict[str, np.ndarray]:
+    """Content and attribute labels of a biased set: per digit, attributes in the configured shares."""
+    rng = np.random.default_rng(seed)
+    n = per_class or config.images_per_class
+    content, color, shade = [], [], []
+    for d, name in enumerate(DIGITS):
+        content.append(np.full(n, d))
+        color.append(quota(n, config.shares[name]["color"], rng))
+        shade.append(quota(n, config.shares[name]["shade"], rng))
+    return {"content": np.concatenate(content), "color": np.concatenate(color), "shade": np.concatenate(shade)}
+
+
+def _imageset(name: str, labels: dict[str, np.ndarray], seed: int, split: str = "train",
+              captions: list[str] | None = None) -> ImageSet:
+    images = render(labels["content"], labels["color"], labels["shade"], seed=seed, split=split)
+    if captions is None:
+        captions = [plain_caption(int(c)) for c in labels["content"]]
+    return ImageSet(images, captions, name=name, labels={k: np.asarray(v) for k, v in labels.items()})
+
+
+def training_set(config: WorldConfig, per_class: int | None = None) -> ImageSet:
+    """The biased training set, captioned with the plain prompt of its digit."""
+    labels = training_labels(config, config.seed + 1, per_class)
+    return _imageset("world-train", labels, seed=config.seed + 2)
+
+
+def nontarget_set(config: WorldConfig, n: int | None = None) -> ImageSet:
+    """Green squares and rings on balanced shades: content 10/11, colour label -1 (not red/blue)."""
+    n = n or config.nontarget_images
+    rng = np.random.default_rng(config.seed + 3)
+    content = 10 + quota(n, np.ones(len(SHAPES)) / len(SHAPES), rng)
+    shade = quota(n, np.ones(3) / 3, rng)
+    images = render(content, np.zeros(n, int), shade, seed=config.seed + 4)
+    labels = {"content": content, "color": np.full(n, -1), "shade": shade}
+    return ImageSet(images, [plain_caption(int(c)) for c in content], name="world-nontarget", labels=labels)
+
+
+def balanced_labels(per_class: int, seed: int) -> dict[str, np.ndarray]:
+    """Per digit, colour and shade each exactly balanced (as far as ``per_class`` allows)."""
+    rng = np.random.default_rng(seed)
+    content, color, shade = [], [], []
+    for d in range(len(DIGITS)):
+        content.append(np.full(per_class, d))
+        color.append(quota(per_class, np.ones(2) / 2, rng))
+        shade.append(quota(per_class, np.ones(3) / 3, rng))
+    return {"content": np.concatenate(content), "color": np.concatenate(color), "shade": np.concatenate(shade)}
+
+
+def reference_set(config: WorldConfig, per_class: int | None = None) -> ImageSet:
+    """Balanced renders from the training glyphs (the FID reference distribution)."""
+    labels = balanced_labels(per_class or config.reference_images_per_class, config.seed + 5)
+    return _imageset("world-reference", labels, seed=config.seed + 6)
+
+
+def heldout_set(config: WorldConfig, per_class: int | None = None, seed_offset: int = 0) -> ImageSet:
+    """Balanced renders from held-out glyph scans, for classifier accuracy and confusion matrices."""
+    labels = balanced_labels(per_class or config.heldout_images_per_class, config.seed + 7 + seed_offset)
+    return _imageset("world-heldout", labels, seed=config.seed + 8 + seed_offset, split="heldout")
+
+
+def generator_captions(labels: dict[str, np.ndarray], rng: np.random.Generator, drop: float = 0.1) -> list[str]:
+    """Training captions: mostly the plain prompt, sometimes naming colour and/or shade, and
+    ``drop`` of them empty (classifier-free guidance needs an unconditional model)."""
+    out = []
+    u = rng.random((len(labels["content"]), 2))
+    for i, c in enumerate(labels["content"]):
+        if u[i, 0] < drop:
+            out.append("")
+            continue
+        col = int(labels["color"][i]) if labels["color"][i] >= 0 else None
+        r = u[i, 1]
+        if r < 0.55:
+            out.append(caption(int(c)))
+        elif r < 0.70:
+            out.append(caption(int(c), color=col))
+        elif r < 0.85:
+            out.append(caption(int(c), shade=int(labels["shade"][i])))
+        else:
+            out.append(caption(int(c), color=col, shade=int(labels["shade"][i])))
+    return out
+
+
+def clip_captions(labels: dict[str, np.ndarray]) -> list[str]:
+    """Full descriptions for the world CLIP: content and both attributes."""
+    out = []
+    for c, col, sh in zip(labels["content"], labels["color"], labels["shade"], strict=True):
+        col = int(col) if col >= 0 else None
+        out.append(caption(int(c), color=col, shade=int(sh)))
+    return out

@@ -1,0 +1,1 @@
+"""Leaderboard: metric tables, the static HTML page, submissions, and the regression gate."""

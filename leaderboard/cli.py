@@ -1,0 +1,89 @@
+"""The ``submit``, ``leaderboard`` and ``gate`` subcommands of ``debias-bench``.
+
+``register(subparsers)`` adds them to the main parser; each handler returns an exit code and raises
+:class:`benchmark.errors.BenchError` for problems the user can fix (printed as one line).
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+from pathlib import Path
+
+from benchmark.errors import BenchError
+
+DEFAULT_ENTRIES = Path("leaderboard") / "entries"
+DEFAULT_SITE = Path("leaderboard") / "site"
+
+
+def _tolerance(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not math.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"must be a finite number ≥ 0, got {text!r}")
+    return value
+
+
+def cmd_submit(args: argparse.Namespace) -> int:
+    from leaderboard.submission import pack
+
+    run_dir = Path(args.run_dir)
+    if not run_dir.is_dir():
+        raise BenchError(f"{run_dir}: run directory not found")
+    out = pack(run_dir, args.out)
+    print(f"bundle: {out} (checked: hashes, schema, every fairness metric recomputed)")
+    return 0
+
+
+def cmd_leaderboard(args: argparse.Namespace) -> int:
+    from leaderboard.html import build_leaderboard
+    from leaderboard.submission import add_entry
+
+    entries = Path(args.entries)
+    out = Path(args.out) if args.out else entries.parent / "site"
+    if args.action == "add":
+        if not args.bundle:
+            raise BenchError("leaderboard add: give the bundle to add, e.g. `debias-bench leaderboard add run.zip`")
+        if not Path(args.bundle).is_file():
+            raise BenchError(f"{args.bundle}: bundle not found")
+        entry = add_entry(args.bundle, entries)
+        print(f"accepted: {entry}")
+    elif args.bundle:
+        raise BenchError("leaderboard build takes no bundle; use `leaderboard add BUNDLE`")
+    page = build_leaderboard(entries, out)
+    print(f"leaderboard: {page} (tables in {page.parent / 'tables'})")
+    return 0
+
+
+def cmd_gate(args: argparse.Namespace) -> int:
+    from leaderboard.gate import run_gate
+
+    if not Path(args.current).exists():
+        raise BenchError(f"{args.current}: current run not found")
+    return run_gate(args.current, args.baseline, args.tolerance, args.require_baseline, not args.only_moved)
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add ``submit``, ``leaderboard {add,build}`` and ``gate`` to the ``debias-bench`` parser."""
+    p = subparsers.add_parser("submit", help="pack a run directory into a checked leaderboard bundle")
+    p.add_argument("run_dir", help="results/<run-id>")
+    p.add_argument("--out", help="bundle path (default: next to the run, <run-id>.zip)")
+    p.set_defaults(func=cmd_submit)
+
+    p = subparsers.add_parser("leaderboard", help="add a bundle to the leaderboard, or rebuild its tables and page")
+    p.add_argument("action", choices=["add", "build"])
+    p.add_argument("bundle", nargs="?", help="bundle to add (for `add`)")
+    p.add_argument("--entries", default=str(DEFAULT_ENTRIES), help="entries directory (default: %(default)s)")
+    p.add_argument("--out", help="output directory for index.html and tables/ (default: <entries>/../site)")
+    p.set_defaults(func=cmd_leaderboard)
+
+    p = subparsers.add_parser("gate", help="compare a run with a baseline; exit 1 when a metric got worse")
+    p.add_argument("current", help="current run directory (or its results.json)")
+    p.add_argument("--baseline", required=True, help="baseline run directory (or its results.json)")
+    p.add_argument("--tolerance", type=_tolerance, default=0.0,
+                   help="extra absolute slack added to the combined CI half-widths (default: %(default)s)")
+    p.add_argument("--require-baseline", action="store_true", help="fail when the baseline is missing")
+    p.add_argument("--only-moved", action="store_true", help="list only metrics that moved or are missing")
+    p.set_defaults(func=cmd_gate)

@@ -1,0 +1,454 @@
+"""The static leaderboard page: one self-contained HTML file (inline CSS and JS, images as data URIs).
+
+The page opens from disk with no network: a Content-Security-Policy allows only data: images, inline
+styles and the one inline script whose sha256 it names, so even markup that slipped through could not
+run script or fetch anything. Every string from a config, a run or a submission goes through Jinja2's
+autoescaping; figure labels are made safe for matplotlib's mathtext. Sorting: click a header, or open
+the page with ``#sort=<table-id>:<column>:<asc|desc>``.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import io
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from jinja2 import Environment, FileSystemLoader, select_autoescape
+
+from benchmark import __version__
+from leaderboard.rundir import FAMILIES, Run, load_run, probability_columns
+from leaderboard.submission import MANIFEST_FILE, entry_dirs, parse_sample_name
+from leaderboard.tables import Table, build_tables, combined_metrics, format_ci, write_tables
+
+TEMPLATES = Path(__file__).parent / "templates"
+MAX_THUMB_COLUMNS = 12
+MAX_THUMB_BYTES = 512 << 10
+MAX_PLOT_PROMPTS = 12
+# Metrics whose tables are open on the page; the rest are one click away, which keeps it short.
+OPEN_METRICS = ("fd", "fid", "clip_t")
+LABEL_CHARS = 32
+
+SCRIPT = """
+(function () {
+  "use strict";
+  window.addEventListener("error", function (e) { document.body.setAttribute("data-js-error", String(e.message)); });
+  function key(cell) {
+    var raw = cell ? cell.getAttribute("data-sort") : "";
+    if (raw === null || raw === "") { return null; }
+    var x = Number(raw);
+    return isNaN(x) ? { s: raw.toLowerCase() } : { n: x };
+  }
+  function compare(a, b) {
+    if (a.n !== undefined && b.n !== undefined) { return a.n - b.n; }
+    if (a.n !== undefined) { return -1; }
+    if (b.n !== undefined) { return 1; }
+    return a.s < b.s ? -1 : (a.s > b.s ? 1 : 0);
+  }
+  function sortTable(table, col, dir) {
+    var body = table.tBodies[0];
+    var rows = Array.prototype.slice.call(body.rows);
+    rows.sort(function (r1, r2) {
+      var a = key(r1.cells[col]), b = key(r2.cells[col]);
+      if (a === null || b === null) { return (a === null) - (b === null); }  /* blanks last either way */
+      var c = compare(a, b);
+      return dir === "desc" ? -c : c;
+    });
+    rows.forEach(function (r) { body.appendChild(r); });
+    table.setAttribute("data-sorted", col + ":" + dir);
+    var heads = table.tHead.rows[0].cells;
+    for (var i = 0; i < heads.length; i++) {
+      heads[i].setAttribute("aria-sort", i === col ? (dir === "asc" ? "ascending" : "descending") : "none");
+    }
+  }
+  window.debiasBenchSort = sortTable;
+  var tables = document.querySelectorAll("table.sortable");
+  Array.prototype.forEach.call(tables, function (table) {
+    Array.prototype.forEach.call(table.tHead.rows[0].cells, function (th, col) {
+      th.addEventListener("click", function () {
+        var now = table.getAttribute("data-sorted");
+        sortTable(table, col, now === col + ":asc" ? "desc" : "asc");
+      });
+    });
+  });
+  function fromHash() {
+    var m = /^#sort=([A-Za-z0-9_-]+):(\\d+):(asc|desc)$/.exec(window.location.hash);
+    if (!m) { return; }
+    var table = document.getElementById(m[1]);
+    if (table && table.tHead && Number(m[2]) < table.tHead.rows[0].cells.length) { sortTable(table, Number(m[2]), m[3]); }
+  }
+  fromHash();
+  window.addEventListener("hashchange", fromHash);
+  document.body.setAttribute("data-ready", "1");
+})();
+"""
+SCRIPT_HASH = "sha256-" + base64.b64encode(hashlib.sha256(SCRIPT.encode()).digest()).decode()
+
+
+def _env() -> Environment:
+    return Environment(loader=FileSystemLoader(TEMPLATES), autoescape=select_autoescape(default=True, default_for_string=True))
+
+
+def plot_label(text: object, limit: int = LABEL_CHARS) -> str:
+    """A label matplotlib draws literally: ``$`` would start mathtext (and can raise on bad input)."""
+    s = " ".join(str(text).split())
+    s = s if len(s) <= limit else s[: limit - 1] + "…"
+    return s.replace("\\", "\\\\").replace("$", r"\$")
+
+
+def _data_uri(png: bytes) -> str:
+    return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
+
+
+# --- tables ----------------------------------------------------------------------------------------
+
+
+def _num(x: Any) -> str:
+    if x is None:
+        return ""
+    x = float(x)
+    return "" if math.isnan(x) else repr(x)
+
+
+def table_view(table: Table, index: int) -> dict[str, Any]:
+    f = table.frame
+    columns = ["method", "rank"] + [f"{v}*" if v == table.headline else v for v in table.variants] + ["n"]
+    rows = []
+    for label, row in f.iterrows():
+        cells = [{"text": label, "sort": label}, {"text": _rank_text(row["rank"]), "sort": _num(row["rank"])}]
+        for v in table.variants:
+            cells.append({"text": format_ci(row[v], row[f"{v} ci_low"], row[f"{v} ci_high"]), "sort": _num(row[v])})
+        cells.append({"text": _rank_text(row["n"]), "sort": _num(row["n"])})
+        rows.append({"cells": cells, "best": row["rank"] == 1})
+    per = None
+    if not table.per_prompt.empty:
+        pp = table.per_prompt
+        per = {
+            "columns": ["method", *[str(c) for c in pp.columns]],
+            "rows": [[{"text": label, "sort": label}]
+                     + [{"text": "–" if pd.isna(x) else f"{x:.3f}", "sort": _num(x)} for x in r.tolist()]
+                     for label, r in pp.iterrows()],
+        }
+    return {
+        "id": f"t{index}-{table.key}"[:90],
+        "title": table.title,
+        "metric": table.metric,
+        "higher_is_better": table.higher_is_better,
+        "headline": table.headline,
+        "columns": columns,
+        "rows": rows,
+        "per_prompt": per,
+        "collapsed": table.metric not in OPEN_METRICS,
+    }
+
+
+def _rank_text(x: Any) -> str:
+    return "–" if x is None or pd.isna(x) else str(int(x))
+
+
+# --- figures ---------------------------------------------------------------------------------------
+
+
+@dataclass
+class Figure:
+    title: str
+    uri: str
+
+
+def _render(fig: Any) -> str:
+    import matplotlib.pyplot as plt
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=80, bbox_inches="tight", metadata={"Software": None})
+    plt.close(fig)
+    return _data_uri(buf.getvalue())
+
+
+def distribution_figures(runs: list[Run], labels: dict[tuple[str, str], str]) -> list[Figure]:
+    """Mean predicted class shares per method and prompt, one panel per prompt (stacked bars)."""
+    import matplotlib.pyplot as plt
+    import seaborn as sns
+
+    frames = []
+    for run in runs:
+        pred = run.predictions()
+        if pred is None or pred.empty:
+            continue
+        for (cname, attr), cols in probability_columns(list(pred.columns)).items():
+            means = pred.groupby(["prompt_set", "method", "prompt_id"], sort=False)[[c for _, c in cols]].mean()
+            means.columns = [k for k, _ in cols]
+            long = means.reset_index().melt(id_vars=["prompt_set", "method", "prompt_id"], var_name="class", value_name="share")
+            long["row"] = [labels.get((run.label, m), m) for m in long["method"]]
+            long["classifier"], long["attribute"] = cname, attr
+            frames.append(long)
+    if not frames:
+        return []
+    df = pd.concat(frames, ignore_index=True)
+    figures = []
+    for (ps, cname, attr), part in df.groupby(["prompt_set", "classifier", "attribute"], sort=False):
+        prompts = list(dict.fromkeys(part["prompt_id"]))[:MAX_PLOT_PROMPTS]
+        rows = list(dict.fromkeys(part["row"]))
+        classes = list(dict.fromkeys(part["class"]))
+        colors = sns.color_palette("colorblind", len(classes))
+        fig, axes = plt.subplots(1, len(prompts), figsize=(2.2 * len(prompts) + 1.5, 0.35 * len(rows) + 1.4),
+                                 sharey=True, squeeze=False)
+        for ax, pid in zip(axes[0], prompts, strict=False):
+            sub = part[part["prompt_id"] == pid].pivot_table(index="row", columns="class", values="share", sort=False)
+            sub = sub.reindex(index=rows, columns=classes).fillna(0.0)
+            left = np.zeros(len(rows))
+            for color, cls in zip(colors, classes, strict=True):
+                ax.barh(range(len(rows)), sub[cls].to_numpy(), left=left, color=color, label=plot_label(cls))
+                left += sub[cls].to_numpy()
+            ax.set_title(plot_label(pid, 20), fontsize=9)
+            ax.set_xlim(0, 1)
+            ax.set_yticks(range(len(rows)), [plot_label(r) for r in rows], fontsize=8)
+            ax.tick_params(axis="x", labelsize=7)
+        axes[0][0].invert_yaxis()
+        axes[0][-1].legend(loc="center left", bbox_to_anchor=(1.02, 0.5), fontsize=8, frameon=False)
+        figures.append(Figure(f"{ps} · {attr} ({cname}): class distribution per method and prompt", _render(fig)))
+    return figures
+
+
+def _headline_points(df: pd.DataFrame, metric: str, variants: tuple[str, ...]) -> pd.DataFrame:
+    part = df[(df["metric"] == metric) & df["prompt_id"].isna()]
+    for v in variants:
+        hit = part[part["variant"] == v]
+        if len(hit):
+            return hit
+    return part.iloc[0:0] if part.empty else part[part["variant"] == part["variant"].iloc[0]]
+
+
+def tradeoff_figures(df: pd.DataFrame) -> tuple[list[Figure], list[str]]:
+    """FD (soft, set level) against FID and against CLIP-T, with both intervals as error bars."""
+    import matplotlib.pyplot as plt
+    import seaborn as sns
+
+    notes: list[str] = []
+    if df.empty:
+        return [], notes
+    figures = []
+    fd_points = _headline_points(df, "fd", ("soft", "hard"))
+    # Intersectional FD repeats its marginals' story; one trade-off plot per plain attribute suffices.
+    fd_points = fd_points[~fd_points["attribute"].astype(str).str.contains("×")]
+    for (ps, cname, attr), fd in fd_points.groupby(["prompt_set", "classifier", "attribute"], sort=False):
+        panels = []
+        for metric, name, variants in (("fid", "FID", ("vs-reference", "vs-baseline")), ("clip_t", "CLIP-T", ("soft",))):
+            other = _headline_points(df[df["prompt_set"] == ps], metric, variants)
+            joined = fd.merge(other, on="row", suffixes=("_fd", "_q"))
+            if joined.empty:
+                notes.append(f"{ps} · {attr}: no {name} records, so no FD vs {name} plot")
+                continue
+            panels.append((name, joined))
+        if not panels:
+            continue
+        fig, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels), 4), squeeze=False)
+        colors = sns.color_palette("colorblind", max(len(p[1]) for p in panels))
+        for ax, (name, joined) in zip(axes[0], panels, strict=True):
+            for color, (_, r) in zip(colors, joined.iterrows(), strict=False):
+                xerr = _err(r["value_fd"], r["ci_low_fd"], r["ci_high_fd"])
+                yerr = _err(r["value_q"], r["ci_low_q"], r["ci_high_q"])
+                ax.errorbar(r["value_fd"], r["value_q"], xerr=xerr, yerr=yerr, fmt="o", color=color, capsize=3,
+                            label=plot_label(r["row"]))
+            ax.set_xlabel(plot_label(f"FD ({attr}, {joined['variant_fd'].iloc[0]}) → lower is fairer", 60))
+            better = "higher" if bool(joined["higher_is_better_q"].iloc[0]) else "lower"
+            ax.set_ylabel(f"{name} ({better} is better)")
+            ax.grid(alpha=0.3)
+        axes[0][-1].legend(fontsize=8, frameon=False, loc="center left", bbox_to_anchor=(1.02, 0.5))
+        figures.append(Figure(f"{ps} · {attr} ({cname}): FD vs " + " and ".join(p[0] for p in panels)
+                              + " with 95 % intervals", _render(fig)))
+    return figures, notes
+
+
+def _err(value: float, lo: float, hi: float) -> list[list[float]] | None:
+    if pd.isna(lo) or pd.isna(hi):
+        return None
+    return [[max(value - lo, 0.0)], [max(hi - value, 0.0)]]
+
+
+def heatmap_figures(tables: list[Table]) -> list[Figure]:
+    """Per-prompt FD (headline variant) as a methods × prompts heat map, one per attribute."""
+    import matplotlib.pyplot as plt
+    import seaborn as sns
+
+    figures = []
+    for t in tables:
+        if t.metric != "fd" or t.per_prompt.empty:
+            continue
+        data = t.per_prompt.iloc[:, :MAX_PLOT_PROMPTS]
+        data = data.set_axis([plot_label(i) for i in data.index], axis=0).set_axis(
+            [plot_label(c, 16) for c in data.columns], axis=1)
+        fig, ax = plt.subplots(figsize=(1.0 * data.shape[1] + 3, 0.45 * data.shape[0] + 1.5))
+        sns.heatmap(data.astype(float), annot=True, fmt=".2f", cmap="rocket_r", vmin=0, ax=ax,
+                    cbar_kws={"label": f"FD ({t.headline})"}, annot_kws={"fontsize": 8})
+        ax.set_xlabel("prompt")
+        ax.set_ylabel("")
+        ax.set_title(plot_label(t.title, 90), fontsize=10)
+        figures.append(Figure(f"{t.title}: per-prompt heat map", _render(fig)))
+    return figures
+
+
+# --- thumbnails and provenance ---------------------------------------------------------------------
+
+
+def _thumbnail_index(run: Run) -> list[dict[str, Any]]:
+    """[{method, prompt_set, prompt_id, index, path}] for a run directory or a leaderboard entry."""
+    manifest_path = run.path / MANIFEST_FILE
+    if manifest_path.is_file():
+        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+        return [{**t, "path": run.path / t["file"]} for t in manifest.get("thumbnails", []) if t.get("method")]
+    out = []
+    samples = run.path / "samples"
+    if samples.is_dir():
+        for p in sorted(samples.glob("*.png")):
+            fields = parse_sample_name(p.name)
+            if fields and not p.is_symlink():
+                out.append({**fields, "path": p})
+    return out
+
+
+def thumbnail_grids(runs: list[Run], labels: dict[tuple[str, str], str]) -> list[dict[str, Any]]:
+    items = []
+    for run in runs:
+        pred = run.predictions()
+        seeds = {}
+        if pred is not None and "seed" in pred.columns:
+            seeds = {(m, ps, pid, int(i)): int(s) for m, ps, pid, i, s in
+                     pred[["method", "prompt_set", "prompt_id", "index", "seed"]].itertuples(index=False)}
+        for t in _thumbnail_index(run):
+            if not t["path"].is_file() or t["path"].stat().st_size > MAX_THUMB_BYTES:
+                continue
+            key = (t["method"], t["prompt_set"], t["prompt_id"], t["index"])
+            items.append({**t, "row": labels.get((run.label, t["method"]), t["method"]), "seed": seeds.get(key)})
+    grids = []
+    for ps in dict.fromkeys(i["prompt_set"] for i in items):
+        part = [i for i in items if i["prompt_set"] == ps]
+        cols = list(dict.fromkeys((i["prompt_id"], i["index"]) for i in part))[:MAX_THUMB_COLUMNS]
+        rows = list(dict.fromkeys(i["row"] for i in part))
+        by_key = {(i["row"], i["prompt_id"], i["index"]): i for i in part}
+        seeds = {(i["prompt_id"], i["index"]): i["seed"] for i in part if i["seed"] is not None}
+        grid_rows = []
+        for r in rows:
+            images = []
+            for pid, idx in cols:
+                hit = by_key.get((r, pid, idx))
+                images.append(None if hit is None else {"uri": _data_uri(hit["path"].read_bytes()),
+                                                        "alt": f"{r} · {pid} #{idx}"})
+            grid_rows.append({"label": r, "images": images})
+        columns = [f"{pid} #{idx}" + (f" (seed {seeds[(pid, idx)]})" if (pid, idx) in seeds else "") for pid, idx in cols]
+        grids.append({"title": f"prompt set {ps}", "columns": columns, "rows": grid_rows})
+    return grids
+
+
+def provenance(run: Run) -> dict[str, Any]:
+    r = run.results
+    cfg = r.get("config") or {}
+    facts = [
+        ("run id", run.run_id),
+        ("created", r.get("created", "")),
+        ("debias-bench", (r.get("versions") or {}).get("debias-bench", "")),
+        ("profile", cfg.get("profile", "")),
+        ("seed", cfg.get("seed", "")),
+        ("bootstrap", f"{(cfg.get('metrics') or {}).get('bootstrap', '')} resamples, seed "
+                      f"{(cfg.get('metrics') or {}).get('seed', '')}"),
+    ]
+    for ps, info in (r.get("prompt_sets") or {}).items():
+        facts.append((f"prompt set {ps}", f"sha256 {info.get('fingerprint', '')}"))
+    entry = run.path / "entry.json"
+    if entry.is_file():
+        info = json.loads(entry.read_text(encoding="utf-8"))
+        facts += [("bundle sha256", info.get("bundle_sha256", "")), ("accepted", info.get("accepted", "")),
+                  ("metrics verified", info.get("verified_metrics", ""))]
+    manifest = run.path / MANIFEST_FILE
+    files = ""
+    if manifest.is_file():
+        files = json.dumps(json.loads(manifest.read_text(encoding="utf-8")).get("files", {}), indent=1, sort_keys=True)
+    failures = [f"{f.get('method')} / {f.get('prompt_set')} / {f.get('prompt_id')} ({f.get('stage')}): {f.get('error')}"
+                for f in (r.get("failures") or []) if isinstance(f, dict)]
+    return {
+        "label": f"{run.label}",
+        "facts": [(k, str(v)) for k, v in facts],
+        "versions": json.dumps(r.get("versions", {}), indent=1, sort_keys=True),
+        "models": json.dumps(r.get("models", {}), indent=1, sort_keys=True, default=str),
+        "config": json.dumps(cfg, indent=1, sort_keys=True, default=str),
+        "files": files,
+        "failures": failures,
+        "prompts": [(ps, str(p.get("id")), str(p.get("text")))
+                    for ps, info in (r.get("prompt_sets") or {}).items() for p in info.get("prompts") or []
+                    if isinstance(p, dict)],
+    }
+
+
+# --- the page --------------------------------------------------------------------------------------
+
+
+def all_figures(runs: list[Run], df: pd.DataFrame, tables: list[Table],
+                labels: dict[tuple[str, str], str]) -> tuple[list[Figure], list[str]]:
+    """Every figure of the page, and notes on figures that could not be drawn."""
+    figures = distribution_figures(runs, labels)
+    trade, notes = tradeoff_figures(df) if len(df) else ([], [])
+    return figures + trade + heatmap_figures(tables), notes
+
+
+def render_page(runs: list[Run], title: str = "debias-bench leaderboard", subtitle: str = "") -> tuple[str, list[Table]]:
+    """The page's HTML and the tables it shows."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import seaborn as sns
+
+    sns.set_theme(style="whitegrid", context="paper")
+    df = combined_metrics(runs)
+    labels = {(e, m): r for e, m, r in df[["entry", "method", "row"]].drop_duplicates().itertuples(index=False)} if len(df) else {}
+    tables = build_tables(df)
+    figures, notes = all_figures(runs, df, tables, labels)
+    families = sorted({FAMILIES.get(t.metric, "other") for t in tables})
+    html = _env().get_template("page.html.j2").render(
+        title=title,
+        subtitle=subtitle or f"{len(runs)} run(s) · {len(tables)} tables · families: {', '.join(families) or 'none'}",
+        tables=[table_view(t, i) for i, t in enumerate(tables)],
+        figures=figures,
+        figure_notes=notes,
+        thumbnails=thumbnail_grids(runs, labels),
+        provenance=[provenance(r) for r in runs],
+        script=SCRIPT,
+        script_hash=SCRIPT_HASH,
+        version=__version__,
+    )
+    return html, tables
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    tmp.replace(path)
+
+
+def render_report(run_dir: str | Path) -> Path:
+    """Write ``run_dir/report.html`` (the full page for one run) and return its path."""
+    run = load_run(run_dir)
+    html, _ = render_page([run], title=f"debias-bench run {run.run_id}")
+    out = run.path / "report.html"
+    _atomic_write_text(out, html)
+    return out
+
+
+def build_leaderboard(entries_dir: str | Path, out_dir: str | Path) -> Path:
+    """Render every entry in ``entries_dir`` to ``out_dir/index.html`` plus ``out_dir/tables/*``."""
+    runs = []
+    for d in entry_dirs(entries_dir):
+        run = load_run(d)
+        run.entry_id = d.name
+        runs.append(run)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    html, tables = render_page(runs, subtitle=f"{len(runs)} entries")
+    write_tables(tables, out / "tables")
+    page = out / "index.html"
+    _atomic_write_text(page, html)
+    return page

@@ -1,0 +1,566 @@
+"""DDM: Debiasing Diffusion Model (Huang, Tsao, Su, Chiang; arXiv 2503.12536).
+
+Fine-tune the base model with LoRA on a biased *target* image set together with a small
+unrelated *non-target* set. A small MLP, the *indicator* C, reads the UNet's noise prediction
+and must tell target (label 1) from non-target (label 0) samples. UNet LoRA, text-encoder LoRA
+and indicator are trained jointly by one AdamW on
+
+    L = w_rec · ‖ε̂ − ε‖² + α · CE(C(flatten(ε̂)), y),    ε̂ = UNet(z_t, t, TextEnc(caption)),
+
+with z_t the forward-noised latent of the image (z_0 = VAE latent, or the image itself in pixel
+space). No sensitive-attribute labels are used. At sampling time the LoRA is merged into the
+weights (``merge_and_unload``) and the plain sampler runs: no guidance term, no indicator.
+
+Official code: ``chun61205/DebiasingDiffusionModel`` (training script, indicator, entropy tool).
+Deviations from the paper / official code are marked ``DEVIATION`` below and summed up here:
+
+* ``w_rec`` defaults to ``1 − α`` (the shipped example's 0.95 / 0.05 at α = 0.05), so that α = 0
+  is plain LoRA fine-tuning; an explicit ``w_rec`` gives the additive form ``L_LDM + α L_ind``.
+* Images are resized and centre-cropped (the official code random-crops) so that training is
+  deterministic given the seed.
+* The text-encoder LoRA is merged at sampling time; the official inference script looks for it
+  under a different folder name than the training script writes, so it silently skips it.
+* The world's defaults train with a larger batch, a higher learning rate and far fewer steps than
+  the paper (see :class:`DDMParams`); :meth:`DDMParams.paper` gives the paper's values.
+* The official LoRA target list also names ``query``/``value`` (attention names of old diffusers
+  releases); current diffusers only has ``to_q``/``to_v``, so those alone are targeted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from copy import deepcopy
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from diffusers import DDPMScheduler
+from peft import LoraConfig, get_peft_model, get_peft_model_state_dict, set_peft_model_state_dict
+from torch import nn
+
+from benchmark.components import Components
+from benchmark.errors import ConfigError, DataError
+from benchmark.hashing import hash_value
+from benchmark.images import ImageSet, to_tensor
+from benchmark.sampling import sample
+from benchmark.seeding import image_seeds
+from methods.base import Method, MethodData
+
+ARTEFACT = "ddm"
+
+
+@dataclass
+class DDMParams:
+    """Hyper-parameters. Defaults are the world's values; comments give the official ones."""
+
+    alpha: float = 0.05  # indicator weight w_ind; official example 0.05 (argparse default 0)
+    w_rec: float | None = None  # None = 1 − α (example: 0.95 with α = 0.05); DEVIATION: see module doc
+    lora_rank: int = 8  # official 8
+    lora_alpha: float = 32.0  # official 32
+    lora_dropout: float = 0.0  # official 0
+    unet_targets: tuple[str, ...] = ("to_q", "to_v")  # official to_q, to_v (+ legacy query, value)
+    train_text_encoder: bool = True  # official example: True (LoRA on q_proj, v_proj)
+    text_targets: tuple[str, ...] = ("q_proj", "v_proj")  # official q_proj, v_proj
+    indicator_hidden: tuple[int, ...] = (1024, 512)  # official Linear(d→1024)→ReLU→Linear(1024→512)→ReLU→Linear(512→2)
+    learning_rate: float = 1e-3  # official example 1e-5 (argparse default 5e-6); world: tiny model, few steps
+    adam_betas: tuple[float, float] = (0.9, 0.999)  # official (0.9, 0.999)
+    weight_decay: float = 1e-2  # official 1e-2
+    adam_eps: float = 1e-8  # official 1e-8
+    clip_value: float = 1.0  # official clip_grad_value_ 1.0 (value clipping, not norm)
+    batch_size: int = 64  # official 1; world: 8x8 images make large batches cheap
+    grad_accum: int = 1  # official 4
+    max_steps: int = 300  # official example 4000
+    seed: int = 0  # official: accelerate set_seed
+    sample_batch: int = 256  # images per sampler call at generation time (does not change images)
+    entropy_images: int = 256  # images per set for the indicator-entropy diagnostic
+
+    def __post_init__(self) -> None:
+        self.unet_targets = tuple(self.unet_targets)
+        self.text_targets = tuple(self.text_targets)
+        self.indicator_hidden = tuple(int(h) for h in self.indicator_hidden)
+        self.adam_betas = tuple(float(b) for b in self.adam_betas)  # type: ignore[assignment]
+        if self.alpha < 0:
+            raise ValueError(f"alpha must be >= 0, got {self.alpha}")
+        if self.w_rec is not None and self.w_rec < 0:
+            raise ValueError(f"w_rec must be >= 0, got {self.w_rec}")
+        for name in ("lora_rank", "batch_size", "grad_accum", "sample_batch", "entropy_images"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.max_steps < 0:
+            raise ValueError(f"max_steps must be >= 0, got {self.max_steps}")
+
+    @property
+    def reconstruction_weight(self) -> float:
+        return 1.0 - self.alpha if self.w_rec is None else float(self.w_rec)
+
+    @classmethod
+    def paper(cls) -> DDMParams:
+        """The official example script's configuration (``examples/*.sh``)."""
+        return cls(alpha=0.05, w_rec=0.95, learning_rate=1e-5, batch_size=1, grad_accum=4, max_steps=4000)
+
+
+class Indicator(nn.Module):
+    """The DDM indicator: an MLP on the flattened noise prediction, two logits (non-target, target)."""
+
+    def __init__(self, in_features: int, hidden: Sequence[int] = (1024, 512)) -> None:
+        super().__init__()
+        layers: list[nn.Module] = []
+        width = in_features
+        for h in hidden:
+            layers += [nn.Linear(width, h), nn.ReLU()]
+            width = h
+        layers.append(nn.Linear(width, 2))
+        self.net = nn.Sequential(*layers)
+        self.in_features = in_features
+
+    def forward(self, eps: torch.Tensor) -> torch.Tensor:
+        return self.net(eps.flatten(1).float())
+
+
+def latent_features(base: Components) -> int:
+    """Indicator input size: channels × H × W of the latent at the sampler's resolution."""
+    s = base.latent_scale
+    return base.latent_channels * (base.sampler.height // s) * (base.sampler.width // s)
+
+
+@contextmanager
+def _seeded(seed: int) -> Iterator[None]:
+    """Run a block under a fixed global seed without disturbing the caller's RNG state."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        yield
+
+
+def add_lora(base: Components, params: DDMParams) -> tuple[nn.Module, nn.Module]:
+    """Float32 copies of UNet and text encoder with fresh LoRA adapters (seeded init).
+
+    The base components are never modified. The text encoder is a plain frozen copy when
+    ``train_text_encoder`` is off.
+    """
+    unet, text_encoder = _float32(deepcopy(base.unet)), _float32(deepcopy(base.text_encoder))
+    lora = dict(r=params.lora_rank, lora_alpha=params.lora_alpha, lora_dropout=params.lora_dropout, bias="none")
+    with _seeded(params.seed):
+        unet = get_peft_model(unet, LoraConfig(target_modules=list(params.unet_targets), **lora))
+        if params.train_text_encoder:
+            text_encoder = get_peft_model(text_encoder, LoraConfig(target_modules=list(params.text_targets), **lora))
+        else:
+            text_encoder.requires_grad_(False)
+    return unet, text_encoder
+
+
+def _float32(module: nn.Module) -> nn.Module:
+    # Train in float32 even when sampling runs in float16; cast only when needed (diffusers warns).
+    return module if next(module.parameters()).dtype == torch.float32 else module.to(dtype=torch.float32)
+
+
+def make_indicator(base: Components, params: DDMParams) -> Indicator:
+    with _seeded(params.seed + 1):
+        return Indicator(latent_features(base), params.indicator_hidden).to(base.device)
+
+
+def prepare_images(images: np.ndarray, height: int, width: int) -> torch.Tensor:
+    """uint8 (N,H,W,3) → float (N,3,height,width) in [-1,1]; resize shorter side, centre crop.
+
+    DEVIATION: the official code random-crops; a centre crop keeps training deterministic.
+    """
+    x = to_tensor(images)
+    h, w = x.shape[-2:]
+    if (h, w) != (height, width):
+        scale = max(height / h, width / w)
+        size = (max(height, round(h * scale)), max(width, round(w * scale)))
+        x = F.interpolate(x, size=size, mode="bilinear", antialias=True, align_corners=False)
+        top, left = (size[0] - height) // 2, (size[1] - width) // 2
+        x = x[..., top : top + height, left : left + width]
+    return x
+
+
+@dataclass
+class Batch:
+    images: torch.Tensor  # (B,3,H,W) in [-1,1]
+    captions: list[str]
+    labels: torch.Tensor  # (B,) 1 = target, 0 = non-target
+    noise: torch.Tensor  # (B,C,h,w) latent-shaped
+    timesteps: torch.Tensor  # (B,)
+
+
+class TrainingData:
+    """Labelled image sets (target = 1, non-target = 0), drawn in seeded shuffled epochs.
+
+    As in the official code the sets are concatenated and shuffled together. Noise and
+    timesteps come from the same seeded generator, so a run is reproducible.
+    """
+
+    def __init__(self, base: Components, sets: Sequence[tuple[ImageSet, int]], seed: int) -> None:
+        cfg = base.sampler
+        self.images = torch.cat([prepare_images(s.images, cfg.height, cfg.width) for s, _ in sets])
+        self.captions = [c for s, _ in sets for c in s.captions]
+        self.labels = torch.cat([torch.full((len(s),), label, dtype=torch.long) for s, label in sets])
+        s = base.latent_scale
+        self.latent_shape = (base.latent_channels, cfg.height // s, cfg.width // s)
+        self.num_train_timesteps = int(base.scheduler.config.num_train_timesteps)
+        self.generator = torch.Generator("cpu").manual_seed(seed)
+        self._order = torch.empty(0, dtype=torch.long)
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def next_batch(self, size: int) -> Batch:
+        idx = []
+        while len(idx) < size:
+            if len(self._order) == 0:
+                self._order = torch.randperm(len(self), generator=self.generator)
+            take = min(size - len(idx), len(self._order))
+            idx += self._order[:take].tolist()
+            self._order = self._order[take:]
+        index = torch.tensor(idx)
+        noise = torch.randn((size, *self.latent_shape), generator=self.generator)
+        t = torch.randint(0, self.num_train_timesteps, (size,), generator=self.generator)
+        return Batch(self.images[index], [self.captions[i] for i in idx], self.labels[index], noise, t)
+
+
+def training_scheduler(base: Components) -> DDPMScheduler:
+    """The forward process (``add_noise``) of the base model's own noise schedule."""
+    keep = ("num_train_timesteps", "beta_start", "beta_end", "beta_schedule", "trained_betas", "prediction_type")
+    return DDPMScheduler(**{k: base.scheduler.config[k] for k in keep if k in base.scheduler.config})
+
+
+class DDMTrainer:
+    """One DDM training run: the forward pass, the two losses and the optimiser step."""
+
+    def __init__(self, base: Components, data: MethodData, params: DDMParams) -> None:
+        if data.target is None or data.nontarget is None:
+            raise DataError("ddm: MethodData needs both `target` (biased set) and `nontarget` images")
+        self.base, self.params = base, params
+        self.device = base.device
+        self.unet, self.text_encoder = add_lora(base, params)
+        self.indicator = make_indicator(base, params)
+        self.scheduler = training_scheduler(base)
+        if len(data.target) == 0 or len(data.nontarget) == 0:
+            raise DataError("ddm: the target and non-target image sets must not be empty")
+        self.data = TrainingData(base, [(data.target, 1), (data.nontarget, 0)], params.seed)
+        self.optimizer = torch.optim.AdamW(self.trainable_parameters(), lr=params.learning_rate, betas=params.adam_betas,
+                                           weight_decay=params.weight_decay, eps=params.adam_eps)
+        self.history: list[dict[str, float]] = []
+
+    def trainable_parameters(self) -> list[nn.Parameter]:
+        mods = [self.unet, self.text_encoder, self.indicator]
+        return [p for m in mods for p in m.parameters() if p.requires_grad]
+
+    def latents(self, images: torch.Tensor) -> torch.Tensor:
+        """z_0: the image itself in pixel space, else a VAE posterior sample × scaling factor."""
+        images = images.to(self.device)
+        vae = self.base.vae
+        if vae is None:
+            return images
+        with torch.no_grad():
+            z = vae.encode(images.to(vae.dtype)).latent_dist.sample(generator=self.data.generator)
+        return (z * vae.config.scaling_factor).float()
+
+    def predict(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
+        """(ε̂, regression target) for a batch."""
+        z0 = self.latents(batch.images)
+        noise, t = batch.noise.to(self.device), batch.timesteps.to(self.device)
+        zt = self.scheduler.add_noise(z0, noise, t)
+        ids = self.base.tokenizer(batch.captions, padding="max_length", max_length=self.base.tokenizer.model_max_length,
+                                  truncation=True, return_tensors="pt").input_ids.to(self.device)
+        text = self.text_encoder(ids)[0]
+        eps_hat = self.unet(zt, t, encoder_hidden_states=text).sample
+        if self.scheduler.config.prediction_type == "v_prediction":
+            target = self.scheduler.get_velocity(z0, noise, t)
+        else:
+            target = noise
+        return eps_hat, target
+
+    def losses(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
+        """(MSE, CE) of one batch; both are differentiable w.r.t. LoRA and indicator."""
+        eps_hat, target = self.predict(batch)
+        mse = F.mse_loss(eps_hat.float(), target.float())
+        ce = F.cross_entropy(self.indicator(eps_hat), batch.labels.to(self.device))
+        return mse, ce
+
+    def step(self) -> dict[str, float]:
+        p = self.params
+        self.unet.train()
+        self.indicator.train()
+        totals = {"mse": 0.0, "ce": 0.0}
+        for _ in range(p.grad_accum):
+            mse, ce = self.losses(self.data.next_batch(p.batch_size))
+            loss = (p.reconstruction_weight * mse + p.alpha * ce) / p.grad_accum
+            loss.backward()
+            totals["mse"] += mse.item() / p.grad_accum
+            totals["ce"] += ce.item() / p.grad_accum
+        torch.nn.utils.clip_grad_value_(self.trainable_parameters(), p.clip_value)
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.history.append(totals)
+        return totals
+
+    def train(self, steps: int | None = None, progress: Callable[[int, dict], None] | None = None) -> None:
+        for i in range(self.params.max_steps if steps is None else steps):
+            totals = self.step()
+            if progress is not None:
+                progress(i, totals)
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        """LoRA weights (UNet, text encoder) and indicator weights, flat, for safetensors."""
+        out = {f"unet.{k}": v for k, v in get_peft_model_state_dict(self.unet).items()}
+        if self.params.train_text_encoder:
+            out.update({f"text_encoder.{k}": v for k, v in get_peft_model_state_dict(self.text_encoder).items()})
+        out.update({f"indicator.{k}": v for k, v in self.indicator.state_dict().items()})
+        return out
+
+    def load_state_dict(self, tensors: dict[str, torch.Tensor]) -> None:
+        def part(prefix: str) -> dict[str, torch.Tensor]:
+            return {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
+
+        set_peft_model_state_dict(self.unet, part("unet."))
+        if self.params.train_text_encoder:
+            set_peft_model_state_dict(self.text_encoder, part("text_encoder."))
+        self.indicator.load_state_dict(part("indicator."))
+
+    def merged(self) -> tuple[nn.Module, nn.Module]:
+        """UNet and text encoder with the LoRA folded into the weights, in the base dtype."""
+        unet = deepcopy(self.unet).merge_and_unload()
+        te = deepcopy(self.text_encoder)
+        te = te.merge_and_unload() if self.params.train_text_encoder else te
+        if self.base.dtype != torch.float32:
+            unet, te = unet.to(self.base.dtype), te.to(self.base.dtype)
+        return unet.eval(), te.eval()
+
+
+def softmax_entropy(logits: torch.Tensor) -> torch.Tensor:
+    """Per-row entropy H(softmax(logits)) in nats."""
+    logp = F.log_softmax(logits.float(), dim=-1)
+    return -(logp.exp() * logp).sum(-1)
+
+
+@torch.no_grad()
+def indicator_entropy(trainer: DDMTrainer, images: ImageSet, label: int, n: int, seed: int) -> dict[str, float]:
+    """Official ``utils/entropy.py`` diagnostic: noise real images at a random t, run UNet and
+    indicator, report the mean softmax entropy (nats; log 2 = 0.693 is chance) and accuracy."""
+    rng = np.random.default_rng(seed)
+    pick = rng.choice(len(images), size=min(n, len(images)), replace=False)
+    subset = ImageSet(images.images[pick], [images.captions[i] for i in pick], images.name)
+    batch = TrainingData(trainer.base, [(subset, label)], seed).next_batch(len(subset))
+    trainer.unet.eval()
+    eps_hat, _ = trainer.predict(batch)
+    logits = trainer.indicator(eps_hat)
+    return {"entropy": float(softmax_entropy(logits).mean()),
+            "accuracy": float((logits.argmax(-1) == label).float().mean())}
+
+
+class DDM(Method):
+    """DDM as a benchmark method: LoRA + indicator fine-tuning, then plain sampling."""
+
+    name = "ddm"
+    Params = DDMParams
+
+    def cache_key(self, base: Components, data: MethodData) -> str:
+        return hash_value({"method": self.name, "params": dataclasses.asdict(self.params), "base": base.fingerprint,
+                           "target": getattr(data.target, "fingerprint", None),
+                           "nontarget": getattr(data.nontarget, "fingerprint", None)})
+
+    def prepare(self, base: Components, data: MethodData, workdir: Path, *, log: Callable[[str], None] | None = None) -> None:
+        """Train (or load the cached) LoRA + indicator, merge the LoRA, keep merged components."""
+        self.workdir = Path(workdir)
+        start = time.perf_counter()
+        key = self.cache_key(base, data)
+        trainer = DDMTrainer(base, data, self.params)
+        tensors = self.load_tensors(ARTEFACT)
+        manifest_path = self.workdir / f"{ARTEFACT}.json"
+        manifest = json.loads(manifest_path.read_text()) if manifest_path.exists() and tensors is not None else {}
+        if tensors is not None and manifest.get("key") == key:
+            trainer.load_state_dict(tensors)
+        else:
+            every = max(1, self.params.max_steps // 10)
+
+            def report(i: int, totals: dict) -> None:
+                if log is not None and (i + 1) % every == 0:
+                    log(f"ddm step {i + 1}/{self.params.max_steps}: mse {totals['mse']:.4f} ce {totals['ce']:.4f}")
+
+            trainer.train(progress=report)
+            seconds = time.perf_counter() - start
+            n = self.params.entropy_images
+            diag = {"target": indicator_entropy(trainer, data.target, 1, n, self.params.seed),
+                    "nontarget": indicator_entropy(trainer, data.nontarget, 0, n, self.params.seed)}
+            hist = trainer.history
+            # The safetensors metadata holds only deterministic fields, so equal training gives
+            # an equal file hash; timings live in the JSON manifest next to it.
+            meta = {"key": key, "method": self.name, "params": dataclasses.asdict(self.params), "base": base.fingerprint,
+                    "data": {"target": data.target.fingerprint, "target_images": len(data.target),
+                             "nontarget": data.nontarget.fingerprint, "nontarget_images": len(data.nontarget)}}
+            hist = trainer.history
+            self.save_tensors(ARTEFACT, trainer.state_dict(), meta=meta)
+            manifest = {
+                **meta,
+                "sha256": self.artefacts[ARTEFACT],
+                "training_seconds": round(seconds, 2),
+                "first_losses": hist[0] if hist else None,
+                "final_losses": _mean_losses(hist[-max(1, len(hist) // 10):]) if hist else None,
+                "indicator_entropy": diag,
+            }
+            manifest_path.write_text(json.dumps(manifest, indent=2, sort_keys=True))
+        self.manifest = manifest
+        self.trainer = trainer
+        unet, text_encoder = trainer.merged()
+        self.components = base.replace(unet=unet, text_encoder=text_encoder,
+                                       fingerprint=hash_value({"base": base.fingerprint, "ddm": self.artefacts}))
+        self.prepare_seconds = time.perf_counter() - start
+
+    def generate(self, prompts: Sequence[str], seeds: Sequence[int]) -> np.ndarray:
+        if self.components is None:
+            raise RuntimeError("ddm: call prepare() before generate()")
+        if len(prompts) != len(seeds):
+            raise ValueError(f"got {len(prompts)} prompts but {len(seeds)} seeds")
+        b = self.params.sample_batch
+        chunks = [sample(self.components, prompts[i : i + b], seeds[i : i + b]) for i in range(0, len(prompts), b)]
+        return np.concatenate(chunks) if chunks else np.zeros((0, self.components.sampler.height, self.components.sampler.width, 3), np.uint8)
+
+
+def _mean_losses(history: list[dict[str, float]]) -> dict[str, float]:
+    return {k: float(np.mean([h[k] for h in history])) for k in history[0]}
+
+
+# ---------------------------------------------------------------------------------------------
+# α sweep (the paper's demo table) and the command line
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class SweepSetting:
+    """Everything an α sweep needs. ``classify`` maps uint8 images to the attribute's
+    probabilities (N, K); ``features`` maps uint8 images to FID features (N, D)."""
+
+    base: Components
+    data: MethodData
+    prompts: list[tuple[str, str]]  # (id, text)
+    classes: list[str]
+    target: np.ndarray  # target distribution over classes
+    classify: Callable[[np.ndarray], np.ndarray]
+    features: Callable[[np.ndarray], np.ndarray]
+    reference: np.ndarray  # uint8 reference images for FID
+    seeds: Callable[[str, int], list[int]] = field(default=lambda pid, n: image_seeds(0, pid, n))
+
+
+def soft_fd(probs: np.ndarray, target: np.ndarray) -> float:
+    """Soft fairness discrepancy ‖mean_i p_i − π‖₂ (Choi et al. 2020)."""
+    return float(np.linalg.norm(probs.mean(0) - target))
+
+
+def frechet_distance(a: np.ndarray, b: np.ndarray) -> float:
+    """FID-style Fréchet distance between two feature sets (clean-fid's formula)."""
+    from cleanfid.fid import frechet_distance as fd
+
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    return float(fd(a.mean(0), np.cov(a, rowvar=False), b.mean(0), np.cov(b, rowvar=False)))
+
+
+def evaluate(generate: Callable[[list[str], list[int]], np.ndarray], setting: SweepSetting, n: int) -> dict:
+    """Class shares and soft FD (means over prompts, and per prompt) and FID vs reference."""
+    per_prompt, images = {}, []
+    for pid, text in setting.prompts:
+        imgs = generate([text] * n, setting.seeds(pid, n))
+        probs = setting.classify(imgs)
+        per_prompt[pid] = {"share": probs.mean(0).tolist(), "soft_fd": soft_fd(probs, setting.target)}
+        images.append(imgs)
+    shares = np.mean([v["share"] for v in per_prompt.values()], 0)
+    row: dict = {f"p({c})": float(v) for c, v in zip(setting.classes, shares, strict=True)}
+    row["soft_fd"] = float(np.mean([v["soft_fd"] for v in per_prompt.values()]))
+    row["fid"] = frechet_distance(setting.features(np.concatenate(images)), setting.features(setting.reference))
+    row["per_prompt"] = per_prompt
+    return row
+
+
+def sweep(setting: SweepSetting, alphas: Sequence[float], params: DDMParams, workdir: Path, n: int,
+          log: Callable[[str], None] = print) -> tuple[dict, list[dict]]:
+    """Baseline row and one row per α: class shares, soft FD, FID, indicator entropy, training time."""
+    base_row = evaluate(lambda p, s: sample(setting.base, p, s), setting, n)
+    rows = []
+    for a in alphas:
+        method = DDM(dataclasses.replace(params, alpha=float(a)))
+        method.prepare(setting.base, setting.data, Path(workdir) / f"alpha-{a:g}", log=log)
+        row = {"alpha": float(a), **evaluate(method.generate, setting, n)}
+        ent = method.manifest["indicator_entropy"]
+        row["H_ind(target)"] = ent["target"]["entropy"]
+        row["H_ind(nontarget)"] = ent["nontarget"]["entropy"]
+        row["train_s"] = method.manifest["training_seconds"]
+        rows.append(row)
+    return base_row, rows
+
+
+def format_table(rows: list[dict]) -> str:
+    """A plain-text table, one line per row, scalar columns in first-row order."""
+    cols = [c for c, v in rows[0].items() if isinstance(v, (int, float, str))]
+    cells = [[f"{r[c]:.4g}" if isinstance(r[c], float) else str(r[c]) for c in cols] for r in rows]
+    widths = [max(len(c), *(len(x[i]) for x in cells)) for i, c in enumerate(cols)]
+    line = lambda xs: "  ".join(x.rjust(w) for x, w in zip(xs, widths, strict=True))  # noqa: E731
+    return "\n".join([line(cols), line(["-" * w for w in widths])] + [line(x) for x in cells])
+
+
+def world_setting(attribute: str, variant: str = "default") -> SweepSetting:
+    """The α-sweep setting on the world: its base model, DDM data, classifier, plain prompts, reference."""
+    from benchmark.world import load_world, weights_dir  # imported late: the world ships separately
+    from classifiers.world import WorldClassifier
+
+    world = load_world(variant)
+    clf = WorldClassifier(weights_dir(variant) / WorldClassifier.filename)
+    if attribute not in clf.attributes:
+        raise ConfigError(f"ddm sweep: unknown attribute {attribute!r}; known: {sorted(clf.attributes)}")
+    classes = list(clf.attributes[attribute])
+    return SweepSetting(
+        base=world.components,
+        data=world.method_data,
+        prompts=[(p.id, p.text) for p in world.prompts if not p.named],  # the unconditional (plain) prompts
+        classes=classes,
+        target=np.full(len(classes), 1.0 / len(classes)),
+        classify=lambda imgs: clf.predict(imgs)[attribute],
+        features=world.features,
+        reference=world.reference.images,
+    )
+
+
+def cli(argv: list[str]) -> int:
+    """``debias-bench method ddm sweep ...``: the paper's α-sweep table on the world."""
+    parser = argparse.ArgumentParser(prog="debias-bench method ddm", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    sw = sub.add_parser("sweep", help="train DDM for several α and print attribute share, soft FD, FID per α")
+    sw.add_argument("--alphas", default="0,0.01,0.05,0.1", help="comma-separated indicator weights")
+    sw.add_argument("--attribute", default="color", help="attribute to measure")
+    sw.add_argument("--world", default="default", help="world variant")
+    sw.add_argument("--images-per-prompt", type=int, default=200)
+    sw.add_argument("--steps", type=int, default=None, help="training steps (default: DDMParams.max_steps)")
+    sw.add_argument("--batch-size", type=int, default=None, help="training batch (default: DDMParams.batch_size)")
+    sw.add_argument("--workdir", default=".debias-cache/ddm-sweep", help="where trained artefacts are cached")
+    sw.add_argument("--json", default=None, help="also write the rows to this JSON file")
+    args = parser.parse_args(argv)
+    try:
+        alphas = [float(a) for a in args.alphas.split(",") if a.strip()]
+    except ValueError:
+        raise ConfigError(f"--alphas: expected comma-separated numbers, got {args.alphas!r}") from None
+    if not alphas:
+        raise ConfigError("--alphas: give at least one value")
+    overrides = {"max_steps": args.steps, "batch_size": args.batch_size}
+    try:
+        params = DDMParams(**{k: v for k, v in overrides.items() if v is not None})
+    except ValueError as exc:
+        raise ConfigError(f"ddm sweep: {exc}") from None
+    setting = world_setting(args.attribute, args.world)
+    base_row, rows = sweep(setting, alphas, params, Path(args.workdir), args.images_per_prompt, log=lambda m: None)
+    print("baseline: " + ", ".join(f"{k} {v:.4g}" for k, v in base_row.items() if isinstance(v, float)))
+    print(format_table(rows))
+    if args.json:
+        Path(args.json).write_text(json.dumps({"baseline": base_row, "rows": rows}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    import sys
+
+    raise SystemExit(cli(sys.argv[1:]))

@@ -1,0 +1,685 @@
+"""SelfDebias: fully unsupervised test-time debiasing in h-space.
+
+Vardhana, Lolla, Biswas, "Fully Unsupervised Self-debiasing of Text-to-Image Diffusion Models",
+WACV 2026, arXiv:2512.03749; official code ``srivardhanakorada/SelfDebias`` (read at 7f7741dec378).
+
+The method needs no attribute labels and no attribute classifier, only an image embedder (CLIP):
+
+1. **Record.** Sample ``num_samples`` vanilla images per prompt and keep the UNet mid-block output
+   ``h`` of both classifier-free-guidance branches at every sampling step.
+2. **Project.** Train ``P(h, s)`` (``s`` = sampling-step index) into the embedder's image space so that
+   it predicts the embedding of the *final* image from ``h`` at step ``s``. Loss, with two augmented
+   views ``v1, v2`` of the final image and unit-norm ``P``:
+   ``L = -(cos(P, v1) + cos(P, v2)).mean() / 0.1``.
+3. **Discover modes.** For every prompt, branch and step, cluster ``P(h_s)`` of the vanilla samples by
+   spectral clustering; ``k`` is chosen by the silhouette score in ``[k_min, k_max]``; centroids are
+   cluster means, ordered consistently across steps.
+4. **Guide.** At every step with timestep ``t < guide_below * T``, inside the mid-block hook, soft-assign
+   each image of a group to the modes, ``p_i = softmax(cos(P(h_i, s), mu_c) / tau)``, and take
+   ``inner_steps`` gradient steps ``h <- h - eta * grad_h L`` on
+   ``L = lam * sum_branches KL(mean_i p_i || pi)`` (``pi`` uniform unless a target is given).
+   The changed ``h`` goes into the up-blocks; skip connections are untouched.
+
+Conventions (the official scripts mix them up; this module implements the intent, see
+``docs/method-notes.md`` §3): one step index everywhere, ``StepInfo.index`` (0 = noisiest, sampling
+order) for recording, training, clustering and guidance; branches split with
+:func:`benchmark.hooks.split_branches` (batch ``[uncond; cond]``), each with its own centroids; the
+projection and centroids are loaded once in :meth:`SelfDebias.prepare`.
+
+**What "batch" means here.** The guidance acts on the mean assignment of a *group* of images of one
+prompt. :meth:`SelfDebias.generate` splits each call into groups: every run of consecutive images of
+one prompt is cut into ``ceil(n / guidance_batch)`` near-equal parts (the whole run when it is
+``None``), so a call of 100 images with ``guidance_batch=32`` gives four groups of 25, not 32+32+32+4.
+Images therefore depend on which seeds share a group: they do not depend on the runner's batch size
+as long as it is a multiple of ``guidance_batch``. A group of one image is not guided (one image has no
+distribution to balance). All groups go through one :func:`benchmark.sampling.sample` call, so with
+``lam = 0`` the images equal the baseline's bit for bit. Prompts without prepared modes (the runner
+prepares only prompts that do not name the attribute) are sampled unguided, with a warning.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import math
+import time
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from scipy.optimize import linear_sum_assignment
+from torch import nn
+from torchvision.transforms.v2 import functional as TF
+
+from benchmark.components import Components
+from benchmark.errors import ConfigError
+from benchmark.hashing import hash_value
+from benchmark.hooks import split_branches
+from benchmark.sampling import StepInfo, sample, uses_cfg
+from benchmark.seeding import image_seeds
+from methods.base import Method, MethodData
+
+log = logging.getLogger(__name__)
+
+BRANCHES_CFG = ("uncond", "cond")
+
+
+@dataclass(frozen=True)
+class SelfDebiasParams:
+    """Hyper-parameters. Defaults are the world's; ``paper()`` gives the official configuration."""
+
+    # -- data ----------------------------------------------------------------------------------
+    num_samples: int = 128  # paper: ~1.5-2k vanilla samples per prompt (face runs)
+    seed: int = 0  # seeds the vanilla samples, augmentations, training and clustering
+    # -- projection P(h, s) -------------------------------------------------------------------
+    hidden_dim: int = 512  # paper: 2048
+    step_embed_dim: int = 128  # paper: 128
+    dropout: float = 0.2  # paper: 0.2
+    epochs: int = 10  # paper: 10
+    lr: float = 1e-3  # paper: 1e-4 (the world's h is 64x smaller, a larger rate trains it in seconds)
+    train_batch: int = 256  # paper: 64
+    loss_temperature: float = 0.1  # paper: 0.1 (the "/ 0.1" of the positives-only loss)
+    # -- augmented views of the final image (paper: torchvision at 224 px) ----------------------
+    crop_scale: tuple[float, float] = (0.7, 1.0)  # paper: RandomResizedCrop(224, scale=(0.7, 1))
+    flip: bool = True  # paper: RandomHorizontalFlip
+    jitter: tuple[float, float, float, float] = (0.3, 0.3, 0.3, 0.1)  # paper: ColorJitter(0.3, 0.3, 0.3, 0.1)
+    # -- mode discovery -------------------------------------------------------------------------
+    k_min: int = 2  # paper: 2
+    k_max: int = 8  # paper: 8
+    num_modes: int | None = None  # None: silhouette choice; paper's simple variant: 2
+    n_neighbors: int = 5  # paper: 5 (spectral clustering affinity graph)
+    # -- guidance ---------------------------------------------------------------------------------
+    lam: float = 2500.0  # paper: loss_strength 2500 (faces)
+    step_size: float = 2.6e7  # paper: scaling_strength 2600 x 1e4 = 2.6e7 (faces)
+    inner_steps: int = 3  # paper: 3
+    tau: float = 8.0  # paper: 8.0 (softmax of cosine / tau)
+    guide_below: float = 0.85  # paper: t < 850 of 1000 train timesteps
+    guidance_batch: int | None = 32  # paper: 32 (faces), 16 (H-distribution reproduction)
+    target: tuple[float, ...] | None = None  # None: uniform over the modes (paper); else one weight per mode
+
+    def __post_init__(self) -> None:
+        if self.num_samples < 4:
+            raise ValueError("num_samples must be >= 4")
+        if not 2 <= self.k_min <= self.k_max:
+            raise ValueError("need 2 <= k_min <= k_max")
+        if self.num_modes is not None and self.num_modes < 2:
+            raise ValueError("num_modes must be >= 2 (or None for the silhouette choice)")
+        if self.num_modes is not None and self.num_modes >= self.num_samples:
+            raise ValueError("num_modes must be smaller than num_samples")
+        if self.guidance_batch is not None and self.guidance_batch < 2:
+            raise ValueError("guidance_batch must be >= 2 (or None for the whole call)")
+        if self.inner_steps < 0 or self.tau <= 0 or self.lam < 0 or self.step_size < 0:
+            raise ValueError("inner_steps, tau, lam and step_size must be non-negative (tau > 0)")
+        if self.target is not None:
+            if self.num_modes is None:
+                raise ValueError("a target needs a fixed num_modes (one weight per mode)")
+            if len(self.target) != self.num_modes:
+                raise ValueError(f"target has {len(self.target)} weights but num_modes is {self.num_modes}")
+            if min(self.target) <= 0:
+                raise ValueError("target weights must be positive")
+
+    @classmethod
+    def paper(cls) -> SelfDebiasParams:
+        """The official face configuration (``gen_debiased.py``, ``create_rec_centroids.py``)."""
+        return cls(
+            num_samples=1500,
+            hidden_dim=2048,
+            step_embed_dim=128,
+            dropout=0.2,
+            epochs=10,
+            lr=1e-4,
+            train_batch=64,
+            lam=2500.0,
+            step_size=2.6e7,
+            inner_steps=3,
+            tau=8.0,
+            guide_below=0.85,
+            guidance_batch=32,
+        )
+
+    def target_weights(self, k: int) -> torch.Tensor:
+        """The target distribution ``pi`` over ``k`` modes (uniform unless ``target`` is set)."""
+        if self.target is None:
+            return torch.full((k,), 1.0 / k)
+        if len(self.target) != k:
+            raise ConfigError(f"selfdebias: target has {len(self.target)} weights but {k} modes were found")
+        t = torch.tensor(self.target, dtype=torch.float32)
+        return t / t.sum()
+
+
+# =============================================================================================
+# The projection P(h, s) into the embedder's image space
+# =============================================================================================
+class Projector(nn.Module):
+    """``P(h, s) = normalize(W2 relu(W1 [flatten(h); e_s]))`` with a learned step embedding ``e_s``."""
+
+    def __init__(self, in_dim: int, num_steps: int, out_dim: int, hidden_dim: int, step_embed_dim: int,
+                 dropout: float) -> None:
+        super().__init__()
+        self.step_embed = nn.Embedding(num_steps, step_embed_dim)
+        self.net = nn.Sequential(
+            nn.Linear(in_dim + step_embed_dim, hidden_dim),
+            nn.ReLU(),
+            nn.Dropout(dropout),
+            nn.Linear(hidden_dim, out_dim),
+        )
+
+    def forward(self, h: torch.Tensor, step: torch.Tensor) -> torch.Tensor:
+        x = torch.cat([h.flatten(1), self.step_embed(step)], dim=1)
+        return F.normalize(self.net(x), dim=1)
+
+    @classmethod
+    def from_state(cls, state: dict[str, torch.Tensor], dropout: float) -> Projector:
+        num_steps, step_dim = state["step_embed.weight"].shape
+        hidden, in_total = state["net.0.weight"].shape
+        out_dim = state["net.3.weight"].shape[0]
+        proj = cls(in_total - step_dim, num_steps, out_dim, hidden, step_dim, dropout)
+        proj.load_state_dict(state)
+        return proj
+
+
+def projection_loss(z: torch.Tensor, v1: torch.Tensor, v2: torch.Tensor, temperature: float) -> torch.Tensor:
+    """``-(cos(z, v1) + cos(z, v2)).mean() / temperature`` (positives only, as in the official code)."""
+    return -(F.cosine_similarity(z, v1, dim=1) + F.cosine_similarity(z, v2, dim=1)).mean() / temperature
+
+
+# =============================================================================================
+# Guidance objective
+# =============================================================================================
+def mode_probs(z: torch.Tensor, centroids: torch.Tensor, tau: float) -> torch.Tensor:
+    """Soft assignment ``p_ic = softmax_c(cos(z_i, mu_c) / tau)``; z (B, D), centroids (k, D)."""
+    sims = F.normalize(z, dim=1) @ F.normalize(centroids, dim=1).T
+    return torch.softmax(sims / tau, dim=1)
+
+
+def batch_kl(probs: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """``KL(p_bar || pi) = sum_c p_bar_c log(p_bar_c / pi_c)`` with ``p_bar`` the batch-mean assignment."""
+    p_bar = probs.mean(dim=0)
+    return (p_bar * (p_bar.clamp_min(1e-12).log() - target.log())).sum()
+
+
+# =============================================================================================
+# Mode discovery
+# =============================================================================================
+def spectral_labels(z: np.ndarray, k: int, n_neighbors: int, seed: int) -> np.ndarray:
+    """Spectral clustering with a k-nearest-neighbour affinity and k-means label assignment."""
+    from sklearn.cluster import SpectralClustering
+
+    with warnings.catch_warnings():
+        # a disconnected kNN graph only makes the spectral embedding coarser; the labels stay usable
+        warnings.simplefilter("ignore", UserWarning)
+        model = SpectralClustering(n_clusters=k, affinity="nearest_neighbors", n_neighbors=min(n_neighbors, len(z) - 1),
+                                   assign_labels="kmeans", random_state=seed)
+        return model.fit_predict(z)
+
+
+def choose_k(z: np.ndarray, k_min: int, k_max: int, n_neighbors: int, seed: int) -> tuple[int, dict[int, float]]:
+    """The ``k`` in ``[k_min, k_max]`` with the highest silhouette score (cosine distance)."""
+    from sklearn.metrics import silhouette_score
+
+    scores: dict[int, float] = {}
+    for k in range(k_min, min(k_max, len(z) - 1) + 1):
+        labels = spectral_labels(z, k, n_neighbors, seed)
+        if len(np.unique(labels)) < 2:
+            continue
+        scores[k] = float(silhouette_score(z, labels, metric="cosine"))
+    if not scores:
+        return k_min, scores
+    return max(scores, key=lambda k: (scores[k], -k)), scores
+
+
+def cluster_means(z: np.ndarray, labels: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Cluster means (k, D) and sizes (k,); an empty cluster gets a NaN row."""
+    means = np.full((k, z.shape[1]), np.nan)
+    sizes = np.zeros(k, dtype=np.int64)
+    for c in range(k):
+        members = labels == c
+        sizes[c] = int(members.sum())
+        if sizes[c]:
+            means[c] = z[members].mean(axis=0)
+    return means, sizes
+
+
+def match_order(reference: np.ndarray, centroids: np.ndarray) -> np.ndarray:
+    """Permutation ``perm`` so that ``centroids[perm[j]]`` is the centroid matching ``reference[j]``.
+
+    Maximises the summed cosine similarity (Hungarian algorithm), so two modes never claim the
+    same centroid; the official code matches by cosine similarity greedily.
+    """
+    ref = reference / np.linalg.norm(reference, axis=1, keepdims=True)
+    cen = np.nan_to_num(centroids)
+    cen = cen / np.maximum(np.linalg.norm(cen, axis=1, keepdims=True), 1e-12)
+    _, perm = linear_sum_assignment(-(ref @ cen.T))
+    return perm
+
+
+def order_modes(centroids: list[np.ndarray], sizes: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """Consistent mode order over steps: (S, k, D) centroids and (S, k) sizes.
+
+    The last (cleanest) step is ordered by cluster size, largest first; every earlier step is
+    matched to the already ordered step after it. An empty cluster inherits its neighbour's centroid.
+    """
+    steps = len(centroids)
+    out_c = [np.empty(0)] * steps
+    out_s = [np.empty(0)] * steps
+    last = np.argsort(-sizes[-1], kind="stable")
+    out_c[-1], out_s[-1] = centroids[-1][last], sizes[-1][last]
+    for s in range(steps - 2, -1, -1):
+        perm = match_order(out_c[s + 1], centroids[s])
+        c, n = centroids[s][perm], sizes[s][perm]
+        empty = n == 0
+        c[empty] = out_c[s + 1][empty]
+        out_c[s], out_s[s] = c, n
+    return np.stack(out_c), np.stack(out_s)
+
+
+# =============================================================================================
+# Augmented views of the final images (seeded; the paper uses torchvision's global RNG)
+# =============================================================================================
+def augment(images: np.ndarray, params: SelfDebiasParams, generator: torch.Generator) -> np.ndarray:
+    """RandomResizedCrop(scale) to the image's own size, horizontal flip, colour jitter; uint8 in and out."""
+    x = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float() / 255.0
+    n, _, height, width = x.shape
+    out = torch.empty_like(x)
+    b, c, s, hue = params.jitter
+
+    def u(lo: float, hi: float) -> float:
+        return lo + (hi - lo) * float(torch.rand((), generator=generator))
+
+    for i in range(n):
+        area = u(*params.crop_scale) * height * width
+        ratio = math.exp(u(math.log(3 / 4), math.log(4 / 3)))
+        ch = max(1, min(height, round(math.sqrt(area / ratio))))
+        cw = max(1, min(width, round(math.sqrt(area * ratio))))
+        top = int(torch.randint(0, height - ch + 1, (), generator=generator))
+        left = int(torch.randint(0, width - cw + 1, (), generator=generator))
+        img = TF.resized_crop(x[i], top, left, ch, cw, [height, width], antialias=True)
+        if params.flip and float(torch.rand((), generator=generator)) < 0.5:
+            img = TF.horizontal_flip(img)
+        # fixed order brightness, contrast, saturation, hue (torchvision draws a random order)
+        img = TF.adjust_brightness(img, u(1 - b, 1 + b)) if b > 0 else img
+        img = TF.adjust_contrast(img, u(1 - c, 1 + c)) if c > 0 else img
+        img = TF.adjust_saturation(img, u(1 - s, 1 + s)) if s > 0 else img
+        img = TF.adjust_hue(img, u(-hue, hue)) if hue > 0 else img
+        out[i] = img.clamp(0, 1)
+    return (out * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
+
+
+# =============================================================================================
+# The method
+# =============================================================================================
+@dataclass
+class Recording:
+    """Vanilla samples of one prompt: ``h`` (N, S, branches, C, H, W) and final images (N, H, W, 3)."""
+
+    h: torch.Tensor
+    images: np.ndarray
+
+
+def keep_branches(store: dict[int, torch.Tensor], h: torch.Tensor, info: StepInfo) -> None:
+    """Mid-block callback for recording: ``store[step] = (B, branches, C, H, W)`` on the CPU."""
+    uncond, cond = split_branches(h, info.cfg)
+    both = [cond] if uncond is None else [uncond, cond]
+    store[info.index] = torch.stack([b.detach().to("cpu", torch.float32) for b in both], dim=1)
+
+
+def prompt_key(prompt: str) -> str:
+    return hash_value(prompt)[:16]
+
+
+class SelfDebias(Method):
+    """Unsupervised h-space guidance toward a uniform distribution over self-discovered modes."""
+
+    name = "selfdebias"
+    Params = SelfDebiasParams
+
+    def __init__(self, params: SelfDebiasParams | None = None) -> None:
+        super().__init__(params)
+        self.projector: Projector | None = None
+        self.modes: dict[str, dict[str, torch.Tensor]] = {}  # prompt -> branch -> (S, k, D)
+        self.report: dict = {}
+        self.unguided: set[str] = set()
+
+    # -- preparation ------------------------------------------------------------------------------
+    def branches(self) -> tuple[str, ...]:
+        assert self.components is not None
+        return BRANCHES_CFG if uses_cfg(self.components.sampler) else ("cond",)
+
+    def cache_key(self, base: Components, data: MethodData) -> str:
+        p = dataclasses.asdict(self.params)
+        # guidance-time fields do not change the artefacts
+        for name in ("lam", "step_size", "inner_steps", "tau", "guide_below", "guidance_batch", "target"):
+            p.pop(name)
+        return hash_value({"base": base.fingerprint, "sampler": base.sampler, "prompts": sorted(set(data.prompts)),
+                           "embedder": getattr(data.embedder, "fingerprint", None), "params": p, "version": 1})
+
+    def prepare(self, base: Components, data: MethodData, workdir: Path) -> None:
+        self.workdir = Path(workdir)
+        self.components = base
+        if data.embedder is None:
+            raise ConfigError("method 'selfdebias': MethodData.embedder is missing; it needs a CLIP-like image embedder")
+        prompts = sorted(set(data.prompts))
+        if not prompts:
+            raise ConfigError("method 'selfdebias': MethodData.prompts is empty; it discovers modes per prompt")
+        name = f"selfdebias-{self.cache_key(base, data)[:16]}"
+        tensors = self.load_tensors(name)
+        if tensors is None:
+            start = time.perf_counter()
+            tensors, report = self.fit(base, prompts, data.embedder)
+            report["seconds"] = round(time.perf_counter() - start, 3)
+            self.prepare_seconds = report["seconds"]
+            # timings stay out of the artefact so that its hash depends on its content alone
+            self.save_tensors(name, tensors, meta={k: v for k, v in report.items() if not k.startswith("seconds")})
+            manifest = {"artefact": f"{name}.safetensors", "sha256": self.artefacts[name],
+                        "params": dataclasses.asdict(self.params), "base": base.fingerprint,
+                        "embedder": getattr(data.embedder, "fingerprint", None), **report}
+            (self.workdir / f"{name}.json").write_text(json.dumps(manifest, indent=2, default=str))
+            self.report = report
+        elif (self.workdir / f"{name}.json").exists():
+            self.report = json.loads((self.workdir / f"{name}.json").read_text())
+        self.load_artefacts(tensors, prompts)
+
+    def load_artefacts(self, tensors: dict[str, torch.Tensor], prompts: Sequence[str]) -> None:
+        assert self.components is not None
+        state = {k.removeprefix("projector."): v for k, v in tensors.items() if k.startswith("projector.")}
+        self.projector = Projector.from_state(state, self.params.dropout).to(self.components.device).eval()
+        self.projector.requires_grad_(False)
+        self.modes = {}
+        for prompt in prompts:
+            key = prompt_key(prompt)
+            self.modes[prompt] = {b: tensors[f"modes.{key}.{b}"].to(self.components.device) for b in self.branches()}
+
+    def record(self, base: Components, prompt: str, chunk: int = 64) -> Recording:
+        """Vanilla samples of ``prompt`` with every step's mid-block output for each branch."""
+        seeds = image_seeds(self.params.seed, f"selfdebias/{prompt}", self.params.num_samples)
+        hs, images = [], []
+        for lo in range(0, len(seeds), chunk):
+            part = seeds[lo:lo + chunk]
+            steps: dict[int, torch.Tensor] = {}
+            images.append(sample(base, [prompt] * len(part), part, mid_block_fn=partial(keep_branches, steps)))
+            hs.append(torch.stack([steps[i] for i in sorted(steps)], dim=1))
+        return Recording(torch.cat(hs), np.concatenate(images))
+
+    def fit(self, base: Components, prompts: list[str], embedder) -> tuple[dict[str, torch.Tensor], dict]:
+        """Record vanilla samples, train the projection, discover the modes; returns tensors and a report."""
+        p = self.params
+        t0 = time.perf_counter()
+        recordings = [self.record(base, prompt) for prompt in prompts]
+        t_record = time.perf_counter() - t0
+
+        gen = torch.Generator().manual_seed(p.seed)
+        views = []
+        for rec in recordings:
+            v1 = embedder.encode_images(augment(rec.images, p, gen))
+            v2 = embedder.encode_images(augment(rec.images, p, gen))
+            views.append(torch.from_numpy(np.stack([v1, v2], axis=1)).float())
+        h_all = torch.stack([r.h for r in recordings])  # (P, N, S, B, C, H, W)
+        v_all = torch.stack(views)  # (P, N, 2, D)
+        t1 = time.perf_counter()
+        projector, losses = self.train_projector(h_all, v_all)
+        t_train = time.perf_counter() - t1
+
+        t2 = time.perf_counter()
+        tensors = {f"projector.{k}": v for k, v in projector.state_dict().items()}
+        modes_report = {}
+        for prompt, rec in zip(prompts, recordings, strict=True):
+            key = prompt_key(prompt)
+            modes_report[prompt] = {}
+            for b, branch in enumerate(self.branches()):
+                centroids, sizes, info = self.discover_modes(projector, rec.h[:, :, b])
+                tensors[f"modes.{key}.{branch}"] = centroids
+                tensors[f"sizes.{key}.{branch}"] = sizes
+                modes_report[prompt][branch] = info
+        t_cluster = time.perf_counter() - t2
+        report = {"prompts": prompts, "num_samples": p.num_samples, "losses": losses, "modes": modes_report,
+                  "seconds_record": round(t_record, 3), "seconds_train": round(t_train, 3),
+                  "seconds_cluster": round(t_cluster, 3)}
+        return tensors, report
+
+    def train_projector(self, h_all: torch.Tensor, v_all: torch.Tensor) -> tuple[Projector, list[float]]:
+        """Adam on every (prompt, image, step, branch) example; returns the net and the mean loss per epoch."""
+        p = self.params
+        n_prompts, n, steps, branches = h_all.shape[:4]
+        in_dim = int(np.prod(h_all.shape[4:]))
+        flat_h = h_all.reshape(n_prompts * n * steps * branches, in_dim)
+        # example e -> (prompt*n + image, step)
+        image_of = torch.arange(n_prompts * n).repeat_interleave(steps * branches)
+        step_of = torch.arange(steps).repeat_interleave(branches).repeat(n_prompts * n)
+        flat_v = v_all.reshape(n_prompts * n, 2, -1)
+        losses = []
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(p.seed)
+            proj = Projector(in_dim, steps, flat_v.shape[-1], p.hidden_dim, p.step_embed_dim, p.dropout)
+            opt = torch.optim.Adam(proj.parameters(), lr=p.lr)
+            gen = torch.Generator().manual_seed(p.seed)
+            proj.train()
+            for _ in range(p.epochs):
+                order = torch.randperm(len(flat_h), generator=gen)
+                total, count = 0.0, 0
+                for lo in range(0, len(order), p.train_batch):
+                    idx = order[lo:lo + p.train_batch]
+                    v = flat_v[image_of[idx]]
+                    loss = projection_loss(proj(flat_h[idx], step_of[idx]), v[:, 0], v[:, 1], p.loss_temperature)
+                    opt.zero_grad()
+                    loss.backward()
+                    opt.step()
+                    total += loss.item() * len(idx)
+                    count += len(idx)
+                losses.append(total / count)
+        return proj.eval(), losses
+
+    @torch.no_grad()
+    def discover_modes(self, projector: Projector, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, dict]:
+        """Modes of one prompt and branch; ``h`` (N, S, C, H, W). Returns (S, k, D) centroids, (S, k) sizes."""
+        p = self.params
+        steps = h.shape[1]
+        z = [projector(h[:, s], torch.full((len(h),), s)).numpy().astype(np.float64) for s in range(steps)]
+        if p.num_modes is None:
+            k, scores = choose_k(z[-1], p.k_min, p.k_max, p.n_neighbors, p.seed)
+        else:
+            k, scores = p.num_modes, {}
+        centroids, sizes = [], []
+        for s in range(steps):
+            c, n = cluster_means(z[s], spectral_labels(z[s], k, p.n_neighbors, p.seed), k)
+            centroids.append(c)
+            sizes.append(n)
+        ordered_c, ordered_n = order_modes(centroids, sizes)
+        info = {"k": k, "silhouette": scores, "sizes_last_step": ordered_n[-1].tolist()}
+        return torch.from_numpy(ordered_c).float(), torch.from_numpy(ordered_n), info
+
+    # -- sampling ---------------------------------------------------------------------------------
+    def groups(self, prompts: Sequence[str]) -> list[tuple[int, int]]:
+        """(start, stop) groups: each run of one prompt split into ``ceil(n / guidance_batch)`` near-equal
+        consecutive parts (sizes differ by at most one, so no small left-over group)."""
+        groups, start = [], 0
+        for i in range(1, len(prompts) + 1):
+            if i == len(prompts) or prompts[i] != prompts[start]:
+                n = i - start
+                parts = math.ceil(n / (self.params.guidance_batch or n))
+                bounds = [start + (n * j) // parts for j in range(parts + 1)]
+                groups += list(zip(bounds[:-1], bounds[1:], strict=True))
+                start = i
+        return groups
+
+    def active(self, info: StepInfo) -> bool:
+        assert self.components is not None
+        total = int(self.components.scheduler.config.num_train_timesteps)
+        return info.timestep < self.params.guide_below * total
+
+    def objective(self, h: torch.Tensor, info: StepInfo, prompts: Sequence[str],
+                  groups: Sequence[tuple[int, int]]) -> torch.Tensor:
+        """``lam * sum_groups sum_branches KL(mean assignment || pi)`` for a whole UNet batch ``h``."""
+        assert self.projector is not None
+        parts = split_branches(h, info.cfg)
+        named = dict(zip(("uncond", "cond"), parts, strict=True)) if info.cfg else {"cond": parts[1]}
+        steps = torch.full((len(parts[1]),), info.index, device=h.device)
+        loss = h.new_zeros(())
+        for branch, hb in named.items():
+            z = self.projector(hb, steps)
+            for lo, hi in groups:
+                if hi - lo < 2:
+                    continue
+                centroids = self.modes[prompts[lo]][branch][info.index]
+                target = self.params.target_weights(len(centroids)).to(h.device)
+                loss = loss + batch_kl(mode_probs(z[lo:hi], centroids, self.params.tau), target)
+        return self.params.lam * loss
+
+    def guide(self, h: torch.Tensor, info: StepInfo, prompts: Sequence[str],
+              groups: Sequence[tuple[int, int]]) -> torch.Tensor | None:
+        """The mid-block hook: ``inner_steps`` gradient steps on ``h`` at active steps, else no change."""
+        if not self.active(info):
+            return None
+        x = h.detach().float()
+        with torch.enable_grad():
+            for _ in range(self.params.inner_steps):
+                x.requires_grad_(True)
+                (grad,) = torch.autograd.grad(self.objective(x, info, prompts, groups), x)
+                x = (x - self.params.step_size * grad).detach()
+        return x.to(h.dtype)
+
+    def generate(self, prompts: Sequence[str], seeds: Sequence[int]) -> np.ndarray:
+        if self.components is None or self.projector is None:
+            raise ConfigError("method 'selfdebias': call prepare() before generate()")
+        prompts = list(prompts)
+        for prompt in sorted(set(prompts) - set(self.modes) - self.unguided):
+            # prompts that name the attribute are not prepared by the runner: they are left unguided
+            log.warning("selfdebias: no modes for prompt %r (not in MethodData.prompts); sampling it unguided", prompt)
+            self.unguided.add(prompt)
+        groups = [(lo, hi) for lo, hi in self.groups(prompts) if prompts[lo] in self.modes]
+
+        def hook(h: torch.Tensor, info: StepInfo) -> torch.Tensor | None:
+            return self.guide(h, info, prompts, groups)
+
+        return sample(self.components, prompts, seeds, mid_block_fn=hook)
+
+
+# =============================================================================================
+# Command line: ``debias-bench method selfdebias ...``
+# =============================================================================================
+def _parse_value(text: str):
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
+
+
+def _params_from(pairs: list[str]) -> SelfDebiasParams:
+    changes = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep:
+            raise ConfigError(f"--set {pair!r}: expected NAME=VALUE")
+        value = _parse_value(value)
+        changes[key] = tuple(value) if isinstance(value, list) else value
+    return SelfDebias.from_config(changes).params
+
+
+def sweep(variant: str, params: SelfDebiasParams, batches: list[int], n: int, workdir: Path, seed: int = 0) -> dict:
+    """Baseline against SelfDebias on the world at several guidance batch sizes.
+
+    Per plain prompt: soft FD ``||mean(probs) - uniform||_2`` of every world attribute (the world
+    classifier is read here, for evaluation only) and, per discovered mode of the baseline images, the
+    mean class probabilities and the image count (``mode_purity``: do the modes follow the attributes?);
+    over all prompts: FID against the world's reference set with the world's features, seconds per
+    image. Returns a JSON-able dict.
+    """
+    from benchmark.metrics.fid import frechet_distance
+    from benchmark.seeding import image_seeds
+    from benchmark.world import load_world
+    from classifiers.world import WorldClassifier
+
+    world = load_world(variant)
+    clf = WorldClassifier()
+    data = dataclasses.replace(world.method_data, target=None, nontarget=None, classifier=None, attribute=None)
+    method = SelfDebias(params)
+    t0 = time.perf_counter()
+    method.prepare(world.components, data, workdir)
+    out = {"variant": variant, "n": n, "prepare_seconds": round(time.perf_counter() - t0, 2),
+           "prepare_report": {k: v for k, v in method.report.items() if k != "modes"},
+           "modes": {p: {b: (i["k"], i["sizes_last_step"]) for b, i in v.items()}
+                     for p, v in method.report.get("modes", {}).items()},
+           "runs": {}}
+    ref = world.features(world.reference.images)
+
+    def measure(label: str, generate) -> None:
+        fds, images, seconds = {}, [], 0.0
+        for prompt in data.prompts:
+            seeds = image_seeds(seed, prompt, n)
+            t = time.perf_counter()
+            imgs = generate([prompt] * n, seeds)
+            seconds += time.perf_counter() - t
+            images.append(imgs)
+            probs = clf.predict(imgs)
+            fds[prompt] = {a: float(np.linalg.norm(probs[a].mean(0) - 1 / probs[a].shape[1]))
+                           for a in ("color", "shade")}
+        fid = frechet_distance(world.features(np.concatenate(images)), ref)
+        out["runs"][label] = {"soft_fd": fds, "fid_vs_reference": fid,
+                              "seconds_per_image": seconds / (n * len(data.prompts))}
+        mean = {a: float(np.mean([f[a] for f in fds.values()])) for a in ("color", "shade")}
+        out["runs"][label]["mean_soft_fd"] = mean
+        log.warning("%-12s soft FD colour %.4f shade %.4f  FID %.3f  %.4f s/img", label, mean["color"],
+                    mean["shade"], fid, out["runs"][label]["seconds_per_image"])
+
+    def vanilla_with_modes(prompts: list[str], seeds: list[int]) -> np.ndarray:
+        # evaluation only: which discovered mode (cond branch, last step) each vanilla image falls in
+        store: dict[int, torch.Tensor] = {}
+        images = sample(world.components, prompts, seeds, mid_block_fn=partial(keep_branches, store))
+        last = max(store)
+        with torch.no_grad():
+            z = method.projector(store[last][:, -1], torch.full((len(seeds),), last))
+        modes = mode_probs(z, method.modes[prompts[0]]["cond"][last], method.params.tau).argmax(1).numpy()
+        probs = clf.predict(images)
+        out["mode_purity"][prompts[0]] = {
+            a: [[round(float(probs[a][modes == c].mean(0)[j]), 3) if (modes == c).any() else None
+                 for j in range(probs[a].shape[1])] + [int((modes == c).sum())]
+                for c in range(int(method.modes[prompts[0]]["cond"].shape[1]))]
+            for a in ("color", "shade")}
+        return images
+
+    out["mode_purity"] = {}
+    for prompt in data.prompts:
+        vanilla_with_modes([prompt] * min(n, 32), image_seeds(seed + 1, prompt, min(n, 32)))
+    measure("baseline", lambda p, s: sample(world.components, p, s))
+    for b in batches:
+        method.params = dataclasses.replace(params, guidance_batch=b)
+        measure(f"batch-{b}", method.generate)
+    method.params = params
+    return out
+
+
+def cli(argv: list[str]) -> int:
+    """``modes MANIFEST``: what preparation discovered; ``sweep``: baseline vs SelfDebias on the world."""
+    parser = argparse.ArgumentParser(prog="debias-bench method selfdebias")
+    sub = parser.add_subparsers(dest="command", required=True)
+    modes = sub.add_parser("modes", help="print the modes discovered per prompt from a manifest (.json)")
+    modes.add_argument("manifest", type=Path)
+    sw = sub.add_parser("sweep", help="soft FD, FID and cost against the baseline on the world, per guidance batch")
+    sw.add_argument("--variant", default="default", help="world variant (default, alt)")
+    sw.add_argument("--batches", default="8,16,32", help="guidance batch sizes, comma-separated")
+    sw.add_argument("--n", type=int, default=64, help="images per prompt")
+    sw.add_argument("--workdir", type=Path, default=Path(".cache/selfdebias"), help="artefact directory")
+    sw.add_argument("--set", action="append", default=[], metavar="NAME=VALUE", help="override a parameter")
+    sw.add_argument("--out", type=Path, help="write the results as JSON here")
+    args = parser.parse_args(argv)
+    if args.command == "modes":
+        if not args.manifest.exists():
+            raise ConfigError(f"{args.manifest}: no such manifest")
+        report = json.loads(args.manifest.read_text())
+        for prompt, branches in report.get("modes", {}).items():
+            for branch, info in branches.items():
+                print(f"{prompt!r:40} {branch:6} k={info['k']} sizes={info['sizes_last_step']}")
+        return 0
+    batches = [int(b) for b in args.batches.split(",") if b.strip()]
+    result = sweep(args.variant, _params_from(args.set), batches, args.n, args.workdir)
+    text = json.dumps(result, indent=2)
+    if args.out:
+        args.out.write_text(text)
+    print(text)
+    return 0

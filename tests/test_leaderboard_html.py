@@ -1,0 +1,168 @@
+"""The static page: self-contained, escaped, with figures, thumbnails and provenance; and in a real browser."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import re
+import shutil
+import subprocess
+from html.parser import HTMLParser
+from pathlib import Path
+
+import pytest
+from leaderboard_runs import PROMPTS, make_run
+
+from leaderboard.html import SCRIPT, build_leaderboard, plot_label, render_report
+from leaderboard.submission import add_entry, pack
+
+REPO = Path(__file__).resolve().parents[1]
+HOSTILE_METHOD = '<script>alert("method")</script>'
+QUOTE_METHOD = "x\" onmouseover=\"alert(2)' $\\frac{"
+HOSTILE_PROMPT = "<img src=x onerror=alert('prompt')>"
+HOSTILE_CONFIG = "</pre><script>alert('config')</script>"
+
+
+class _Tags(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__()
+        self.tags: list[tuple[str, dict[str, str | None]]] = []
+        self.scripts: list[str] = []
+        self._in_script = False
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self.tags.append((tag, dict(attrs)))
+        self._in_script = tag == "script"
+        if self._in_script:
+            self.scripts.append("")
+
+    def handle_endtag(self, tag: str) -> None:
+        self._in_script = False if tag == "script" else self._in_script
+
+    def handle_data(self, data: str) -> None:
+        if self._in_script:
+            self.scripts[-1] += data
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("site")
+    prompts = [dict(p) for p in PROMPTS]
+    prompts[0] = {**prompts[0], "text": HOSTILE_PROMPT}
+    a = make_run(root, "run-a", methods={"baseline": 0.35, HOSTILE_METHOD: 0.05}, n=16, n_boot=20, prompts=prompts,
+                 extra_config={"note": HOSTILE_CONFIG})
+    b = make_run(root, "run-b", methods={"ddm": 0.12, QUOTE_METHOD: 0.2}, n=16, n_boot=20, seed=5)
+    for run in (a, b):
+        add_entry(pack(run, root / f"{run.name}.zip"), root / "entries")
+    build_leaderboard(root / "entries", root / "out")
+    return root / "out"
+
+
+def test_page_is_self_contained_and_escaped(site: Path) -> None:
+    html = (site / "index.html").read_text()
+    parser = _Tags()
+    parser.feed(html)
+    # Exactly the one script we wrote, and the CSP names its hash, so nothing else could run.
+    assert parser.scripts == [SCRIPT]
+    digest = base64.b64encode(hashlib.sha256(SCRIPT.encode()).digest()).decode()
+    assert f"script-src 'sha256-{digest}'" in html and "default-src 'none'" in html
+    for tag, attrs in parser.tags:
+        assert not [a for a in attrs if a.startswith("on")], (tag, attrs)
+        if tag == "img":
+            assert attrs["src"].startswith("data:image/png;base64,")
+        assert tag not in ("link", "iframe", "object", "embed")
+    assert not re.search(r"(src|href)=\"(https?:)?//", html)
+    # The hostile strings are present as text, escaped.
+    assert "&lt;script&gt;alert(&#34;method&#34;)&lt;/script&gt;" in html
+    assert "&lt;img src=x onerror=alert(&#39;prompt&#39;)&gt;" in html
+    assert "&lt;/pre&gt;&lt;script&gt;alert(&#39;config&#39;)&lt;/script&gt;" in html
+    # Attribute values decode back to the exact strings: quotes did not end an attribute early.
+    values = {v for _, attrs in parser.tags for v in attrs.values()}
+    assert HOSTILE_METHOD in values and QUOTE_METHOD in values
+
+
+def test_page_has_every_method_table_figure_thumbnail_and_provenance(site: Path) -> None:
+    html = (site / "index.html").read_text()
+    for method in ("baseline", "ddm"):
+        assert f'<td data-sort="{method}">{method}</td>' in html
+    assert html.count('class="sortable"') > 20
+    figures = re.findall(r"<figure><img alt=\"([^\"]*)\"", html)
+    assert any("class distribution" in f for f in figures)
+    assert any("FD vs FID and CLIP-T" in f for f in figures)
+    assert any("per-prompt heat map" in f for f in figures)
+    # Thumbnails: one row per method with samples (the hostile names with "/" have none), same columns.
+    grid = html[html.index('<table class="thumbs">'):]
+    grid = grid[: grid.index("</table>")]
+    assert grid.count("<tr><td>") == 3 and "(seed 1000)" in grid
+    for key in ("bundle sha256", "metrics verified", "prompt set world", "bootstrap"):
+        assert f"<th scope=\"row\">{key}</th>" in html
+    assert "numpy" in html and "run-b" in html
+
+
+def test_table_exports_are_written(site: Path) -> None:
+    tables = site / "tables"
+    for ext in ("csv", "json", "md", "tex"):
+        assert (tables / f"world-world-color-fd.{ext}").is_file()
+    doc = json.loads((tables / "world-world-color-fd.json").read_text())
+    assert doc["higher_is_better"] is False and len(doc["rows"]) == 4
+    md = (tables / "tables.md").read_text()
+    assert "&lt;script&gt;" in md and "<script>" not in md
+
+
+def test_render_report_writes_the_page_into_the_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("leaderboard.html.all_figures", lambda *a: ([], ["figures drawn elsewhere"]))
+    run = make_run(tmp_path, "r", methods={"baseline": 0.3}, n=8, n_boot=10)
+    out = render_report(run)
+    assert out == run / "report.html"
+    html = out.read_text()
+    assert "debias-bench run r" in html and "data:image/png;base64," in html  # thumbnails
+    assert "figures drawn elsewhere" in html and '<td data-sort="baseline">baseline</td>' in html
+
+
+def test_plot_labels_cannot_trigger_mathtext() -> None:
+    assert plot_label("$\\frac{") == r"\$\\frac{"
+    assert len(plot_label("x" * 100)) == 32
+
+
+def _chromium() -> str | None:
+    for name in ("chromium", "chromium-browser", "google-chrome"):
+        if path := shutil.which(name):
+            return path
+    return None
+
+
+def _run_chromium(args: list[str], tmp_path: Path) -> subprocess.CompletedProcess:
+    exe = _chromium()
+    base = [exe, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+            "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-dev-shm-usage",
+            f"--user-data-dir={tmp_path / 'profile'}", "--enable-logging=stderr", "--v=0"]
+    return subprocess.run(base + args, capture_output=True, text=True, timeout=120)
+
+
+@pytest.mark.browser
+def test_page_in_headless_chromium(site: Path, tmp_path: Path) -> None:
+    if _chromium() is None:
+        pytest.skip("headless Chromium not found (install Debian's `chromium` package: apt-get install -y chromium)")
+    page = site / "index.html"
+    html = page.read_text()
+    table_id = re.search(r'<table class="sortable" id="([^"]*color-fd)"', html).group(1)
+    # Column 3 is the soft FD (method, rank, hard, soft*, n); sort it descending through the fragment.
+    proc = _run_chromium(["--dump-dom", f"{page.as_uri()}#sort={table_id}:3:desc"], tmp_path)
+    dom = proc.stdout
+    assert 'data-ready="1"' in dom, proc.stderr[-2000:]
+    assert "data-js-error" not in re.search(r"<body[^>]*>", dom).group(0)
+    console_errors = [line for line in proc.stderr.splitlines()
+                      if "CONSOLE" in line and ("Uncaught" in line or "Refused" in line or "Error" in line)]
+    assert console_errors == []
+    start = dom.index(f'id="{table_id}"')
+    assert 'data-sorted="3:desc"' in dom[start:start + 300]
+    body = dom[dom.index("<tbody>", start):dom.index("</tbody>", start)]
+    values = [float(re.findall(r'data-sort="([^"]*)"', row)[3]) for row in re.findall(r"<tr[^>]*>(.*?)</tr>", body, re.S)]
+    assert len(values) == 4 and values == sorted(values, reverse=True)
+    shots = REPO / "test-artifacts"
+    shots.mkdir(exist_ok=True)
+    shot = shots / "leaderboard.png"
+    shot.unlink(missing_ok=True)
+    proc = _run_chromium(["--window-size=1280,6400", f"--screenshot={shot}", page.as_uri()], tmp_path)
+    assert shot.is_file() and shot.stat().st_size > 10_000, proc.stderr[-2000:]

@@ -1,0 +1,293 @@
+"""SelfDebias mechanism tests on a tiny random SD pipeline (the real-profile path), plus the world check."""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from benchmark.errors import ConfigError
+from benchmark.hashing import hash_file
+from benchmark.images import ImageSet
+from benchmark.sampling import StepInfo, sample
+from benchmark.tiny import tiny_sd_components
+from methods.base import MethodData
+from methods.selfdebias import (
+    SelfDebias,
+    SelfDebiasParams,
+    batch_kl,
+    cluster_means,
+    mode_probs,
+    order_modes,
+    spectral_labels,
+)
+
+PROMPTS = ["a photo of a doctor", "a photo of a nurse"]
+TINY = SelfDebiasParams(num_samples=24, hidden_dim=64, step_embed_dim=16, epochs=6, train_batch=64,
+                        lam=1.0, step_size=4.0, tau=0.1, guidance_batch=8, k_max=4)
+
+
+class PixelEmbedder:
+    """A fixed random projection of 4x4-pooled pixels: deterministic, unit-norm, CLIP-shaped."""
+
+    fingerprint = "test-pixel-embedder"
+
+    def __init__(self, dim: int = 16) -> None:
+        self.w = torch.randn(48, dim, generator=torch.Generator().manual_seed(0))
+
+    def encode_images(self, images: np.ndarray) -> np.ndarray:
+        x = torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255
+        x = torch.nn.functional.adaptive_avg_pool2d(x, 4).flatten(1)
+        return torch.nn.functional.normalize((x - 0.5) @ self.w, dim=1).numpy()
+
+    def encode_texts(self, texts: list[str]) -> np.ndarray:
+        raise NotImplementedError
+
+
+class Tripwire:
+    """Fails the test on any attribute access: stands in for labels and classifiers."""
+
+    def __getattr__(self, name: str):
+        raise AssertionError(f"SelfDebias read {name!r} of a label source")
+
+
+class TripwireLabels(dict):
+    def __getitem__(self, key):
+        raise AssertionError("SelfDebias read attribute labels")
+
+    get = items = keys = values = __iter__ = __len__ = __contains__ = __getitem__  # type: ignore[assignment]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    # two shared cores: more threads only oversubscribe them
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def base():
+    torch.manual_seed(0)
+    return tiny_sd_components()
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("selfdebias")
+
+
+@pytest.fixture(scope="module")
+def method(base, workdir) -> SelfDebias:
+    m = SelfDebias(TINY)
+    m.prepare(base, MethodData(prompts=PROMPTS, embedder=PixelEmbedder()), workdir)
+    return m
+
+
+def with_params(base, workdir, **changes) -> SelfDebias:
+    """Another configuration on the same artefacts (guidance fields are not part of the cache key)."""
+    m = SelfDebias(dataclasses.replace(TINY, **changes))
+    m.prepare(base, MethodData(prompts=PROMPTS, embedder=PixelEmbedder()), workdir)
+    return m
+
+
+def mid_block_batch(base, prompt: str, seeds: list[int], step: int) -> tuple[torch.Tensor, StepInfo]:
+    """The vanilla CFG mid-block batch ``[uncond; cond]`` at sampling step ``step``."""
+    seen = {}
+
+    def keep(h, info):
+        if info.index == step:
+            seen["h"], seen["info"] = h.clone(), info
+
+    sample(base, [prompt] * len(seeds), seeds, mid_block_fn=keep)
+    return seen["h"], seen["info"]
+
+
+# -- the guidance step --------------------------------------------------------------------------
+def test_guidance_step_lowers_the_batch_kl(method, base):
+    prompts = [PROMPTS[0]] * 8
+    groups = method.groups(prompts)
+    for step in range(base.sampler.num_inference_steps):
+        h, info = mid_block_batch(base, PROMPTS[0], list(range(100, 108)), step)
+        assert method.active(info), "the tiny sampler's steps are all below the threshold"
+        before = float(method.objective(h, info, prompts, groups))
+        guided = method.guide(h, info, prompts, groups)
+        after = float(method.objective(guided, info, prompts, groups))
+        assert before > 0
+        assert after < 0.75 * before, f"step {step}: KL {before:.4g} -> {after:.4g}"
+
+
+def test_guidance_moves_the_batch_mean_toward_a_non_uniform_target(base, workdir):
+    m = with_params(base, workdir, num_modes=2, target=(0.2, 0.8))
+    prompts = [PROMPTS[1]] * 8
+    h, info = mid_block_batch(base, PROMPTS[1], list(range(8)), 2)
+    guided = m.guide(h, info, prompts, m.groups(prompts))
+    _, cond = guided.chunk(2)
+    z = m.projector(cond, torch.full((8,), info.index))
+    p_bar = mode_probs(z, m.modes[PROMPTS[1]]["cond"][info.index], m.params.tau).mean(0)
+    _, cond0 = h.chunk(2)
+    p_bar0 = mode_probs(m.projector(cond0, torch.full((8,), info.index)),
+                        m.modes[PROMPTS[1]]["cond"][info.index], m.params.tau).mean(0)
+    target = torch.tensor([0.2, 0.8])
+    assert (p_bar - target).abs().sum() < (p_bar0 - target).abs().sum()
+
+
+def test_guidance_leaves_steps_above_the_threshold_alone(method, base):
+    h, info = mid_block_batch(base, PROMPTS[0], list(range(4)), 0)
+    late = dataclasses.replace(info, timestep=900)
+    assert method.guide(h, late, [PROMPTS[0]] * 4, method.groups([PROMPTS[0]] * 4)) is None
+
+
+def test_batch_kl_is_zero_only_at_the_target():
+    target = torch.tensor([0.5, 0.5])
+    assert float(batch_kl(torch.tensor([[1.0, 0.0], [0.0, 1.0]]), target)) == pytest.approx(0.0, abs=1e-7)
+    assert float(batch_kl(torch.tensor([[1.0, 0.0], [1.0, 0.0]]), target)) == pytest.approx(np.log(2), rel=1e-5)
+
+
+# -- lambda = 0 -----------------------------------------------------------------------------------
+def test_lambda_zero_reproduces_the_baseline_bit_for_bit(base, workdir):
+    prompts = [PROMPTS[0]] * 6 + [PROMPTS[1]] * 5
+    seeds = list(range(200, 211))
+    baseline = sample(base, prompts, seeds)
+    assert np.array_equal(with_params(base, workdir, lam=0.0, guidance_batch=4).generate(prompts, seeds), baseline)
+    # the same path with lam > 0 does change the images, so the equality above is not vacuous
+    assert not np.array_equal(with_params(base, workdir, guidance_batch=4).generate(prompts, seeds), baseline)
+
+
+# -- mode discovery -------------------------------------------------------------------------------
+def test_mode_order_is_stable_across_steps_on_a_seeded_case():
+    rng = np.random.default_rng(0)
+    steps, k, dim = 6, 3, 8
+    sizes_true = [40, 30, 20]
+    true_centres = rng.normal(size=(k, dim)) * 4
+    drift = rng.normal(size=(steps, k, dim)) * 0.3
+    truth = np.repeat(np.arange(k), sizes_true)
+    centroids, sizes, members = [], [], []
+    for s in range(steps):
+        z = true_centres[truth] + drift[s][truth] + rng.normal(size=(len(truth), dim)) * 0.2
+        labels = spectral_labels(z, k, n_neighbors=5, seed=s)
+        c, n = cluster_means(z, labels, k)
+        centroids.append(c)
+        sizes.append(n)
+        members.append(labels)
+    # precondition: the raw label numbering changes between steps, so ordering has work to do
+    raw_maps = {tuple(int(np.bincount(m[truth == t]).argmax()) for t in range(k)) for m in members}
+    assert len(raw_maps) > 1
+    ordered, ordered_sizes = order_modes(centroids, sizes)
+    for s in range(steps):
+        # mode j at every step is true group j: largest first at the last step, then matched
+        nearest = np.argmin(((ordered[s][:, None] - (true_centres + drift[s])[None]) ** 2).sum(-1), axis=1)
+        assert nearest.tolist() == list(range(k)), f"step {s}"
+        assert ordered_sizes[s].tolist() == sizes_true
+
+
+def test_prepared_modes_are_matched_between_neighbouring_steps(method):
+    for prompt, branches in method.modes.items():
+        for branch, centroids in branches.items():
+            c = torch.nn.functional.normalize(centroids, dim=-1)
+            k = c.shape[1]
+            for s in range(len(c) - 1):
+                sim = (c[s] @ c[s + 1].T).numpy()
+                best = max(sum(sim[i, p[i]] for i in range(k)) for p in itertools.permutations(range(k)))
+                assert np.trace(sim) >= best - 1e-6, f"{prompt} {branch} step {s}"
+
+
+# -- preparation ------------------------------------------------------------------------------------
+def test_training_lowers_the_projection_loss_and_is_reproducible(method, base, tmp_path):
+    losses = method.report["losses"]
+    assert losses[-1] < losses[0] - 1.0
+    again = SelfDebias(TINY)
+    again.prepare(base, MethodData(prompts=PROMPTS, embedder=PixelEmbedder()), tmp_path)
+    assert again.artefacts == method.artefacts
+    for name in again.artefacts:
+        assert hash_file(tmp_path / f"{name}.safetensors") == again.artefacts[name]
+        assert (tmp_path / f"{name}.json").exists()
+
+
+def test_prepare_loads_cached_artefacts_without_training(method, base, workdir, monkeypatch):
+    def fail(*_args, **_kwargs):
+        raise AssertionError("retrained although artefacts were cached")
+
+    monkeypatch.setattr(SelfDebias, "fit", fail)
+    m = with_params(base, workdir, lam=5.0)
+    assert m.artefacts == method.artefacts
+    for prompt in PROMPTS:
+        assert torch.equal(m.modes[prompt]["cond"], method.modes[prompt]["cond"])
+
+
+def test_no_labels_are_read(base, tmp_path):
+    images = np.zeros((4, 16, 16, 3), dtype=np.uint8)
+    target = ImageSet(images, ["a photo of a doctor"] * 4, labels=TripwireLabels())
+    data = MethodData(target=target, nontarget=None, prompts=[PROMPTS[0]], classifier=Tripwire(), attribute=None,
+                      embedder=PixelEmbedder())
+    m = SelfDebias(dataclasses.replace(TINY, epochs=1))
+    m.prepare(base, data, tmp_path)
+    out = m.generate([PROMPTS[0]] * 4, [1, 2, 3, 4])
+    assert out.shape == (4, 16, 16, 3) and out.dtype == np.uint8
+
+
+def test_prompts_without_modes_are_sampled_unguided(method, base):
+    prompts = ["a photo of a red face"] * 4 + [PROMPTS[0]] * 4
+    seeds = list(range(40, 48))
+    out = method.generate(prompts, seeds)
+    assert np.array_equal(out[:4], sample(base, prompts[:4], seeds[:4]))
+    assert "a photo of a red face" in method.unguided
+
+
+# -- batches and errors -----------------------------------------------------------------------------
+def test_groups_are_runs_of_one_prompt_cut_every_guidance_batch(method, base, workdir):
+    p, q = PROMPTS
+    assert method.groups([p] * 16 + [q] * 3 + [p] * 2) == [(0, 8), (8, 16), (16, 19), (19, 21)]
+    # a run that is not a multiple of guidance_batch is split evenly, with no small left-over group
+    assert method.groups([p] * 17) == [(0, 5), (5, 11), (11, 17)]
+    assert with_params(base, workdir, guidance_batch=None).groups([p] * 10 + [q] * 3) == [(0, 10), (10, 13)]
+
+
+def test_a_group_does_not_depend_on_the_rest_of_the_call(method):
+    seeds = list(range(300, 316))
+    whole = method.generate([PROMPTS[0]] * 16, seeds)
+    halves = np.concatenate([method.generate([PROMPTS[0]] * 8, seeds[:8]), method.generate([PROMPTS[0]] * 8, seeds[8:])])
+    assert np.abs(whole.astype(int) - halves).max() <= 1
+
+
+def test_bad_inputs_are_one_line_errors(method, base, tmp_path):
+    with pytest.raises(ConfigError, match="embedder"):
+        SelfDebias(TINY).prepare(base, MethodData(prompts=PROMPTS), tmp_path)
+    with pytest.raises(ConfigError, match="target"):
+        SelfDebias.from_config({"num_modes": 2, "target": [0.5, 0.3, 0.2]})
+    assert SelfDebias.Params.paper().tau == 8.0
+
+
+# -- the world ----------------------------------------------------------------------------------------
+def _world():
+    try:
+        from benchmark.world import load_world
+
+        return load_world()
+    except Exception as exc:  # the shipped world weights are optional in a source checkout
+        pytest.skip(f"world not available: {exc}")
+
+
+@pytest.mark.slow
+def test_world_soft_fd_halves_and_fid_stays_close(tmp_path):
+    from benchmark.seeding import image_seeds
+    from classifiers.world import WorldClassifier
+
+    world = _world()
+    clf = WorldClassifier()
+    data = dataclasses.replace(world.method_data, target=None, classifier=None)
+    m = SelfDebias()
+    m.prepare(world.components, data, tmp_path)
+    fd_base, fd_method = [], []
+    for prompt in data.prompts:
+        seeds = image_seeds(0, prompt, 64)
+        for images, out in ((sample(world.components, [prompt] * 64, seeds), fd_base),
+                            (m.generate([prompt] * 64, seeds), fd_method)):
+            probs = clf.predict(images)["color"]
+            out.append(float(np.linalg.norm(probs.mean(0) - 0.5)))
+    assert np.mean(fd_method) <= 0.5 * np.mean(fd_base)
