@@ -63,10 +63,10 @@ class Components:
             return 1
         return 2 ** (len(self.vae.config.block_out_channels) - 1)
 
-    def replace(self, **changes: Any) -> "Components":
+    def replace(self, **changes: Any) -> Components:
         return dataclasses.replace(self, **changes)
 
-    def to(self, device: torch.device | str, dtype: torch.dtype | None = None) -> "Components":
+    def to(self, device: torch.device | str, dtype: torch.dtype | None = None) -> Components:
         for module in (self.unet, self.text_encoder, self.vae):
             if module is not None:
                 module.to(device=device, dtype=dtype) if dtype is not None else module.to(device)

@@ -7,10 +7,10 @@ field, e.g. ``run.yaml: methods[1].name: unknown method 'ddn'; known: baseline, 
 
 from __future__ import annotations
 
-import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
+import tomllib
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 

@@ -31,7 +31,7 @@ class ImageSet:
     def __len__(self) -> int:
         return len(self.images)
 
-    def without_labels(self) -> "ImageSet":
+    def without_labels(self) -> ImageSet:
         return ImageSet(self.images, self.captions, self.name, None, self.fingerprint)
 
 

@@ -115,7 +115,7 @@ def real_profile(config: RunConfig) -> Profile:
         pipe = StableDiffusionPipeline.from_pretrained(
             config.model, torch_dtype=dtype, safety_checker=None, local_files_only=True, use_safetensors=True
         )
-    except (OSError, ValueError, EnvironmentError) as exc:
+    except (OSError, ValueError) as exc:
         home = os.environ.get("HF_HOME", "~/.cache/huggingface")
         raise ModelLoadError(
             f"model {config.model!r} is not available offline ({str(exc).splitlines()[0]}); "

@@ -51,14 +51,14 @@ def summary_table(run_dir: Path) -> str:
     if frame.empty:
         return "no metrics"
     frame = frame[frame["prompt_id"].isna()]
-    keep = frame[[(m, v) in SUMMARY_METRICS for m, v in zip(frame["metric"], frame["variant"])]]
+    keep = frame[[(m, v) in SUMMARY_METRICS for m, v in zip(frame["metric"], frame["variant"], strict=True)]]
     if keep.empty:
         keep = frame
     keep = keep.assign(
         cell=[f"{v:.3f}" + (f" [{lo:.3f}, {hi:.3f}]" if lo == lo and lo is not None else "")
-              for v, lo, hi in zip(keep["value"], keep["ci_low"].astype(float), keep["ci_high"].astype(float))],
+              for v, lo, hi in zip(keep["value"], keep["ci_low"].astype(float), keep["ci_high"].astype(float), strict=True)],
         column=[f"{m}:{v}" + (f":{a}" if isinstance(a, str) else "") for m, v, a in
-                zip(keep["metric"], keep["variant"], keep["attribute"])],
+                zip(keep["metric"], keep["variant"], keep["attribute"], strict=True)],
     )
     wide = keep.pivot_table(index=["prompt_set", "method"], columns="column", values="cell", aggfunc="first")
     lines = [wide.to_string()]

@@ -204,7 +204,7 @@ class Runner:
                 return
             self.cost[cell.method]["generate_seconds"] += time.perf_counter() - t0
             self.cost[cell.method]["generated"] += len(batch)
-            for i, image in zip(batch, out):
+            for i, image in zip(batch, out, strict=True):
                 shas[i] = self.cache.put_image(cell.keys[i], image)
                 images[i] = image
             bar.update(len(batch))

@@ -69,7 +69,7 @@ class Method(ABC):
         self.prepare_seconds: float = 0.0
 
     @classmethod
-    def from_config(cls, params: dict[str, Any] | None) -> "Method":
+    def from_config(cls, params: dict[str, Any] | None) -> Method:
         """Build from a config mapping; unknown or ill-typed fields are one-line errors."""
         params = dict(params or {})
         names = {f.name for f in dataclasses.fields(cls.Params)}

@@ -45,10 +45,9 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import math
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -57,7 +56,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from benchmark.components import Components, SamplerConfig
-from benchmark.errors import ConfigError, DataError
+from benchmark.errors import ConfigError
 from benchmark.hashing import hash_file, hash_value
 from benchmark.hooks import mid_block_hook, split_branches
 from benchmark.sampling import (
@@ -142,7 +141,7 @@ class DiffLensParams:
             self.class_ratios = tuple(float(v) for v in self.class_ratios)
 
     @classmethod
-    def paper(cls) -> "DiffLensParams":
+    def paper(cls) -> DiffLensParams:
         """The official SD-v1.5 age configuration (Young, Adult, Old) with per-position codes."""
         return cls(samples_per_prompt=500, expansion=4, k=32, sae_batch=512, sae_steps=20000, probe_epochs=30,
                    ig_temperature=1000.0, attribution_skip_first=1, attribution_skip_last=1,
@@ -536,7 +535,7 @@ class DiffLens(Method):
         for start in range(0, len(prompts), batch):
             per_step: list[torch.Tensor] = []
 
-            def keep(h: torch.Tensor, info) -> None:
+            def keep(h: torch.Tensor, info, per_step: list[torch.Tensor] = per_step) -> None:
                 per_step.append(split_branches(h, info.cfg)[1].detach().to("cpu", torch.float32))
 
             images.append(sample(base, prompts[start:start + batch], seeds[start:start + batch], mid_block_fn=keep))

@@ -7,6 +7,7 @@ the probes, attribution and edits run exactly as they do on the world, only on a
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -266,7 +267,7 @@ def test_features_command_prints_scores_and_saves_grid(tmp_path, capsys):
               "--grid", str(grid), "--samples-per-prompt", "16"])
     out = capsys.readouterr().out
     assert rc == 0
-    assert out.count("score") == 4 and "warm" in out and "cool" in out
+    assert len(re.findall(r"score [+-]\d", out)) == 4 and "warm" in out and "cool" in out
     from PIL import Image
 
     picture = np.asarray(Image.open(grid))

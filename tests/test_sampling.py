@@ -7,10 +7,10 @@ import pytest
 import torch
 from diffusers import StableDiffusionPipeline
 
+from benchmark.errors import DataError
 from benchmark.hooks import record_mid_block, split_branches
 from benchmark.sampling import initial_latents, sample, to_uint8
 from benchmark.tiny import tiny_sd_components
-from benchmark.errors import DataError
 
 
 @pytest.fixture(scope="module")
