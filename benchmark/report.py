@@ -68,6 +68,29 @@ def summary_table(run_dir: Path) -> str:
     return "\n".join(lines)
 
 
+def truth_frame(results: dict, method: str = "baseline") -> pd.DataFrame:
+    """Measured vs configured attribute shares of one method, one row per prompt and class."""
+    frame = pd.DataFrame(results.get("truth") or [])
+    if frame.empty:
+        return frame
+    frame = frame[frame["method"] == method]
+    return frame[["prompt_set", "prompt_id", "attribute", "class", "configured", "measured", "ci_low", "ci_high"]]
+
+
+def truth_table(results: dict, method: str = "baseline") -> str:
+    """:func:`truth_frame` as text, with a flag on rows whose 95 % interval misses the configured share."""
+    frame = truth_frame(results, method)
+    if frame.empty:
+        return ""
+    frame = frame.assign(
+        measured=[f"{m:.3f} [{lo:.3f}, {hi:.3f}]" for m, lo, hi in
+                  zip(frame["measured"], frame["ci_low"], frame["ci_high"], strict=True)],
+        covered=["yes" if lo <= c <= hi else "no" for c, lo, hi in
+                 zip(frame["configured"], frame["ci_low"], frame["ci_high"], strict=True)],
+    ).drop(columns=["ci_low", "ci_high"])
+    return f"{method}: measured vs configured attribute shares (soft, 95% CI)\n" + frame.to_string(index=False)
+
+
 def plain_html(results: dict) -> str:
     frame = pd.DataFrame(results.get("metrics", []))
     table = frame.to_html(index=False, escape=True, na_rep="") if not frame.empty else "<p>no metrics</p>"

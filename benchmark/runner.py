@@ -137,9 +137,10 @@ class Runner:
                         if not cell.failed:
                             self._classify(cell)
                         cells.append(cell)
-        from benchmark.scoring import score
+        from benchmark.scoring import score, score_truth
 
         records = score(cells, self.prompt_sets, self.classifiers, self.profile, self.config, self.failures)
+        self.truth = score_truth(cells, self.prompt_sets, self.classifiers, self.profile.truth, self.config)
         self._write(run_dir, cells, records, base)
         return run_dir
 
@@ -273,6 +274,7 @@ class Runner:
                             for ps in self.prompt_sets},
             "failures": self.failures,
             "metrics": records,
+            "truth": self.truth,
             "cost": {k: {**v, "generate_seconds": round(v["generate_seconds"], 3),
                          "seconds_per_image": round(v["generate_seconds"] / v["generated"], 5) if v["generated"] else None}
                      for k, v in self.cost.items()},

@@ -117,6 +117,48 @@ def quality_for(cells: Sequence[Cell], baseline: Sequence[Cell] | None, profile:
     return records
 
 
+def truth_for(cells: Sequence[Cell], ps: PromptSet, name: str, clf: Classifier, truth: dict[str, dict],
+              config: RunConfig) -> list[dict]:
+    """Measured vs known true attribute shares, per prompt and class (profiles with a known bias).
+
+    ``measured`` is the mean predicted probability of the class (the soft share behind soft FD),
+    with a seeded percentile-bootstrap 95 % interval over the prompt's images.
+    """
+    from benchmark.metrics.bootstrap import bootstrap_ci
+
+    rows = []
+    for cell in cells:
+        known = truth.get(cell.prompt_id)
+        if known is None:
+            continue
+        keep = cell.has_subject[name]
+        for attr in ps.attributes:
+            if attr not in clf.attributes or attr not in known or not keep.any():
+                continue
+            probs = cell.predictions[name][attr][keep][:, _columns(clf, ps, attr)]
+            for k, cls in enumerate(ps.classes[attr]):
+                ci = bootstrap_ci(probs[:, k], lambda x: x.mean(-1), n_boot=max(config.metrics.bootstrap, 1),
+                                  seed=config.metrics.seed, key=f"{cell.method}/{cell.prompt_id}/{attr}/{cls}",
+                                  vectorized=True)
+                rows.append({"method": cell.method, "prompt_set": ps.name, "prompt_id": cell.prompt_id,
+                             "classifier": name, "attribute": attr, "class": cls,
+                             "configured": round(float(known[attr][k]), 6), "measured": ci.value,
+                             "ci_low": ci.low, "ci_high": ci.high, "n": int(keep.sum())})
+    return rows
+
+
+def score_truth(cells: Sequence[Cell], prompt_sets: Sequence[PromptSet], classifiers: dict[str, Classifier],
+                truth: dict[str, dict] | None, config: RunConfig) -> list[dict]:
+    """:func:`truth_for` over every prompt set with the run's first classifier (empty without a truth)."""
+    if not truth:
+        return []
+    name, clf = next(iter(classifiers.items()))
+    rows = []
+    for ps in prompt_sets:
+        rows += truth_for([c for c in cells if c.prompt_set == ps.name and not c.failed], ps, name, clf, truth, config)
+    return rows
+
+
 def score(cells: Sequence[Cell], prompt_sets: Sequence[PromptSet], classifiers: dict[str, Classifier],
           profile: Profile, config: RunConfig, failures: list[dict]) -> list[dict]:
     """All metric records of a run. A method whose cells failed on a prompt is scored on the rest

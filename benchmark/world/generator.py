@@ -54,6 +54,9 @@ class GeneratorConfig:
     nontarget_share: float = 0.08
     seed: int = 0
     checkpoint_every: int = 500
+    # A trained generator folder to start from instead of random weights (used to derive the
+    # alternative world's generator from the default one by fine-tuning on its data).
+    init_from: str | None = None
     extra: dict = field(default_factory=dict)
 
 
@@ -131,6 +134,9 @@ def train_generator(world: WorldConfig, cfg: GeneratorConfig, out_dir: Path | No
     Returns the trained (EMA) models and the training statistics.
     """
     unet, text_encoder, tokenizer, scheduler = build_models(cfg)
+    if cfg.init_from is not None:
+        unet.load_state_dict(UNet2DConditionModel.from_pretrained(Path(cfg.init_from) / "unet").state_dict())
+        text_encoder.load_state_dict(CLIPTextModel.from_pretrained(Path(cfg.init_from) / "text_encoder").state_dict())
     ema_unet, ema_text = copy.deepcopy(unet).eval(), copy.deepcopy(text_encoder).eval()
     for p in list(ema_unet.parameters()) + list(ema_text.parameters()):
         p.requires_grad_(False)
@@ -207,13 +213,14 @@ if __name__ == "__main__":  # pragma: no cover - used to run long trainings in t
     ap.add_argument("--steps", type=int, default=6000)
     ap.add_argument("--variant", default="default")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--init", help="start from this trained generator folder (fine-tuning)")
     ap.add_argument("--json", default="{}", help="GeneratorConfig overrides as JSON")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     overrides = json.loads(args.json)
     if "block_out_channels" in overrides:
         overrides["block_out_channels"] = tuple(overrides["block_out_channels"])
-    gcfg = GeneratorConfig(steps=args.steps, **overrides)
+    gcfg = GeneratorConfig(steps=args.steps, init_from=args.init, **overrides)
     args.out.mkdir(parents=True, exist_ok=True)
     result = train_generator(load_world_config(args.variant), gcfg, out_dir=args.out, progress=False,
                              log_file=args.out / "log.jsonl")
