@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from benchmark.errors import ConfigError
 
 MAX_CONFIG_BYTES = 1 << 20
+LABEL_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
 ALL_METHODS = ["baseline", "ddm", "invdiff", "selfdebias", "difflens"]
 
 
@@ -29,7 +30,8 @@ class MethodSpec(_Strict):
 
     name: str
     params: dict[str, Any] = Field(default_factory=dict)
-    label: str | None = None
+    # The key becomes part of file names (samples/<key>__...png): no path separators, no leading dot.
+    label: str | None = Field(default=None, pattern=LABEL_PATTERN)
 
     @field_validator("name")
     @classmethod
@@ -117,6 +119,10 @@ class RunConfig(_Strict):
         return names
 
 
+def _one_line(text: object) -> str:
+    return " ".join(str(text).split())
+
+
 def _field_path(loc: tuple) -> str:
     out = ""
     for part in loc:
@@ -134,13 +140,54 @@ def validate_config(data: Any, source: str = "config") -> RunConfig:
     if not isinstance(data, dict):
         raise ConfigError(f"{source}: (top level): expected a mapping, got {type(data).__name__}")
     try:
-        return RunConfig.model_validate(data)
+        config = RunConfig.model_validate(data)
     except ValidationError as exc:
         err = exc.errors()[0]
         msg = err["msg"].removeprefix("Value error, ")
         if err["type"] == "extra_forbidden":
             msg = "unknown field"
-        raise ConfigError(f"{source}: {_field_path(err['loc'])}: {msg}") from None
+        raise ConfigError(f"{source}: {_field_path(err['loc'])}: {_one_line(msg)}") from None
+    _check_references(config, source)
+    return config
+
+
+def _check_references(config: RunConfig, source: str) -> None:
+    """Names and values that need a registry or a file: method parameters, prompt sets, the debias
+    attribute and the world variant. Checked here, before any model loads, so each mistake is one
+    line naming ``source`` and the field instead of a failure minutes into a run."""
+    from methods import METHODS
+    from methods.base import ParamError
+    from prompts import list_prompt_sets, load_prompt_set
+
+    for i, spec in enumerate(config.methods):
+        try:
+            METHODS.get(spec.name).parse_params(spec.params)
+        except ParamError as exc:
+            where = f"methods[{i}].params" + (f".{exc.field}" if exc.field else "")
+            raise ConfigError(f"{source}: {where}: {exc.problem}") from None
+    attributes: list[str] = []
+    for i, name in enumerate(config.prompt_sets):
+        path = Path(name)
+        is_path = name not in list_prompt_sets() and (path.suffix in (".yaml", ".yml") or len(path.parts) > 1)
+        if is_path and not path.is_file():
+            raise ConfigError(f"{source}: prompt_sets[{i}]: prompt file {name!r} not found")
+        if not is_path and name not in list_prompt_sets():
+            raise ConfigError(f"{source}: prompt_sets[{i}]: unknown prompt set {name!r}; "
+                              f"known: {', '.join(list_prompt_sets())} (or a path to a .yaml file)")
+        # A bad prompt file raises its own one-line error naming that file and field.
+        attributes += [a for a in load_prompt_set(name).attributes if a not in attributes]
+    if config.debias_attribute is not None and config.debias_attribute not in attributes:
+        raise ConfigError(f"{source}: debias_attribute: unknown attribute {config.debias_attribute!r}; "
+                          f"the prompt sets have: {', '.join(attributes)}")
+    if config.profile == "world":
+        from benchmark.world.config import VARIANTS
+
+        variant = Path(config.variant)
+        if config.variant not in VARIANTS and not variant.suffix:
+            raise ConfigError(f"{source}: variant: unknown world variant {config.variant!r}; "
+                              f"known: {', '.join(VARIANTS)} (or a path to a world config .yaml)")
+        if config.variant not in VARIANTS and not variant.is_file():
+            raise ConfigError(f"{source}: variant: world config {config.variant!r} not found")
 
 
 def read_config_file(path: str | Path) -> dict[str, Any]:
@@ -160,9 +207,12 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}" if mark is not None else "syntax"
-        raise ConfigError(f"{path}: {where}: invalid YAML ({getattr(exc, 'problem', exc)})") from None
+        problem = getattr(exc, "problem", None) or exc
+        raise ConfigError(f"{path}: {where}: invalid YAML ({_one_line(problem)})") from None
     except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path}: invalid TOML ({exc})") from None
+        raise ConfigError(f"{path}: invalid TOML ({_one_line(exc)})") from None
+    except RecursionError:  # both parsers recurse per nesting level
+        raise ConfigError(f"{path}: nested too deeply to be a run config") from None
     raise ConfigError(f"{path}: unsupported config type {path.suffix!r}; use .yaml, .yml or .toml")
 
 

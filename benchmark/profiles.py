@@ -1,8 +1,9 @@
 """Profiles build the base model and the data around it; methods and metrics never see which.
 
 * ``world``: the controlled-bias world shipped in ``benchmark/world`` (the default).
-* ``real``: any Stable-Diffusion-architecture diffusers pipeline (hub id in the local cache, or a
-  local path), with optional image folders for FID reference and method training data.
+* ``real``: Stable Diffusion 1.x/2.x (a preset such as ``sd15``, a hub id in the local cache, or a
+  local path; :mod:`benchmark.real_models`), with optional image folders for FID reference and
+  method training data.
 * ``tiny``: a randomly initialised tiny SD model built from configs, for smoke tests of the loop.
 """
 
@@ -10,19 +11,20 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
-from benchmark.components import Components, auto_device
+from benchmark.components import Components
 from benchmark.config import RunConfig
-from benchmark.errors import ConfigError, ModelLoadError
+from benchmark.errors import ConfigError
 from benchmark.images import ImageSet
 from benchmark.registry import Registry
 from methods.base import MethodData
 
+INCEPTION_ENV = "DEBIAS_BENCH_INCEPTION_DIR"
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp"}
 
 
@@ -38,6 +40,7 @@ class Profile:
     features: Callable[[np.ndarray], np.ndarray] | None = None
     features_name: str = ""
     truth: dict | None = None
+    info: dict = field(default_factory=dict)  # recorded in results.json as models.profile_info
 
 
 def world_profile(config: RunConfig) -> Profile:
@@ -106,35 +109,17 @@ def read_image_folder(folder: str | Path, size: int | None = None, limit: int = 
 
 
 def real_profile(config: RunConfig) -> Profile:
+    """Stable Diffusion 1.x/2.x from a preset, hub id (local cache) or folder; see benchmark.real_models.
+
+    FID features: clean-fid's Inception when ``$DEBIAS_BENCH_INCEPTION_DIR`` names the folder holding
+    its weights, else the CLIP model of ``clip_model``, else none.
+    """
     if not config.model:
-        raise ConfigError("config: model: the real profile needs `model` (a diffusers id or a local path)")
-    from diffusers import StableDiffusionPipeline
+        raise ConfigError("config: model: the real profile needs `model` (a preset, a diffusers id or a local path)")
+    from benchmark.real_models import load_sd
 
-    device, dtype = auto_device()
-    try:
-        pipe = StableDiffusionPipeline.from_pretrained(
-            config.model, torch_dtype=dtype, safety_checker=None, local_files_only=True, use_safetensors=True
-        )
-    except (OSError, ValueError) as exc:
-        home = os.environ.get("HF_HOME", "~/.cache/huggingface")
-        raise ModelLoadError(
-            f"model {config.model!r} is not available offline ({str(exc).splitlines()[0]}); "
-            f"download it into HF_HOME ({home}) with `huggingface-cli download {config.model}` or pass a local path"
-        ) from None
-    from benchmark.components import SamplerConfig
-    from benchmark.hashing import hash_value
-
-    size = pipe.unet.config.sample_size * pipe.vae_scale_factor
-    components = Components(
-        unet=pipe.unet.to(device),
-        text_encoder=pipe.text_encoder.to(device),
-        tokenizer=pipe.tokenizer,
-        scheduler=pipe.scheduler,
-        vae=pipe.vae.to(device),
-        name=config.model,
-        fingerprint=hash_value({"model": config.model, "unet": dict(pipe.unet.config)}),
-        sampler=SamplerConfig(num_inference_steps=50, guidance_scale=7.5, height=size, width=size),
-    )
+    components, info = load_sd(config.model)
+    size = components.sampler.height
     data = MethodData(
         target=read_image_folder(config.target_dir, size) if config.target_dir else None,
         nontarget=read_image_folder(config.nontarget_dir, size) if config.nontarget_dir else None,
@@ -146,10 +131,15 @@ def real_profile(config: RunConfig) -> Profile:
         embedder = OpenClipEmbedder(config.clip_model, pretrained=config.clip_pretrained)
         data.embedder = embedder
     reference = read_image_folder(config.reference_dir, size) if config.reference_dir else None
-    features = None
-    if embedder is not None:
-        features = embedder.encode_images
-    return Profile("real", components, data, reference, embedder, features, config.clip_model or "")
+    features, features_name = None, ""
+    if os.environ.get(INCEPTION_ENV):
+        from benchmark.metrics.fid import InceptionFeatures
+
+        features, features_name = InceptionFeatures(device=info["device"]), "clean-fid-inception"
+    elif embedder is not None:
+        features, features_name = embedder.encode_images, config.clip_model or ""
+    info["fid_features"] = features_name or None
+    return Profile("real", components, data, reference, embedder, features, features_name, info=info)
 
 
 PROFILES: Registry[Callable[[RunConfig], Profile]] = Registry(

@@ -11,8 +11,11 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import os
 import platform
+import shutil
 import time
+import uuid
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
@@ -26,7 +29,7 @@ from benchmark.cache import Cache, atomic_write, png_bytes
 from benchmark.components import Components
 from benchmark.config import MethodSpec, RunConfig
 from benchmark.distributed import my_share, process_state
-from benchmark.errors import BenchError, CacheError, DataError
+from benchmark.errors import BenchError, CacheError, ConfigError, DataError
 from benchmark.hashing import hash_value
 from benchmark.profiles import Profile, load_profile
 from benchmark.seeding import image_seeds
@@ -37,8 +40,11 @@ from prompts import PromptSet, load_prompt_set
 log = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 1
-VERSIONED_PACKAGES = ["torch", "torchvision", "diffusers", "transformers", "open_clip_torch", "clean-fid",
-                      "numpy", "scipy", "scikit-learn", "pandas", "peft", "accelerate", "safetensors"]
+# Every package whose version can change a number in results.json: the samplers and models, the
+# array maths, PNG coding and resizing (pillow) and tokenization (tokenizers).
+VERSIONED_PACKAGES = ["torch", "torchvision", "diffusers", "transformers", "tokenizers", "open_clip_torch",
+                      "clean-fid", "numpy", "scipy", "scikit-learn", "pandas", "pillow", "peft", "accelerate",
+                      "safetensors"]
 THUMBNAILS_PER_PROMPT = 8
 
 
@@ -83,10 +89,12 @@ class Runner:
     def __init__(self, config: RunConfig, profile: Profile | None = None, progress: bool = True) -> None:
         self.config = config
         self.progress = progress
-        self.profile = profile if profile is not None else load_profile(config)
-        self.cache = Cache(config.cache_dir)
+        # Prompt files and classifiers first: their mistakes surface before a model is loaded.
         self.prompt_sets = [self._prompt_set(name) for name in config.prompt_sets]
         self.classifiers: dict[str, Classifier] = {name: CLASSIFIERS.get(name)() for name in config.classifiers}
+        _check_compatible(self.prompt_sets, self.classifiers)
+        self.profile = profile if profile is not None else load_profile(config)
+        self.cache = Cache(config.cache_dir)
         self.failures: list[dict[str, str]] = []
         self.cost: dict[str, dict[str, Any]] = {}
         self.method_info: dict[str, dict[str, Any]] = {}
@@ -267,6 +275,7 @@ class Runner:
                 "classifiers": {n: {"fingerprint": c.fingerprint, "attributes": c.attributes,
                                     "confusion_source": c.confusion_source} for n, c in self.classifiers.items()},
                 "profile": self.profile.name,
+                "profile_info": self.profile.info,
             },
             "prompt_sets": {ps.name: {"fingerprint": ps.fingerprint, "attributes": ps.attributes,
                                       "classes": ps.classes, "images_per_prompt": ps.images_per_prompt,
@@ -279,27 +288,40 @@ class Runner:
                          "seconds_per_image": round(v["generate_seconds"] / v["generated"], 5) if v["generated"] else None}
                      for k, v in self.cost.items()},
         }
-        frame = pd.DataFrame(rows)
-        tmp = run_dir / ".predictions.parquet.tmp"
+        # Everything is written into a private staging folder first and only then renamed into place
+        # (results.json last), so a full disk or a read-only folder leaves the earlier results whole
+        # and two runs writing one run directory never share a temporary file.
+        staging = run_dir / f".staging-{os.getpid()}-{uuid.uuid4().hex[:8]}"
         try:
-            frame.to_parquet(tmp, index=False)
-            tmp.replace(run_dir / "predictions.parquet")
-        except OSError as exc:
-            raise CacheError(f"{run_dir}: cannot write predictions.parquet ({exc.strerror or exc})") from None
-        self._write_samples(run_dir, cells)
-        atomic_write(run_dir / "results.json", json.dumps(results, indent=1, sort_keys=True, default=str).encode())
+            staging.mkdir()
+            pd.DataFrame(rows).to_parquet(staging / "predictions.parquet", index=False)
+            samples = self._write_samples(staging, cells)
+            atomic_write(staging / "results.json", json.dumps(results, indent=1, sort_keys=True, default=str).encode())
+            for name in samples:
+                (run_dir / "samples").mkdir(exist_ok=True)
+                os.replace(staging / "samples" / name, run_dir / "samples" / name)
+            os.replace(staging / "predictions.parquet", run_dir / "predictions.parquet")
+            os.replace(staging / "results.json", run_dir / "results.json")
+        except (OSError, CacheError) as exc:
+            reason = exc.strerror or exc if isinstance(exc, OSError) else exc
+            raise CacheError(f"{run_dir}: cannot write the results ({reason}); earlier results there are unchanged") from None
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
         from benchmark.report import write_report
 
         write_report(run_dir)
 
 
-    def _write_samples(self, run_dir: Path, cells: list[Cell]) -> None:
+    def _write_samples(self, run_dir: Path, cells: list[Cell]) -> list[str]:
+        names = []
         for cell in cells:
             if cell.failed or cell.images is None:
                 continue
             for i in range(min(THUMBNAILS_PER_PROMPT, len(cell.images))):
                 name = f"{cell.method}__{cell.prompt_set}__{cell.prompt_id}__{i}.png"
                 atomic_write(run_dir / "samples" / name, png_bytes(cell.images[i]))
+                names.append(name)
+        return names
 
 
 def _check_probs(probs: dict[str, np.ndarray], clf: Classifier, n: int) -> None:
@@ -311,10 +333,27 @@ def _check_probs(probs: dict[str, np.ndarray], clf: Classifier, n: int) -> None:
             raise DataError(f"attribute {attr!r}: {int((~np.isfinite(p)).any(axis=1).sum())} predictions are NaN/Inf")
 
 
+def _check_compatible(prompt_sets: list[PromptSet], classifiers: dict[str, Classifier]) -> None:
+    """Each prompt set shares an attribute with a classifier, with the same class labels; otherwise
+    the run would generate every image and then fail at scoring (or score nothing)."""
+    for ps in prompt_sets:
+        label = str(ps.path) if ps.path is not None else ps.name
+        shared = [a for a in ps.attributes if any(a in c.attributes for c in classifiers.values())]
+        if not shared:
+            predicted = sorted({a for c in classifiers.values() for a in c.attributes})
+            raise ConfigError(f"{label}: attributes: none of {', '.join(ps.attributes)} is predicted by the "
+                              f"classifiers {', '.join(classifiers)} (they predict: {', '.join(predicted)})")
+        for name, clf in classifiers.items():
+            for attr in shared:
+                if attr in clf.attributes and sorted(clf.attributes[attr]) != sorted(ps.classes[attr]):
+                    raise ConfigError(f"{label}: classes.{attr}: {ps.classes[attr]} do not match the classes of "
+                                      f"classifier {name!r}: {clf.attributes[attr]}")
+
+
 def _check_writable(run_dir: Path) -> None:
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
-        probe = run_dir / ".write-probe"
+        probe = run_dir / f".write-probe-{os.getpid()}-{uuid.uuid4().hex[:8]}"  # unique: runs may share a folder
         probe.write_bytes(b"ok")
         probe.unlink()
     except OSError as exc:

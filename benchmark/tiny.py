@@ -6,6 +6,8 @@ wants to smoke-test a method. Nothing is downloaded.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
 from tokenizers import Tokenizer, models, pre_tokenizers
@@ -98,3 +100,74 @@ def tiny_sd_components(seed: int = 0, with_vae: bool = True, resolution: int = 1
         fingerprint=f"tiny-sd-{seed}-{int(with_vae)}-{resolution}",
         sampler=SamplerConfig(num_inference_steps=4, guidance_scale=3.0, height=resolution, width=resolution),
     )
+
+
+def tiny_clip_tokenizer(folder: str | Path, words: list[str] | None = None, max_length: int = 16):
+    """A real ``CLIPTokenizer`` over a tiny byte-level BPE vocabulary written to ``folder``.
+
+    The vocabulary is CLIP's 256 byte symbols, each also with the end-of-word mark ``</w>``, plus one
+    merge chain per word in ``words`` (so those words are single tokens) and the two special tokens.
+    Any text still tokenizes (unknown words fall back to bytes). Files: vocab.json, merges.txt.
+    """
+    import json
+
+    from transformers import CLIPTokenizer
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    symbols = _byte_symbols()
+    vocab = symbols + [s + "</w>" for s in symbols]
+    merges = []
+    for word in words or []:
+        parts = list(word[:-1]) + [word[-1] + "</w>"]
+        while len(parts) > 1:  # merge left to right: w o r d</w> → wo r d</w> → wor d</w> → word</w>
+            merges.append(f"{parts[0]} {parts[1]}")
+            parts = [parts[0] + parts[1]] + parts[2:]
+            vocab.append(parts[0])
+    vocab = list(dict.fromkeys(vocab + ["<|startoftext|>", "<|endoftext|>"]))
+    (folder / "vocab.json").write_text(json.dumps({tok: i for i, tok in enumerate(vocab)}))
+    (folder / "merges.txt").write_text("#version: 0.2\n" + "\n".join(dict.fromkeys(merges)) + "\n")
+    return CLIPTokenizer.from_pretrained(str(folder), model_max_length=max_length, pad_token="<|endoftext|>")
+
+
+def _byte_symbols() -> list[str]:
+    """The 256 printable stand-ins byte-level BPE (GPT-2, CLIP) uses for bytes, in byte order."""
+    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
+    out, extra = {}, 0
+    for b in range(256):
+        if b in printable:
+            out[b] = chr(b)
+        else:
+            out[b] = chr(256 + extra)
+            extra += 1
+    return [out[b] for b in range(256)]
+
+
+def save_tiny_sd_pipeline(path: str | Path, seed: int = 0, resolution: int = 16) -> Path:
+    """Write a randomly initialised tiny ``StableDiffusionPipeline`` (UNet, VAE, CLIP text encoder,
+    CLIPTokenizer, DDIM) to ``path`` with ``save_pretrained``: the on-disk layout of a real SD model."""
+    import tempfile
+
+    from diffusers import StableDiffusionPipeline
+
+    parts = tiny_sd_components(seed=seed, resolution=resolution)
+    words = "a photo of the person doctor nurse face red blue warm cool".split()
+    with tempfile.TemporaryDirectory() as tmp:
+        tokenizer = tiny_clip_tokenizer(tmp, words, max_length=16)
+        bpe_files = {name: (Path(tmp) / name).read_bytes() for name in ("vocab.json", "merges.txt")}
+    torch.manual_seed(seed)
+    text_encoder = CLIPTextModel(CLIPTextConfig(
+        vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+        num_attention_heads=4, max_position_embeddings=16, pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id)).eval()
+    pipe = StableDiffusionPipeline(
+        vae=parts.vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=parts.unet, scheduler=parts.scheduler,
+        safety_checker=None, feature_extractor=None, requires_safety_checker=False,
+    )
+    pipe.save_pretrained(str(path), safe_serialization=True)
+    # Hub SD repos ship the tokenizer as vocab.json + merges.txt (no tokenizer.json): keep that layout.
+    tok_dir = Path(path) / "tokenizer"
+    (tok_dir / "tokenizer.json").unlink(missing_ok=True)
+    for name, data in bpe_files.items():
+        (tok_dir / name).write_bytes(data)
+    return Path(path)

@@ -7,7 +7,9 @@ A method receives the base model's :class:`~benchmark.components.Components` and
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
+import math
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -16,12 +18,27 @@ from typing import Any, ClassVar
 
 import numpy as np
 import torch
+from pydantic import TypeAdapter, ValidationError
 from safetensors.torch import load_file, save_file
 
 from benchmark.components import Components
 from benchmark.errors import ConfigError, ModelLoadError
 from benchmark.hashing import hash_file, hash_value
 from benchmark.images import ImageSet
+
+
+class ParamError(ConfigError):
+    """A bad method parameter. ``field`` names it ("" when the problem involves several), so a run
+    config can report ``run.yaml: methods[0].params.alpha: ...``."""
+
+    def __init__(self, method: str, param: str, problem: str) -> None:
+        self.method, self.field, self.problem = method, param, problem
+        super().__init__(f"method {method!r}: params{'.' + param if param else ''}: {problem}")
+
+
+@functools.cache
+def _params_adapter(params_type: type) -> TypeAdapter:
+    return TypeAdapter(params_type)
 
 
 @dataclass
@@ -71,15 +88,37 @@ class Method(ABC):
     @classmethod
     def from_config(cls, params: dict[str, Any] | None) -> Method:
         """Build from a config mapping; unknown or ill-typed fields are one-line errors."""
-        params = dict(params or {})
-        names = {f.name for f in dataclasses.fields(cls.Params)}
-        unknown = sorted(set(params) - names)
+        return cls(cls.parse_params(params))
+
+    @classmethod
+    def parse_params(cls, params: Any) -> Any:
+        """``Params`` from a config mapping, type-checked field by field (pydantic, lax mode: YAML's
+        ``1e-5`` string becomes a float, ``2.5`` for an int is refused); raises :class:`ParamError`.
+
+        Without the type check a wrong type is accepted here and fails deep inside training
+        with a traceback (e.g. ``lora_rank: 2.5`` in ``torch.empty``)."""
+        if params is None:
+            params = {}
+        if not isinstance(params, dict):
+            raise ParamError(cls.name, "", f"expected a mapping, got {type(params).__name__}")
+        names = sorted(f.name for f in dataclasses.fields(cls.Params))
+        unknown = sorted(str(k) for k in set(params) - set(names))
         if unknown:
-            raise ConfigError(f"method {cls.name!r}: unknown parameter(s) {unknown}; known: {sorted(names)}")
+            raise ParamError(cls.name, unknown[0], f"unknown parameter; known: {', '.join(names) or 'none'}")
         try:
-            return cls(cls.Params(**params))
-        except (TypeError, ValueError) as exc:
-            raise ConfigError(f"method {cls.name!r}: bad parameter value: {exc}") from None
+            parsed = _params_adapter(cls.Params).validate_python(params)
+        except ValidationError as exc:
+            err = exc.errors()[0]
+            where = ".".join(str(part) for part in err["loc"])
+            raise ParamError(cls.name, where, " ".join(err["msg"].removeprefix("Value error, ").split())) from None
+        except (TypeError, ValueError) as exc:  # raised by a Params.__post_init__ outside pydantic's wrapping
+            raise ParamError(cls.name, "", " ".join(str(exc).split())) from None
+        for f in dataclasses.fields(parsed):
+            value = getattr(parsed, f.name)
+            values = value if isinstance(value, tuple) else (value,)
+            if any(isinstance(v, float) and not math.isfinite(v) for v in values):
+                raise ParamError(cls.name, f.name, f"expected a finite number, got {value!r}")
+        return parsed
 
     # -- the two stages -------------------------------------------------------------------
     @abstractmethod

@@ -87,4 +87,6 @@ def _load(source: Traversable | Path, label: str, stem: str, path: Path) -> Prom
         raise ConfigError(f"{label}: {where}invalid YAML: {problem}") from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"{label}: invalid YAML: {' '.join(str(exc).split())}") from None
+    except RecursionError:  # PyYAML's composer recurses once per nesting level
+        raise ConfigError(f"{label}: nested too deeply to be a prompt file") from None
     return parse_prompt_set(data, label, stem=stem, path=path)

@@ -20,7 +20,7 @@ def test_list_methods_and_prompts(capsys) -> None:
     (["run", "--methods", "nope"], "error: command line: methods[0].name: unknown method 'nope'"),
     (["run", "missing.yaml"], "error: missing.yaml: config file not found"),
     (["run", "--profile", "tiny", "--prompt-sets", "nope", "--classifiers", "palette"],
-     "error: unknown prompt set 'nope'; known:"),
+     "error: command line: prompt_sets[0]: unknown prompt set 'nope'; known:"),
     (["method", "nope"], "error: unknown method 'nope'"),
     (["report", "/nonexistent-run"], "error: /nonexistent-run/results.json"),
 ])
