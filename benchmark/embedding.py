@@ -46,9 +46,14 @@ class OpenClipEmbedder:
     ) -> None:
         from pathlib import Path
 
+        from benchmark.errors import ConfigError, ModelLoadError
+
+        if checkpoint is not None and Path(checkpoint).suffix != ".safetensors":
+            # open_clip would fall back to torch.load for other suffixes: only tensors are accepted.
+            raise ModelLoadError(f"{checkpoint}: open_clip checkpoints are loaded only from .safetensors files")
+
         import open_clip
 
-        from benchmark.errors import ConfigError, ModelLoadError
         from benchmark.hashing import hash_file, hash_module
 
         if model_config is not None:

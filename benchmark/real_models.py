@@ -27,6 +27,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -94,13 +95,15 @@ def _flag(value: bool | None, env: str) -> bool:
 
 
 def _looks_local(model: str) -> bool:
-    return model.startswith(("/", ".", "~")) or model.count("/") > 1 or os.sep == "\\" and "\\" in model
+    """A path, not a hub id ("owner/name")."""
+    return model.startswith(("/", ".", "~")) or model.count("/") > 1 or "\\" in model
 
 
 def _refuse_sdxl(model: str) -> None:
     """SDXL needs two text encoders and size/crop conditioning that the sampling loop lacks."""
     index = Path(model).expanduser() / "model_index.json"
-    xl = "xl" in model.lower().replace("-", "").replace("_", "")
+    name = model.lower()
+    xl = "sdxl" in name or "diffusion-xl" in name or re.search(r"(^|[-_/])xl([-_/.]|$)", name) is not None
     if index.is_file():
         try:
             data = json.loads(index.read_text())

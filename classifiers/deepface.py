@@ -30,7 +30,8 @@ import numpy as np
 from benchmark.errors import ConfigError, ModelLoadError
 from benchmark.hashing import hash_file, hash_value
 from classifiers.base import Classifier
-from classifiers.fairface import _crop_default
+from classifiers.faces import FaceCropper, crop_default
+from classifiers.fairface import renormalise
 
 WEIGHT_FILES = {"gender": "gender_model_weights.onnx", "race": "race_model_single_batch.onnx",
                 "age": "age_model_weights.onnx"}
@@ -71,7 +72,7 @@ class DeepFaceClassifier(Classifier):
     name = "deepface"
 
     def __init__(self, actions: tuple[str, ...] = ("gender", "race"), crop_faces: bool | None = None,
-                 cropper=None, detector_backend: str = "skip") -> None:
+                 cropper: FaceCropper | None = None, detector_backend: str = "skip") -> None:
         super().__init__()
         unknown = set(actions) - set(WEIGHT_FILES)
         if unknown or not actions:
@@ -86,9 +87,7 @@ class DeepFaceClassifier(Classifier):
         self.actions = tuple(actions)
         self.detector_backend = detector_backend
         if cropper is None and detector_backend == "skip" and (crop_faces if crop_faces is not None
-                                                               else _crop_default()):
-            from classifiers.faces import FaceCropper
-
+                                                               else crop_default()):
             cropper = FaceCropper(size=224)
         self.cropper = cropper
         self.attributes = {}
@@ -146,5 +145,4 @@ class DeepFaceClassifier(Classifier):
 
 def _rows(values) -> np.ndarray:
     """deepface's percentages → probabilities: rows rescaled to sum to 1 (they sum to ~100)."""
-    p = np.asarray(values, dtype=np.float64).reshape(len(values), -1)
-    return p / p.sum(axis=1, keepdims=True)
+    return renormalise(np.asarray(values, dtype=np.float64).reshape(len(values), -1))

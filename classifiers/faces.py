@@ -17,6 +17,7 @@ facenet-pytorch==2.6.0`` (its code runs on the torch this project pins).
 from __future__ import annotations
 
 import hashlib
+import os
 
 import numpy as np
 from PIL import Image
@@ -24,6 +25,12 @@ from PIL import Image
 from benchmark.errors import ModelLoadError
 
 INSTALL_HINT = "pip install --no-deps facenet-pytorch==2.6.0"
+CROP_ENV = "DEBIAS_BENCH_FACE_CROP"
+
+
+def crop_default() -> bool:
+    """Whether face classifiers crop faces first when not told: ``$DEBIAS_BENCH_FACE_CROP``, default on."""
+    return os.environ.get(CROP_ENV, "1").strip().lower() not in {"0", "false", "no", "off"}
 
 
 def mtcnn_available() -> bool:

@@ -16,7 +16,8 @@ Southeast Asian) / Indian, and ``age3`` = young (0–19) / adult (20–59) / old
 
 race4 leaves out FairFace's Latino_Hispanic and Middle Eastern groups (the four-group scheme has no
 place for them), so race4 is the race7 distribution conditioned on the four groups: the mapped
-probabilities summed, then renormalised to 1. age3 covers all nine bins, so its sums already add to 1.
+probabilities summed, then renormalised to 1 (uniform in
+the degenerate case of no mass on the four groups). age3 covers all nine bins, so its sums already add to 1.
 
 Faces are detected and cropped first (``crop_faces``, default on; ``$DEBIAS_BENCH_FACE_CROP=0`` turns
 it off) with :class:`classifiers.faces.FaceCropper`; images with no face are marked by ``detect``.
@@ -35,9 +36,9 @@ from PIL import Image
 from benchmark.errors import ModelLoadError
 from benchmark.hashing import hash_file, hash_value
 from classifiers.base import Classifier
+from classifiers.faces import FaceCropper, crop_default
 
 WEIGHTS_ENV = "DEBIAS_BENCH_FAIRFACE_WEIGHTS"
-CROP_ENV = "DEBIAS_BENCH_FACE_CROP"
 CHECKPOINT_NAME = "res34_fair_align_multi_7_20190809.pt"
 
 # FairFace's label order (predict.py).
@@ -82,10 +83,15 @@ def probabilities_from_logits(logits: np.ndarray) -> dict[str, np.ndarray]:
     if logits.ndim != 2 or logits.shape[1] != NUM_LOGITS:
         raise ValueError(f"expected FairFace logits of shape (N, {NUM_LOGITS}), got {logits.shape}")
     out = {name: _softmax(logits[:, s]) for name, s in HEADS.items()}
-    race4 = out["race7"] @ RACE4_MATRIX
-    out["race4"] = race4 / race4.sum(axis=1, keepdims=True)
+    out["race4"] = renormalise(out["race7"] @ RACE4_MATRIX)
     out["age3"] = out["age9"] @ AGE3_MATRIX
     return out
+
+
+def renormalise(p: np.ndarray) -> np.ndarray:
+    """Rows rescaled to sum to 1; a row with no mass at all (every probability underflowed) becomes uniform."""
+    total = p.sum(axis=1, keepdims=True)
+    return np.where(total > 0, p / np.where(total > 0, total, 1.0), 1.0 / p.shape[1])
 
 
 def build_model() -> torch.nn.Module:
@@ -130,10 +136,6 @@ def _first_line(exc: BaseException) -> str:
     return text.splitlines()[0] if text else type(exc).__name__
 
 
-def _crop_default() -> bool:
-    return os.environ.get(CROP_ENV, "1").strip().lower() not in {"0", "false", "no", "off"}
-
-
 class FairFace(Classifier):
     """FairFace ResNet-34; see the module docstring for weights, attributes and cropping.
 
@@ -144,7 +146,8 @@ class FairFace(Classifier):
 
     name = "fairface"
 
-    def __init__(self, weights: str | Path | None = None, crop_faces: bool | None = None, cropper=None,
+    def __init__(self, weights: str | Path | None = None, crop_faces: bool | None = None,
+                 cropper: FaceCropper | None = None,
                  device: str | None = None, batch_size: int = 64) -> None:
         super().__init__()
         weights = weights or os.environ.get(WEIGHTS_ENV)
@@ -164,9 +167,7 @@ class FairFace(Classifier):
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         self.model = model.to(self.device).eval()
         self.batch_size = batch_size
-        if cropper is None and (crop_faces if crop_faces is not None else _crop_default()):
-            from classifiers.faces import FaceCropper
-
+        if cropper is None and (crop_faces if crop_faces is not None else crop_default()):
             cropper = FaceCropper(size=INPUT_SIZE, device=self.device)
         self.cropper = cropper
         self.attributes = {

@@ -101,6 +101,10 @@ def test_race4_and_age3_sum_the_mapped_fairface_classes() -> None:
     np.testing.assert_allclose(p["age3"][1], [2 / 3, 1 / 3, 0.0], atol=1e-12)
     assert ages == ["young", "adult", "old"]
     np.testing.assert_allclose(p["gender"][0], [np.exp(2) / (1 + np.exp(2)), 1 / (1 + np.exp(2))])
+    # all race mass on Latino/Middle Eastern (the rest underflowed): race4 is undefined → uniform, not NaN
+    degenerate = np.full((1, 18), 0.0)
+    degenerate[0, [RACE7.index("latino_hispanic"), RACE7.index("middle_eastern")]] = 800.0
+    np.testing.assert_allclose(probabilities_from_logits(degenerate)["race4"], [[0.25] * 4])
     with pytest.raises(ValueError, match="18"):
         probabilities_from_logits(np.zeros((2, 17)))
 

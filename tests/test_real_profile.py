@@ -36,10 +36,14 @@ def test_real_profile_runs_a_saved_sd_pipeline_end_to_end(tmp_path, tones_file, 
     from transformers import CLIPTokenizer
 
     monkeypatch.delenv("DEBIAS_BENCH_INCEPTION_DIR", raising=False)
-    runner = Runner(_config(tmp_path, tones_file, sd_path), progress=False)
+    config = _config(tmp_path, tones_file, sd_path, sampler={"num_inference_steps": 4})
+    runner = Runner(config, progress=False)
     parts = runner.profile.components
     assert isinstance(parts.tokenizer, CLIPTokenizer)  # loaded from vocab.json + merges.txt
     assert parts.vae is not None and parts.latent_scale == 2
+    # the model's defaults, then the run config's sampler fields on top
+    assert (parts.sampler.num_inference_steps, parts.sampler.guidance_scale, parts.sampler.height) == (50, 7.5, 16)
+    assert runner._components().sampler.num_inference_steps == 4
     run_dir = runner.run()
     results = json.loads((run_dir / "results.json").read_text())
     assert results["failures"] == []
@@ -51,7 +55,7 @@ def test_real_profile_runs_a_saved_sd_pipeline_end_to_end(tmp_path, tones_file, 
     assert info["compile"] is False and info["vae_slicing"] is False
     assert set(info["paper_sampling"]) == {"ddm", "invdiff", "selfdebias", "difflens"}
     sampler = results["models"]["base"]["sampler"]
-    assert (sampler["num_inference_steps"], sampler["guidance_scale"], sampler["height"]) == (50, 7.5, 16)
+    assert (sampler["num_inference_steps"], sampler["guidance_scale"], sampler["height"]) == (4, 7.5, 16)
     frame = pd.read_parquet(run_dir / "predictions.parquet")
     assert len(frame) == 2 and frame["image_sha256"].nunique() == 2  # 1 prompt × 2 seeds, distinct images
     np.testing.assert_allclose(frame["palette/tone/warm"] + frame["palette/tone/cool"], 1.0)
@@ -59,15 +63,6 @@ def test_real_profile_runs_a_saved_sd_pipeline_end_to_end(tmp_path, tones_file, 
 
     sample = sorted((run_dir / "samples").glob("*.png"))[0]
     assert Image.open(sample).size == (16, 16)
-
-
-def test_config_sampler_overrides_the_profile_defaults(tmp_path, tones_file, sd_path) -> None:
-    config = _config(tmp_path, tones_file, sd_path, sampler={"num_inference_steps": 3, "guidance_scale": 2.0})
-    runner = Runner(config, progress=False)
-    assert runner._components().sampler.num_inference_steps == 3
-    run_dir = runner.run()
-    sampler = json.loads((run_dir / "results.json").read_text())["models"]["base"]["sampler"]
-    assert (sampler["num_inference_steps"], sampler["guidance_scale"]) == (3, 2.0)
 
 
 def test_presets_resolve_ids_aliases_and_native_resolutions() -> None:
@@ -101,6 +96,10 @@ def test_sdxl_is_refused_clearly(tmp_path) -> None:
     (folder / "model_index.json").write_text(json.dumps({"_class_name": "StableDiffusionXLPipeline"}))
     with pytest.raises(ModelLoadError, match="SDXL"):
         load_sd(str(folder))
+    from benchmark.real_models import _refuse_sdxl
+
+    for fine in ("CompVis/stable-diffusion-v1-4", "/data/xlarge/sd15", "alex/sd15"):
+        _refuse_sdxl(fine)  # no false alarms on ids or paths that merely contain "xl"
 
 
 def test_speed_flags_and_sdpa(sd_path, monkeypatch) -> None:
@@ -169,16 +168,11 @@ def test_real_profile_uses_inception_from_the_local_folder(tmp_path, tones_file,
     assert "\n" not in str(err.value)
 
     _stand_in_inception(folder / "inception-2015-12-05.pt")
-    reference = tmp_path / "reference"
-    reference.mkdir()
-    from PIL import Image
+    from benchmark.metrics.fid import InceptionFeatures
+    from benchmark.profiles import real_profile
 
-    for i in range(4):
-        Image.fromarray(np.full((16, 16, 3), 40 * i, dtype=np.uint8)).save(reference / f"{i}.png")
-    runner = Runner(_config(tmp_path, tones_file, sd_path, reference_dir=str(reference),
-                            sampler={"num_inference_steps": 3}), progress=False)
-    assert runner.profile.features_name == "clean-fid-inception"
-    results = json.loads((runner.run() / "results.json").read_text())
-    assert results["models"]["profile_info"]["fid_features"] == "clean-fid-inception"
-    fid = [m for m in results["metrics"] if m["metric"] == "fid" and m["variant"] == "vs-reference"]
-    assert fid and all(np.isfinite(m["value"]) for m in fid)
+    profile = real_profile(_config(tmp_path, tones_file, sd_path))
+    assert isinstance(profile.features, InceptionFeatures) and profile.features_name == "clean-fid-inception"
+    assert profile.info["fid_features"] == "clean-fid-inception"
+    # (FID itself on 2048-d features is covered in test_metrics_fid; its 2048² sqrtm takes ~45 s here)
+    assert profile.features(np.zeros((2, 16, 16, 3), dtype=np.uint8)).shape == (2, 2048)

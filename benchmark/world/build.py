@@ -37,6 +37,7 @@ from benchmark.world.features import (
     WorldFeatures,
     feature_stats,
     save_reference_stats,
+    shared_weights,
     world_embedder,
 )
 from benchmark.world.generator import GeneratorConfig, save_generator, train_generator
@@ -266,7 +267,7 @@ def build(config_name: str = "default", out: Path | None = None, budget_name: st
     from classifiers.world import WorldClassifier
 
     components = load_components(variant, out)
-    classifier = WorldClassifier(out / "classifier.safetensors")
+    classifier = WorldClassifier(shared_weights(out, "classifier.safetensors"))
     sweep = guidance_sweep(components, config, classifier, budget.sweep_images, budget.sweep_scales, progress=progress)
     sampler = replace(components.sampler, guidance_scale=choose_guidance(sweep))
     manifest["sampler"] = asdict(sampler)

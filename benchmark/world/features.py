@@ -21,12 +21,21 @@ CLIP_FILE = "clip.safetensors"
 FID_FILE = "fid_reference.safetensors"
 
 
+def shared_weights(weights_dir: str | Path | None, name: str) -> Path:
+    """``weights_dir/name``, or the default world's file when the variant ships none.
+
+    World variants differ only in their bias: the images, attributes and captions are the same, so
+    a variant may reuse the default world's CLIP and attribute classifiers instead of shipping copies.
+    """
+    path = Path(weights_dir or WEIGHTS_DIR) / name
+    return path if path.exists() else WEIGHTS_DIR / name
+
+
 def world_embedder(weights_dir: str | Path | None = None) -> OpenClipEmbedder:
     """The world CLIP as an :class:`OpenClipEmbedder` (shipped weights by default)."""
     from benchmark.world.clip import CLIP_CONFIG
 
-    path = Path(weights_dir or WEIGHTS_DIR) / CLIP_FILE
-    return OpenClipEmbedder(model_config=str(CLIP_CONFIG), checkpoint=str(path))
+    return OpenClipEmbedder(model_config=str(CLIP_CONFIG), checkpoint=str(shared_weights(weights_dir, CLIP_FILE)))
 
 
 class WorldFeatures:
