@@ -159,7 +159,11 @@ def _check_references(config: RunConfig, source: str) -> None:
     from methods.base import ParamError
     from prompts import list_prompt_sets, load_prompt_set
 
+    # Checks that import a method or the world package run only when the config sets that field:
+    # loading a config stays cheap (the pytest plugin loads one to collect its items).
     for i, spec in enumerate(config.methods):
+        if not spec.params:
+            continue
         try:
             METHODS.get(spec.name).parse_params(spec.params)
         except ParamError as exc:
@@ -179,7 +183,7 @@ def _check_references(config: RunConfig, source: str) -> None:
     if config.debias_attribute is not None and config.debias_attribute not in attributes:
         raise ConfigError(f"{source}: debias_attribute: unknown attribute {config.debias_attribute!r}; "
                           f"the prompt sets have: {', '.join(attributes)}")
-    if config.profile == "world":
+    if config.profile == "world" and config.variant != "default":
         from benchmark.world.config import VARIANTS
 
         variant = Path(config.variant)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Protocol
 
 import numpy as np
@@ -19,6 +22,22 @@ class Embedder(Protocol):
     def encode_texts(self, texts: list[str]) -> np.ndarray:
         """list of N strings → float32 (N, D), unit norm."""
         ...
+
+
+@contextmanager
+def _quiet_random_init(active: bool) -> Iterator[None]:
+    """Silence open_clip's "initialized randomly" warning when a checkpoint is loaded right after."""
+
+    def keep(record: logging.LogRecord) -> bool:
+        return "initialized randomly" not in record.getMessage()
+
+    root = logging.getLogger()
+    if active:
+        root.addFilter(keep)
+    try:
+        yield
+    finally:
+        root.removeFilter(keep)
 
 
 class OpenClipEmbedder:
@@ -67,7 +86,8 @@ class OpenClipEmbedder:
         if model not in open_clip.list_models() and not model.startswith(("hf-hub:", "local-dir:")):
             raise ConfigError(f"unknown open_clip model {model!r} (register a config JSON with model_config=...)")
         try:
-            self.model = open_clip.create_model(model, pretrained=pretrained, device=device)
+            with _quiet_random_init(checkpoint is not None):
+                self.model = open_clip.create_model(model, pretrained=pretrained, device=device)
         except Exception as exc:  # open_clip raises RuntimeError/OSError for unreachable weights
             raise ModelLoadError(f"open_clip {model!r} pretrained={pretrained!r}: {str(exc).splitlines()[0]}") from None
         if checkpoint is not None:

@@ -292,19 +292,23 @@ class Runner:
         # (results.json last), so a full disk or a read-only folder leaves the earlier results whole
         # and two runs writing one run directory never share a temporary file.
         staging = run_dir / f".staging-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        committing = False
         try:
             staging.mkdir()
             pd.DataFrame(rows).to_parquet(staging / "predictions.parquet", index=False)
             samples = self._write_samples(staging, cells)
             atomic_write(staging / "results.json", json.dumps(results, indent=1, sort_keys=True, default=str).encode())
+            committing = True  # renames only from here on: no new blocks needed on the disk
+            (run_dir / "samples").mkdir(exist_ok=True)
             for name in samples:
-                (run_dir / "samples").mkdir(exist_ok=True)
                 os.replace(staging / "samples" / name, run_dir / "samples" / name)
             os.replace(staging / "predictions.parquet", run_dir / "predictions.parquet")
             os.replace(staging / "results.json", run_dir / "results.json")
         except (OSError, CacheError) as exc:
-            reason = exc.strerror or exc if isinstance(exc, OSError) else exc
-            raise CacheError(f"{run_dir}: cannot write the results ({reason}); earlier results there are unchanged") from None
+            reason = (exc.strerror or exc) if isinstance(exc, OSError) else exc
+            state = ("results there may be partly updated; run again" if committing
+                     else "earlier results there are unchanged")
+            raise CacheError(f"{run_dir}: cannot write the results ({reason}); {state}") from None
         finally:
             shutil.rmtree(staging, ignore_errors=True)
         from benchmark.report import write_report

@@ -169,13 +169,17 @@ def plain_report(run_dir: Path) -> Path:
 
 def pick_kill_points(counts: dict[str, int], seed: int, k: int, stages: list[str]) -> list[dict]:
     """``k`` kill points cycling through ``stages`` (spread over generation, classification,
-    scoring and writing), each with a seeded call number within that stage's count."""
+    scoring and writing), each with a seeded call number within that stage's count; write stages
+    alternate between a torn temporary file and a finished rename."""
     rng = random.Random(seed)
     points = []
+    phased = 0
     for i in range(k):
         stage = stages[i % len(stages)]
-        points.append({"stage": stage, "part": STAGES[stage], "n": rng.randint(1, counts[stage]),
-                       "phase": rng.choice(["torn", "after"]) if stage in PHASED else "before"})
+        phase = "before"
+        if stage in PHASED:
+            phase, phased = ("torn", "after")[phased % 2], phased + 1
+        points.append({"stage": stage, "part": STAGES[stage], "n": rng.randint(1, counts[stage]), "phase": phase})
     return points
 
 

@@ -1,6 +1,6 @@
 """Two runs at once on one cache directory (two processes released together after their imports).
 
-The cache writes every entry through a unique temporary file and an atomic rename, and each
+Both runs are forked from one driver process (see DRIVER). The cache writes every entry through a unique temporary file and an atomic rename, and each
 entry carries its sha256, so racing writers of the same entry leave one whole copy; the run
 directory is written through a per-process staging folder. Afterwards the cache must hold only
 whole, verified entries and no temporary files, and each run's results must equal a solo run's.
@@ -12,7 +12,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pandas as pd
@@ -22,12 +21,13 @@ from benchmark.cache import Cache
 
 ROOT = Path(__file__).resolve().parent.parent
 
-# The worker imports everything, says "ready", waits for the go file, then runs. The plain report
-# writer stands in for the leaderboard page (matplotlib; 3 s per run, and not in the cache).
-WORKER = """
-import json, os, sys, time
+# The driver imports the harness once, then forks: a solo run first (its own cache), then two
+# racers released together through a pipe. Forked children are separate processes with their own
+# pids and file handles, as two `debias-bench run` would be, without paying the ~10 s import twice.
+# The plain report writer stands in for the leaderboard page (matplotlib: 3 s a run, no cache).
+DRIVER = """
+import json, os, sys, time, traceback
 from pathlib import Path
-os.chdir(sys.argv[1])
 import benchmark.report, benchmark.tiny
 from benchmark.cache import atomic_write
 from benchmark.config import load_config
@@ -39,13 +39,34 @@ def plain(run_dir):
     return out
 
 benchmark.report.write_report = plain
-config = load_config(None, json.loads(sys.argv[2]))
-Path("ready").touch()
-while not Path(sys.argv[3]).exists():
-    time.sleep(0.005)
-start = time.time()
-run(config, progress=False)
-Path("window.json").write_text(json.dumps([start, time.time()]))
+spec = json.loads(Path(sys.argv[1]).read_text())
+
+def child(folder, gate=None):
+    pid = os.fork()
+    if pid:
+        return pid
+    code = 1
+    try:
+        os.chdir(folder)
+        config = load_config(None, spec["config"])
+        if gate is not None:
+            os.read(gate, 2)
+        start = time.time()
+        run(config, progress=False)
+        Path("window.json").write_text(json.dumps([start, time.time()]))
+        code = 0
+    except BaseException:
+        traceback.print_exc()
+    finally:
+        sys.stderr.flush()
+        os._exit(code)
+
+status = {"solo": os.waitpid(child(spec["solo"]), 0)[1]}
+gate, release = os.pipe()
+racers = [child(folder, gate) for folder in spec["racers"]]
+os.write(release, b"go" * len(racers))
+status["racers"] = [os.waitpid(pid, 0)[1] for pid in racers]
+print(json.dumps(status))
 """
 
 RUN_DEPENDENT = {"cost"}  # seconds, and how many images this process generated (the other may have cached some)
@@ -57,41 +78,28 @@ def _config(tones_file: Path) -> dict:
             "output_dir": "results", "cache_dir": "cache"}
 
 
-def _race(tmp_path: Path, folders: list[Path], config: dict) -> list[subprocess.CompletedProcess]:
-    (tmp_path / "worker.py").write_text(WORKER)
-    go = tmp_path / "go"
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
-           "PYTHONPATH": str(ROOT)}
-    procs = [subprocess.Popen([sys.executable, str(tmp_path / "worker.py"), str(f), json.dumps(config), str(go)],
-                              env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for f in folders]
-    deadline = time.monotonic() + 300
-    while not all((f / "ready").exists() for f in folders):
-        assert time.monotonic() < deadline and all(p.poll() is None for p in procs), "a worker died while importing"
-        time.sleep(0.05)
-    go.touch()
-    results = []
-    for proc in procs:
-        out, err = proc.communicate(timeout=300)
-        results.append(subprocess.CompletedProcess(proc.args, proc.returncode, out, err))
-    return results
-
-
-def _solo(tmp_path: Path, config: dict, monkeypatch: pytest.MonkeyPatch) -> Path:
-    import benchmark.report
-    from benchmark.cache import atomic_write
-    from benchmark.config import load_config
-    from benchmark.runner import run
-
-    def plain(run_dir: Path) -> Path:
-        out = Path(run_dir) / "report.html"
-        atomic_write(out, benchmark.report.plain_html(benchmark.report.load_results(Path(run_dir))).encode())
-        return out
-
-    monkeypatch.setattr(benchmark.report, "write_report", plain)
+def _race(tmp_path: Path, folders: list[Path], config: dict) -> Path:
+    """Run the solo run, then the two racers at once; returns the solo run directory."""
     solo = tmp_path / "solo"
     solo.mkdir()
-    monkeypatch.chdir(solo)
-    return run(load_config(None, config), progress=False)
+    (tmp_path / "driver.py").write_text(DRIVER)
+    (tmp_path / "spec.json").write_text(json.dumps({"config": config, "solo": str(solo),
+                                                    "racers": [str(f) for f in folders]}))
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
+           "PYTHONPATH": str(ROOT)}
+    proc = subprocess.run([sys.executable, str(tmp_path / "driver.py"), str(tmp_path / "spec.json")], env=env,
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    status = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert status == {"solo": 0, "racers": [0, 0]}, proc.stderr[-3000:]
+    (solo_dir,) = list((solo / "results").iterdir())
+    return solo_dir
+
+
+def _overlapped(folders: list[Path]) -> None:
+    """The two runs really ran at the same time (else the test proved nothing)."""
+    (a0, a1), (b0, b1) = (json.loads((f / "window.json").read_text()) for f in folders)
+    assert max(a0, b0) < min(a1, b1), "the runs did not overlap"
 
 
 def _check_cache(cache_dir: Path, images: int, predictions: int) -> None:
@@ -116,36 +124,26 @@ def _same(run_dir: Path, solo_dir: Path) -> None:
         p.name for p in (solo_dir / "samples").iterdir())
 
 
-def test_two_runs_sharing_one_cache_at_once(tmp_path: Path, tones_file: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_two_runs_sharing_one_cache_at_once(tmp_path: Path, tones_file: Path) -> None:
     shared = tmp_path / "shared-cache"
     shared.mkdir()
     folders = [tmp_path / "a", tmp_path / "b"]
     for folder in folders:
         folder.mkdir()
         (folder / "cache").symlink_to(shared)  # the same relative cache_dir, so the configs are identical
-    config = _config(tones_file)
-    for proc in _race(tmp_path, folders, config):
-        assert proc.returncode == 0, proc.stderr[-3000:]
+    solo = _race(tmp_path, folders, _config(tones_file))
+    _overlapped(folders)
     _check_cache(shared, images=12, predictions=12)
-    solo = _solo(tmp_path, config, monkeypatch)
     generated = []
     for folder in folders:
         (run_dir,) = list((folder / "results").iterdir())
         _same(run_dir, solo)
         generated.append(json.loads((run_dir / "results.json").read_text())["cost"]["baseline"]["generated"])
     print("images generated by the two runs (12 needed):", generated)
-    _overlapped(folders)
-
-
-def _overlapped(folders: list[Path]) -> None:
-    """The two runs really ran at the same time (else the test proved nothing)."""
-    (a0, a1), (b0, b1) = (json.loads((f / "window.json").read_text()) for f in folders)
-    assert max(a0, b0) < min(a1, b1), "the runs did not overlap"
 
 
 @pytest.mark.slow
-def test_two_runs_sharing_cache_and_run_directory_at_once(tmp_path: Path, tones_file: Path,
-                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+def test_two_runs_sharing_cache_and_run_directory_at_once(tmp_path: Path, tones_file: Path) -> None:
     """Also one output folder: both write the same run directory (same config, same run id)."""
     shared = tmp_path / "shared"
     (shared / "cache").mkdir(parents=True)
@@ -155,11 +153,9 @@ def test_two_runs_sharing_cache_and_run_directory_at_once(tmp_path: Path, tones_
         folder.mkdir()
         (folder / "cache").symlink_to(shared / "cache")
         (folder / "results").symlink_to(shared / "results")
-    config = _config(tones_file)
-    for proc in _race(tmp_path, folders, config):
-        assert proc.returncode == 0, proc.stderr[-3000:]
+    solo = _race(tmp_path, folders, _config(tones_file))
+    _overlapped(folders)
     _check_cache(shared / "cache", images=12, predictions=12)
     (run_dir,) = list((shared / "results").iterdir())
     assert not [p for p in run_dir.rglob("*") if p.name.startswith(".")], "staging or temporary files left"
-    _same(run_dir, _solo(tmp_path, config, monkeypatch))
-    _overlapped(folders)
+    _same(run_dir, solo)

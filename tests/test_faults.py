@@ -35,6 +35,17 @@ ALL_STAGES = ["generate", "write:images", "predict", "write:predictions", "score
               "write:samples", "write:results", "commit", "report"]
 
 
+@pytest.fixture(autouse=True)
+def one_thread() -> Iterator[None]:
+    """Tiny models run fastest on one thread; two threads on a busy 2-core machine are 10x slower."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def comparable(results: dict) -> dict:
     return {k: v for k, v in results.items() if k not in RUN_DEPENDENT}
 
@@ -129,6 +140,7 @@ def test_sigkill_at_twelve_seeded_points_then_resume_matches(tmp_path: Path, ton
     report = _drive(tmp_path, tones_file, 12, ALL_STAGES, seed=2024)
     assert len(report["trials"]) >= 10
     assert {t["part"] for t in report["trials"]} == {"generation", "classification", "scoring", "writing"}
+    assert {t["phase"] for t in report["trials"]} == {"before", "torn", "after"}
     _check_resumed_runs_match(report, tmp_path)
     print("kill points survived:", len(report["trials"]),
           [(t["stage"], t["n"], t["phase"]) for t in report["trials"]], "counts:", report["counts"])

@@ -10,6 +10,7 @@ from __future__ import annotations
 import ast
 import json
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -31,6 +32,17 @@ UNSAFE_BUILTINS = {"eval", "exec", "compile", "__import__"}
 UNSAFE_ATTRIBUTE_CALLS = {("yaml", "load"), ("yaml", "unsafe_load"), ("yaml", "full_load"), ("yaml", "load_all"),
                           ("jit", "load"), ("pd", "read_pickle"), ("pandas", "read_pickle"), ("os", "system"),
                           ("os", "popen"), ("torch", "package")}
+
+
+@pytest.fixture(autouse=True)
+def one_thread() -> Iterator[None]:
+    """Tiny models run fastest on one thread; two threads on a busy 2-core machine are 10x slower."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 def _name(node: ast.AST) -> str:
