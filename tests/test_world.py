@@ -133,3 +133,16 @@ def test_tiny_build_runs_end_to_end(tmp_path: Path):
     assert manifest["quality"]["bias_table"]["rows"]
     small = load_world(directory=out)
     assert sample(small.components, ["a photo of a one"], [0]).shape == (1, 8, 8, 3)
+
+
+def test_alternative_world_has_its_own_bias_and_generator_and_shares_clip(world):
+    alt = load_world("alt")
+    assert alt.components.fingerprint != world.components.fingerprint
+    assert alt.embedder.fingerprint == world.embedder.fingerprint  # same images: the CLIP is shared
+    assert not np.allclose(alt.truth["zero"]["color"], world.truth["zero"]["color"])
+    summary = alt.manifest["quality"]["bias_table"]["summary"]
+    assert alt.manifest["quality"]["bias_table"]["n"] >= 200
+    assert summary["color"]["spearman"] >= 0.8 and summary["shade"]["spearman"] >= 0.8
+    assert summary["content_accuracy_mean"] >= 0.9
+    # Its prompts follow its own config: the conditional prompts name other digits.
+    assert {p.id for p in alt.prompts} != {p.id for p in world.prompts}
