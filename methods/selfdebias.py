@@ -540,7 +540,10 @@ class SelfDebias(Method):
         with torch.enable_grad():
             for _ in range(self.params.inner_steps):
                 x.requires_grad_(True)
-                (grad,) = torch.autograd.grad(self.objective(x, info, prompts, groups), x)
+                loss = self.objective(x, info, prompts, groups)
+                if not loss.requires_grad:
+                    return None  # no group of two or more images with modes in this batch: nothing to balance
+                (grad,) = torch.autograd.grad(loss, x)
                 x = (x - self.params.step_size * grad).detach()
         return x.to(h.dtype)
 

@@ -237,6 +237,9 @@ def test_prompts_without_modes_are_sampled_unguided(method, base):
     out = method.generate(prompts, seeds)
     assert np.array_equal(out[:4], sample(base, prompts[:4], seeds[:4]))
     assert "a photo of a red face" in method.unguided
+    # A call holding only such prompts (the runner's batches of a conditional prompt) is plain sampling.
+    alone = method.generate(prompts[:4], seeds[:4])
+    assert np.array_equal(alone, out[:4])
 
 
 # -- batches and errors -----------------------------------------------------------------------------
