@@ -130,9 +130,9 @@ def _cmd_method(args: argparse.Namespace) -> int:
 
 
 def _cmd_perf(args: argparse.Namespace) -> int:
-    from benchmark.perf import main as perf_main
+    from benchmark.perf import report
 
-    return perf_main(args.rest)
+    return report(args)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -152,7 +152,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("rest", nargs=argparse.REMAINDER)
     p.set_defaults(func=_cmd_world)
     p = sub.add_parser("perf", help="throughput of the harness vs a bare diffusers loop")
-    p.add_argument("rest", nargs=argparse.REMAINDER)
+    from benchmark.perf import add_arguments
+
+    add_arguments(p)
     p.set_defaults(func=_cmd_perf)
     p = sub.add_parser("method", help="a method's own commands, e.g. `method ddm sweep`")
     p.add_argument("name")

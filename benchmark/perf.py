@@ -88,17 +88,29 @@ def measure(profile_name: str, images: int, batch_size: int, repeats: int) -> di
     }
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="debias-bench perf", description=__doc__.splitlines()[0])
+def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--profile", default="world", choices=["world", "tiny"])
     parser.add_argument("--images", type=int, default=200)
     parser.add_argument("--batch-size", type=int, default=100)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--json", type=Path, help="also write the numbers to this file")
-    args = parser.parse_args(argv)
+
+
+def report(args: argparse.Namespace) -> int:
+    """Measure and print the numbers (``debias-bench perf``)."""
     numbers = measure(args.profile, args.images, args.batch_size, args.repeats)
     text = json.dumps(numbers, indent=1)
     print(text)
     if args.json:
         args.json.write_text(text)
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="debias-bench perf", description=__doc__.splitlines()[0])
+    add_arguments(parser)
+    return report(parser.parse_args(argv))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

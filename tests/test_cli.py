@@ -46,3 +46,13 @@ def test_run_prints_summary_and_writes_results(tiny_config, tones_file, tmp_path
     assert "fd:soft:tone" in out and "baseline" in out
     results = json.loads((tmp_path / "out" / "r1" / "results.json").read_text())
     assert results["config"]["images_per_prompt"] == 2
+
+
+def test_perf_takes_its_options_directly(monkeypatch) -> None:
+    import benchmark.perf
+
+    seen = {}
+    monkeypatch.setattr(benchmark.perf, "measure", lambda *a: seen.setdefault("args", a) and {})
+    assert main(["perf", "--images", "8", "--repeats", "1", "--profile", "tiny"]) == 0
+    assert seen["args"] == ("tiny", 8, 100, 1)
+    assert main(["perf", "--bogus"]) == 2
