@@ -51,3 +51,26 @@ def tiny_config(tmp_path: Path, tones_file: Path):
         "output_dir": str(tmp_path / "results"),
         "cache_dir": str(tmp_path / "cache"),
     })
+
+
+@pytest.fixture
+def one_thread():
+    """Tiny models run fastest on one thread; two threads on a busy 2-core machine are 10x slower."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture
+def plain_report(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The plain report writer instead of the leaderboard page (matplotlib: 3 s per tiny run)."""
+    import benchmark.report
+    from benchmark.cache import atomic_write
+
+    def write(run_dir: Path) -> Path:
+        out = Path(run_dir) / "report.html"
+        atomic_write(out, benchmark.report.plain_html(benchmark.report.load_results(Path(run_dir))).encode())
+        return out
+
+    monkeypatch.setattr(benchmark.report, "write_report", write)

@@ -7,7 +7,6 @@ records the version of every installed library that can change them.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from importlib import metadata
 from pathlib import Path
 
@@ -23,28 +22,8 @@ NUMERIC_LIBRARIES = {"torch": "torch", "torchvision": "torchvision", "diffusers"
                      "peft": "peft", "accelerate": "accelerate"}
 
 
-@pytest.fixture(autouse=True)
-def one_thread() -> Iterator[None]:
-    """Tiny models run fastest on one thread; two threads on a busy 2-core machine are 10x slower."""
-    import torch
+pytestmark = pytest.mark.usefixtures("one_thread")
 
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture
-def plain_report(monkeypatch: pytest.MonkeyPatch) -> None:
-    import benchmark.report
-    from benchmark.cache import atomic_write
-
-    def write(run_dir: Path) -> Path:
-        out = Path(run_dir) / "report.html"
-        atomic_write(out, benchmark.report.plain_html(benchmark.report.load_results(Path(run_dir))).encode())
-        return out
-
-    monkeypatch.setattr(benchmark.report, "write_report", write)
 
 
 def _run(tmp_path: Path, tones_file: Path, name: str) -> Path:

@@ -35,15 +35,7 @@ ALL_STAGES = ["generate", "write:images", "predict", "write:predictions", "score
               "write:samples", "write:results", "commit", "report"]
 
 
-@pytest.fixture(autouse=True)
-def one_thread() -> Iterator[None]:
-    """Tiny models run fastest on one thread; two threads on a busy 2-core machine are 10x slower."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def comparable(results: dict) -> dict:
@@ -148,19 +140,6 @@ def test_sigkill_at_twelve_seeded_points_then_resume_matches(tmp_path: Path, ton
 
 # -- in-process faults --------------------------------------------------------------------------
 
-
-@pytest.fixture
-def plain_report(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The plain report writer instead of the leaderboard page (matplotlib: 3 s per tiny run)."""
-    import benchmark.report
-    from benchmark.cache import atomic_write
-
-    def write(run_dir: Path) -> Path:
-        out = Path(run_dir) / "report.html"
-        atomic_write(out, benchmark.report.plain_html(benchmark.report.load_results(Path(run_dir))).encode())
-        return out
-
-    monkeypatch.setattr(benchmark.report, "write_report", write)
 
 
 @pytest.fixture

@@ -10,7 +10,6 @@ from __future__ import annotations
 import ast
 import json
 import os
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -34,15 +33,7 @@ UNSAFE_ATTRIBUTE_CALLS = {("yaml", "load"), ("yaml", "unsafe_load"), ("yaml", "f
                           ("os", "popen"), ("torch", "package")}
 
 
-@pytest.fixture(autouse=True)
-def one_thread() -> Iterator[None]:
-    """Tiny models run fastest on one thread; two threads on a busy 2-core machine are 10x slower."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _name(node: ast.AST) -> str:
