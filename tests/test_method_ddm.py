@@ -78,7 +78,7 @@ def test_indicator_ce_gradient_reaches_lora_weights(base, data):
 def _plain_lora(base, data: MethodData, params: DDMParams, steps: int) -> dict[str, torch.Tensor]:
     """A plain LoRA fine-tuning loop (MSE only, no indicator) on DDM's data stream."""
     unet, text_encoder = add_lora(base, params)
-    stream = TrainingData(base, [(data.target, 1), (data.nontarget, 0)], params.seed)
+    stream = TrainingData(base, [(data.target, 1), (data.nontarget, 0)], params.seed, params.balance_sets)
     sched = training_scheduler(base)
     trainable = [p for m in (unet, text_encoder) for p in m.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(trainable, lr=params.learning_rate, betas=params.adam_betas,
@@ -146,7 +146,7 @@ def test_indicator_input_follows_latent_shape(data):
 
 def test_reduced_training_moves_the_losses(base, data):
     """A short run teaches the indicator to separate target from non-target through the UNet."""
-    trainer = DDMTrainer(base, data, small(alpha=0.5, learning_rate=1e-2, max_steps=30, batch_size=8))
+    trainer = DDMTrainer(base, data, small(alpha=0.5, learning_rate=3e-3, max_steps=30, batch_size=8))
     probe = trainer.data.next_batch(32)  # fixed images, noise and timesteps
 
     def probe_ce() -> float:
@@ -266,3 +266,15 @@ def test_world_ddm_reaches_target():
     row = rows[0]
     assert row["soft_fd"] <= 0.6 * base_row["soft_fd"], (base_row, row)
     assert row["fid"] <= 1.5 * base_row["fid"], (base_row, row)
+
+
+def test_balanced_batches_hold_both_sets_equally(base):
+    rng = np.random.default_rng(0)
+    big = ImageSet(rng.integers(0, 256, (40, 16, 16, 3), dtype=np.uint8), ["a photo"] * 40, "big")
+    small = ImageSet(rng.integers(0, 256, (4, 16, 16, 3), dtype=np.uint8), ["a photo"] * 4, "small")
+    balanced = TrainingData(base, [(big, 1), (small, 0)], seed=0, balanced=True)
+    pooled = TrainingData(base, [(big, 1), (small, 0)], seed=0, balanced=False)
+    counts = [int(balanced.next_batch(8).labels.sum()) for _ in range(5)]
+    assert counts == [4] * 5  # four target, four non-target in every batch
+    pooled_targets = sum(int(pooled.next_batch(8).labels.sum()) for _ in range(5))
+    assert pooled_targets > 30  # one shuffled pool: about 40/44 of the draws are target images
