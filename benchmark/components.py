@@ -2,6 +2,8 @@
 
 Methods receive a :class:`Components` and never ask which profile (world or real) built it.
 ``vae is None`` marks a pixel-space model: latents are images scaled to [-1, 1].
+``text_encoder_2 is not None`` marks an SDXL model (two text encoders and size conditioning);
+:mod:`benchmark.sampling` turns either kind into one UNet condition, so methods need not ask.
 """
 
 from __future__ import annotations
@@ -33,7 +35,13 @@ class SamplerConfig:
 
 @dataclass
 class Components:
-    """UNet, text encoder, tokenizer, scheduler and (optional) VAE of one base model."""
+    """UNet, text encoder, tokenizer, scheduler and (optional) VAE of one base model.
+
+    SDXL adds ``text_encoder_2`` (a ``CLIPTextModelWithProjection``) and ``tokenizer_2``;
+    ``force_zeros_for_empty_prompt`` is its pipeline config's flag (zeros, not the encoded empty
+    prompt, for the unconditional branch); ``upcast_vae`` keeps the VAE in float32 when the rest is
+    float16 (``vae.config.force_upcast``: SDXL's VAE overflows in float16).
+    """
 
     unet: Any
     text_encoder: Any
@@ -43,6 +51,10 @@ class Components:
     name: str = "model"
     fingerprint: str = ""
     sampler: SamplerConfig = field(default_factory=SamplerConfig)
+    text_encoder_2: Any | None = None
+    tokenizer_2: Any | None = None
+    force_zeros_for_empty_prompt: bool = False
+    upcast_vae: bool = False
 
     @property
     def device(self) -> torch.device:
@@ -67,9 +79,10 @@ class Components:
         return dataclasses.replace(self, **changes)
 
     def to(self, device: torch.device | str, dtype: torch.dtype | None = None) -> Components:
-        for module in (self.unet, self.text_encoder, self.vae):
+        for module in (self.unet, self.text_encoder, self.text_encoder_2, self.vae):
             if module is not None:
-                module.to(device=device, dtype=dtype) if dtype is not None else module.to(device)
+                kind = torch.float32 if module is self.vae and self.upcast_vae and dtype is not None else dtype
+                module.to(device=device, dtype=kind) if kind is not None else module.to(device)
         return self
 
 

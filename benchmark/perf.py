@@ -3,8 +3,8 @@
     debias-bench perf [--profile tiny|world] [--images 256] [--batch-size 64] [--repeats 3]
 
 Reports (1) images/s of the harness (runner, cache writes included) against a bare loop with the
-same components, batch and steps (``StableDiffusionPipeline`` for latent models; the same
-scheduler/UNet loop written inline for pixel-space ones), their ratio (goal >= 0.95), and
+same components, batch and steps (``StableDiffusionPipeline``, or ``StableDiffusionXLPipeline`` for
+SDXL, for latent models; the same scheduler/UNet loop written inline for pixel-space ones), their ratio (goal >= 0.95), and
 (2) classify + score time as a share of generation time (goal <= 5 %). Numbers, not a pass/fail.
 """
 
@@ -23,7 +23,7 @@ from benchmark.components import Components
 from benchmark.config import load_config
 from benchmark.profiles import load_profile
 from benchmark.runner import Runner
-from benchmark.sampling import initial_latents
+from benchmark.sampling import encode_condition, initial_latents, unet_eps
 
 
 def bare_loop(components: Components, prompts: list[str], seeds: list[int]) -> np.ndarray:
@@ -31,24 +31,27 @@ def bare_loop(components: Components, prompts: list[str], seeds: list[int]) -> n
     cfg = components.sampler
     latents = initial_latents(components, seeds, cfg)
     if components.vae is not None:
-        from diffusers import StableDiffusionPipeline
+        from diffusers import StableDiffusionPipeline, StableDiffusionXLPipeline
 
-        pipe = StableDiffusionPipeline(vae=components.vae, text_encoder=components.text_encoder,
-                                       tokenizer=components.tokenizer, unet=components.unet,
-                                       scheduler=components.scheduler, safety_checker=None,
-                                       feature_extractor=None, requires_safety_checker=False)
+        parts = dict(vae=components.vae, text_encoder=components.text_encoder, tokenizer=components.tokenizer,
+                     unet=components.unet, scheduler=components.scheduler)
+        if components.text_encoder_2 is not None:
+            pipe = StableDiffusionXLPipeline(**parts, text_encoder_2=components.text_encoder_2,
+                                             tokenizer_2=components.tokenizer_2, add_watermarker=False,
+                                             force_zeros_for_empty_prompt=components.force_zeros_for_empty_prompt)
+        else:
+            pipe = StableDiffusionPipeline(**parts, safety_checker=None, feature_extractor=None,
+                                           requires_safety_checker=False)
         pipe.set_progress_bar_config(disable=True)
         out = pipe(prompts, height=cfg.height, width=cfg.width, num_inference_steps=cfg.num_inference_steps,
                    guidance_scale=cfg.guidance_scale, latents=latents, output_type="np").images
         return (out * 255).round().astype(np.uint8)
     with torch.no_grad():
-        tok = components.tokenizer(prompts + [""] * len(prompts), padding="max_length",
-                                   max_length=components.tokenizer.model_max_length, return_tensors="pt")
-        emb = components.text_encoder(tok.input_ids)[0]
+        emb = encode_condition(components, prompts + [""] * len(prompts))
         scheduler = components.scheduler
         scheduler.set_timesteps(cfg.num_inference_steps)
         for t in scheduler.timesteps:
-            eps = components.unet(torch.cat([latents, latents]), t, encoder_hidden_states=emb).sample
+            eps = unet_eps(components.unet, torch.cat([latents, latents]), t, emb)
             cond, uncond = eps.chunk(2)
             latents = scheduler.step(uncond + cfg.guidance_scale * (cond - uncond), t, latents).prev_sample
     return ((latents / 2 + 0.5).clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()

@@ -109,7 +109,7 @@ def read_image_folder(folder: str | Path, size: int | None = None, limit: int = 
 
 
 def real_profile(config: RunConfig) -> Profile:
-    """Stable Diffusion 1.x/2.x from a preset, hub id (local cache) or folder; see benchmark.real_models.
+    """Stable Diffusion 1.x/2.x or SDXL from a preset, hub id (local cache) or folder; see benchmark.real_models.
 
     FID features: clean-fid's Inception when ``$DEBIAS_BENCH_INCEPTION_DIR`` names the folder holding
     its weights, else the CLIP model of ``clip_model``, else none.

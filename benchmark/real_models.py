@@ -1,10 +1,11 @@
 """Stable Diffusion models for the ``real`` profile: presets, offline loading, speed flags.
 
-``model`` in a run config is a preset name (``sd14``, ``sd15``, ``sd21``, ``sd21-base``), a diffusers
-hub id (found in the local Hugging Face cache, never downloaded) or a local pipeline folder (what
-``StableDiffusionPipeline.save_pretrained`` writes). A preset, or a hub id that matches one, fixes the
-native resolution and the sampler defaults (steps, guidance); run-config ``sampler`` fields still
-override them. The scheduler is the one the model ships with; its class and prediction type are
+``model`` in a run config is a preset name (``sd14``, ``sd15``, ``sd21``, ``sd21-base``, ``sdxl``), a
+diffusers hub id (found in the local Hugging Face cache, never downloaded) or a local pipeline folder
+(what ``save_pretrained`` of ``StableDiffusionPipeline`` or ``StableDiffusionXLPipeline`` writes). A
+preset, or a hub id that matches one, fixes the native resolution and the sampler defaults (steps,
+guidance; a folder or id without a preset gets its pipeline's defaults); run-config ``sampler``
+fields still override them. The scheduler is the one the model ships with; its class and prediction type are
 read from the loaded model and recorded, with everything else here, in ``results.json``
 (``models.profile_info``).
 
@@ -12,14 +13,20 @@ Speed, on CUDA: fp16 weights, PyTorch SDPA attention (``AttnProcessor2_0``), and
 ``compile`` (``torch.compile`` of the UNet; ``$DEBIAS_BENCH_COMPILE=1``) and ``vae_slicing`` (decode
 one image at a time, less memory; ``$DEBIAS_BENCH_VAE_SLICING=1``). On CPU the weights stay fp32.
 
-SDXL pipelines (two text encoders, added time/size conditioning) are not supported yet and are
-refused with a one-line error.
+SDXL (a folder or cached repo whose ``model_index.json`` names ``StableDiffusionXLPipeline`` or a
+``text_encoder_2``; :func:`is_sdxl`) loads with ``StableDiffusionXLPipeline``: both text encoders and
+tokenizers, ``force_zeros_for_empty_prompt`` from its config, no invisible watermark (it would alter
+the scored pixels). The sampling loop conditions the UNet as that pipeline does (see
+:mod:`benchmark.sampling`). In float16 the VAE stays in float32 when ``vae.config.force_upcast`` is
+set, which is what the pipeline does before decoding (SDXL's VAE overflows in float16).
 
 Sources for the presets: the models' cards and ``scheduler_config.json`` files (SD 1.x and 2.1-base:
-PNDM, ε-prediction, 512 px; SD 2.1: DDIM, v-prediction, 768 px), and ``StableDiffusionPipeline``'s
-defaults (50 steps, guidance 7.5). Per-method paper settings are in :data:`PAPER_SAMPLING`
-(docs/method-notes.md); they are recorded for reference, while the benchmark samples every method
-with one sampler so that their images stay comparable seed for seed.
+PNDM, ε-prediction, 512 px; SD 2.1: DDIM, v-prediction, 768 px; SDXL base 1.0: EulerDiscrete,
+ε-prediction, 1024 px), and the pipelines' ``__call__`` defaults (``StableDiffusionPipeline``: 50
+steps, guidance 7.5; ``StableDiffusionXLPipeline``: 50 steps, guidance 5.0). Per-method paper
+settings are in :data:`PAPER_SAMPLING` (docs/method-notes.md); they are recorded for reference,
+while the benchmark samples every method with one sampler so that their images stay comparable seed
+for seed.
 """
 
 from __future__ import annotations
@@ -43,6 +50,7 @@ log = logging.getLogger(__name__)
 COMPILE_ENV = "DEBIAS_BENCH_COMPILE"
 VAE_SLICING_ENV = "DEBIAS_BENCH_VAE_SLICING"
 DEFAULT_STEPS, DEFAULT_GUIDANCE = 50, 7.5
+SDXL_GUIDANCE = 5.0  # StableDiffusionXLPipeline.__call__'s default
 
 
 @dataclass(frozen=True)
@@ -64,6 +72,8 @@ PRESETS: dict[str, Preset] = {p.name: p for p in (
            aliases=("sd-legacy/stable-diffusion-v1-5", "runwayml/stable-diffusion-v1-5")),
     Preset("sd21", "stabilityai/stable-diffusion-2-1", 768, "DDIMScheduler", "v_prediction"),
     Preset("sd21-base", "stabilityai/stable-diffusion-2-1-base", 512, "PNDMScheduler", "epsilon"),
+    Preset("sdxl", "stabilityai/stable-diffusion-xl-base-1.0", 1024, "EulerDiscreteScheduler", "epsilon",
+           guidance=SDXL_GUIDANCE),
 )}
 
 # What each method's paper/code sampled with (docs/method-notes.md §1–4), for the record.
@@ -99,20 +109,37 @@ def _looks_local(model: str) -> bool:
     return model.startswith(("/", ".", "~")) or model.count("/") > 1 or "\\" in model
 
 
-def _refuse_sdxl(model: str) -> None:
-    """SDXL needs two text encoders and size/crop conditioning that the sampling loop lacks."""
+def _model_index(model: str) -> Path | None:
+    """The pipeline's ``model_index.json``: in a local folder, or a hub id's cached copy."""
     index = Path(model).expanduser() / "model_index.json"
-    name = model.lower()
-    xl = "sdxl" in name or "diffusion-xl" in name or re.search(r"(^|[-_/])xl([-_/.]|$)", name) is not None
     if index.is_file():
+        return index
+    if _looks_local(model):
+        return None
+    try:
+        from huggingface_hub import try_to_load_from_cache
+
+        found = try_to_load_from_cache(model, "model_index.json")
+    except Exception:  # an invalid repo id or no cache
+        return None
+    return Path(found) if isinstance(found, str) else None
+
+
+def is_sdxl(model: str) -> bool:
+    """Whether ``model`` is an SDXL pipeline (two text encoders, size conditioning).
+
+    Its ``model_index.json`` decides when there is one (local or cached); otherwise the name does:
+    "sdxl", "diffusion-xl" or a separate "xl" word, so ids that merely contain "xl" do not match.
+    """
+    index = _model_index(model)
+    if index is not None:
         try:
             data = json.loads(index.read_text())
         except (OSError, ValueError):
             data = {}
-        xl = "XL" in str(data.get("_class_name", "")) or "text_encoder_2" in data
-    if xl:
-        raise ModelLoadError(f"model {model!r} is an SDXL pipeline (two text encoders), which the real profile does "
-                             f"not support yet; use an SD 1.x/2.x model or preset ({', '.join(PRESETS)})")
+        return "XL" in str(data.get("_class_name", "")) or "text_encoder_2" in data
+    name = model.lower()
+    return "sdxl" in name or "diffusion-xl" in name or re.search(r"(^|[-_/])xl([-_/.]|$)", name) is not None
 
 
 def _revision(model_id: str) -> str | None:
@@ -139,11 +166,11 @@ def _local_signature(folder: Path) -> dict[str, Any]:
 
 def load_sd(model: str, device: torch.device | None = None, dtype: torch.dtype | None = None,
             compile: bool | None = None, vae_slicing: bool | None = None) -> tuple[Components, dict[str, Any]]:
-    """Load a Stable Diffusion 1.x/2.x pipeline offline → (components, info recorded in results.json)."""
-    from diffusers import StableDiffusionPipeline
+    """Load a Stable Diffusion 1.x/2.x or SDXL pipeline offline → (components, info recorded in results.json)."""
+    from diffusers import StableDiffusionPipeline, StableDiffusionXLPipeline
 
     model_id, preset = resolve(model)
-    _refuse_sdxl(model_id)
+    xl = is_sdxl(model_id)
     local = Path(model_id).expanduser()
     if _looks_local(model_id) and not local.is_dir():
         raise ModelLoadError(f"{model_id}: local model folder not found (expected a diffusers pipeline folder "
@@ -152,9 +179,13 @@ def load_sd(model: str, device: torch.device | None = None, dtype: torch.dtype |
     auto = auto_device()
     device, dtype = device or auto[0], dtype or auto[1]
     try:
-        pipe = StableDiffusionPipeline.from_pretrained(
-            source, torch_dtype=dtype, safety_checker=None, requires_safety_checker=False,
-            local_files_only=True, use_safetensors=True)
+        if xl:
+            pipe = StableDiffusionXLPipeline.from_pretrained(
+                source, torch_dtype=dtype, add_watermarker=False, local_files_only=True, use_safetensors=True)
+        else:
+            pipe = StableDiffusionPipeline.from_pretrained(
+                source, torch_dtype=dtype, safety_checker=None, requires_safety_checker=False,
+                local_files_only=True, use_safetensors=True)
     except (OSError, ValueError) as exc:
         home = os.environ.get("HF_HOME", "~/.cache/huggingface")
         what = f"preset {preset.name} = {model_id!r}" if preset and model != model_id else repr(model_id)
@@ -162,7 +193,14 @@ def load_sd(model: str, device: torch.device | None = None, dtype: torch.dtype |
         raise ModelLoadError(
             f"model {what} is not available offline ({first}); download it into HF_HOME ({home}) with "
             f"`hf download {model_id}`, or set model to a local pipeline folder") from None
+    if xl and (pipe.text_encoder is None or pipe.text_encoder_2 is None):
+        raise ModelLoadError(f"model {model_id!r} is an SDXL pipeline without both text encoders (the refiner is "
+                             "image-to-image); use an SDXL base model, e.g. the sdxl preset")
     unet, vae = pipe.unet, pipe.vae
+    # StableDiffusionXLPipeline decodes in float32 when the VAE asks for it; keeping it there does the same.
+    upcast = xl and dtype == torch.float16 and bool(vae.config.get("force_upcast", False))
+    if upcast:
+        vae.float()  # (not .to(dtype=...): diffusers' ModelMixin.to warns on every dtype cast)
     attention = "default"
     if hasattr(torch.nn.functional, "scaled_dot_product_attention"):
         from diffusers.models.attention_processor import AttnProcessor2_0
@@ -179,7 +217,7 @@ def load_sd(model: str, device: torch.device | None = None, dtype: torch.dtype |
     native = int(unet.config.sample_size) * pipe.vae_scale_factor
     resolution = preset.resolution if preset else native
     steps = preset.steps if preset else DEFAULT_STEPS
-    guidance = preset.guidance if preset else DEFAULT_GUIDANCE
+    guidance = preset.guidance if preset else SDXL_GUIDANCE if xl else DEFAULT_GUIDANCE
     scheduler = pipe.scheduler
     if preset and type(scheduler).__name__ != preset.scheduler:
         log.warning("%s ships %s, not the %s its preset expects", model_id, type(scheduler).__name__, preset.scheduler)
@@ -190,8 +228,15 @@ def load_sd(model: str, device: torch.device | None = None, dtype: torch.dtype |
         "scheduler": type(scheduler).__name__, "prediction_type": scheduler.config.get("prediction_type", "epsilon"),
         "steps": steps, "guidance": guidance, "dtype": str(dtype).removeprefix("torch."), "device": str(device),
         "attention": attention, "compile": compiled, "vae_slicing": slicing,
+        "pipeline": type(pipe).__name__, "vae_dtype": str(vae.dtype).removeprefix("torch."),
         "paper_sampling": PAPER_SAMPLING,
     }
+    extra: dict[str, Any] = {}
+    if xl:
+        extra = {"text_encoder_2": pipe.text_encoder_2.to(device), "tokenizer_2": pipe.tokenizer_2,
+                 "force_zeros_for_empty_prompt": bool(pipe.config.get("force_zeros_for_empty_prompt", True)),
+                 "upcast_vae": upcast}
+        info["force_zeros_for_empty_prompt"] = extra["force_zeros_for_empty_prompt"]
     fingerprint = hash_value({
         "model": model_id, "revision": revision, "dtype": info["dtype"], "unet": dict(unet.config),
         "scheduler": dict(scheduler.config),
@@ -201,6 +246,7 @@ def load_sd(model: str, device: torch.device | None = None, dtype: torch.dtype |
         unet=unet, text_encoder=pipe.text_encoder.to(device), tokenizer=pipe.tokenizer, scheduler=scheduler,
         vae=vae.to(device), name=model_id, fingerprint=fingerprint,
         sampler=SamplerConfig(num_inference_steps=steps, guidance_scale=guidance, height=resolution, width=resolution),
+        **extra,
     )
     return components, info
 

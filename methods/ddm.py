@@ -49,7 +49,7 @@ from benchmark.components import Components
 from benchmark.errors import ConfigError, DataError
 from benchmark.hashing import hash_value
 from benchmark.images import ImageSet, to_tensor
-from benchmark.sampling import sample
+from benchmark.sampling import encode_condition, sample, unet_eps
 from benchmark.seeding import image_seeds
 from methods.base import Method, MethodData
 
@@ -156,6 +156,20 @@ def add_lora(base: Components, params: DDMParams) -> tuple[nn.Module, nn.Module]
     return unet, text_encoder
 
 
+def add_lora_2(base: Components, params: DDMParams) -> nn.Module | None:
+    """SDXL's second text encoder, treated like the first (float32 copy; LoRA on ``text_targets`` when
+    ``train_text_encoder``, as diffusers' SDXL LoRA scripts do for both encoders); None without one.
+    Seeded apart (``seed + 2``) so that adding it leaves the UNet and first-encoder init unchanged."""
+    if base.text_encoder_2 is None:
+        return None
+    text_encoder = _float32(deepcopy(base.text_encoder_2))
+    if not params.train_text_encoder:
+        return text_encoder.requires_grad_(False)
+    lora = dict(r=params.lora_rank, lora_alpha=params.lora_alpha, lora_dropout=params.lora_dropout, bias="none")
+    with _seeded(params.seed + 2):
+        return get_peft_model(text_encoder, LoraConfig(target_modules=list(params.text_targets), **lora))
+
+
 def _float32(module: nn.Module) -> nn.Module:
     # Train in float32 even when sampling runs in float16; cast only when needed (diffusers warns).
     return module if next(module.parameters()).dtype == torch.float32 else module.to(dtype=torch.float32)
@@ -256,6 +270,7 @@ class DDMTrainer:
         self.base, self.params = base, params
         self.device = base.device
         self.unet, self.text_encoder = add_lora(base, params)
+        self.text_encoder_2 = add_lora_2(base, params)
         self.indicator = make_indicator(base, params)
         self.scheduler = training_scheduler(base)
         if len(data.target) == 0 or len(data.nontarget) == 0:
@@ -266,8 +281,8 @@ class DDMTrainer:
         self.history: list[dict[str, float]] = []
 
     def trainable_parameters(self) -> list[nn.Parameter]:
-        mods = [self.unet, self.text_encoder, self.indicator]
-        return [p for m in mods for p in m.parameters() if p.requires_grad]
+        mods = [self.unet, self.text_encoder, self.text_encoder_2, self.indicator]
+        return [p for m in mods if m is not None for p in m.parameters() if p.requires_grad]
 
     def latents(self, images: torch.Tensor) -> torch.Tensor:
         """z_0: the image itself in pixel space, else a VAE posterior sample × scaling factor."""
@@ -284,10 +299,10 @@ class DDMTrainer:
         z0 = self.latents(batch.images)
         noise, t = batch.noise.to(self.device), batch.timesteps.to(self.device)
         zt = self.scheduler.add_noise(z0, noise, t)
-        ids = self.base.tokenizer(batch.captions, padding="max_length", max_length=self.base.tokenizer.model_max_length,
-                                  truncation=True, return_tensors="pt").input_ids.to(self.device)
-        text = self.text_encoder(ids)[0]
-        eps_hat = self.unet(zt, t, encoder_hidden_states=text).sample
+        # the shared text conditioning, through the LoRA copies (SDXL: both encoders, size = the images')
+        parts = self.base.replace(unet=self.unet, text_encoder=self.text_encoder, text_encoder_2=self.text_encoder_2)
+        text = encode_condition(parts, batch.captions, tuple(batch.images.shape[-2:]), grad=True)
+        eps_hat = unet_eps(self.unet, zt, t, text)
         if self.scheduler.config.prediction_type == "v_prediction":
             target = self.scheduler.get_velocity(z0, noise, t)
         else:
@@ -329,6 +344,8 @@ class DDMTrainer:
         out = {f"unet.{k}": v for k, v in get_peft_model_state_dict(self.unet).items()}
         if self.params.train_text_encoder:
             out.update({f"text_encoder.{k}": v for k, v in get_peft_model_state_dict(self.text_encoder).items()})
+            if self.text_encoder_2 is not None:
+                out.update({f"text_encoder_2.{k}": v for k, v in get_peft_model_state_dict(self.text_encoder_2).items()})
         out.update({f"indicator.{k}": v for k, v in self.indicator.state_dict().items()})
         return out
 
@@ -339,16 +356,22 @@ class DDMTrainer:
         set_peft_model_state_dict(self.unet, part("unet."))
         if self.params.train_text_encoder:
             set_peft_model_state_dict(self.text_encoder, part("text_encoder."))
+            if self.text_encoder_2 is not None:
+                set_peft_model_state_dict(self.text_encoder_2, part("text_encoder_2."))
         self.indicator.load_state_dict(part("indicator."))
 
-    def merged(self) -> tuple[nn.Module, nn.Module]:
-        """UNet and text encoder with the LoRA folded into the weights, in the base dtype."""
-        unet = deepcopy(self.unet).merge_and_unload()
-        te = deepcopy(self.text_encoder)
-        te = te.merge_and_unload() if self.params.train_text_encoder else te
-        if self.base.dtype != torch.float32:
-            unet, te = unet.to(self.base.dtype), te.to(self.base.dtype)
-        return unet.eval(), te.eval()
+    def merged(self) -> dict[str, nn.Module]:
+        """UNet and text encoder(s) with the LoRA folded into the weights, in the base dtype, by
+        :class:`Components` field name (``text_encoder_2`` only for SDXL)."""
+        modules = {"unet": self.unet, "text_encoder": self.text_encoder, "text_encoder_2": self.text_encoder_2}
+        out = {}
+        for name, module in modules.items():
+            if module is None:
+                continue
+            module = deepcopy(module)
+            module = module.merge_and_unload() if name == "unet" or self.params.train_text_encoder else module
+            out[name] = (module.to(self.base.dtype) if self.base.dtype != torch.float32 else module).eval()
+        return out
 
 
 def softmax_entropy(logits: torch.Tensor) -> torch.Tensor:
@@ -425,8 +448,7 @@ class DDM(Method):
             manifest_path.write_text(json.dumps(manifest, indent=2, sort_keys=True))
         self.manifest = manifest
         self.trainer = trainer
-        unet, text_encoder = trainer.merged()
-        self.components = base.replace(unet=unet, text_encoder=text_encoder,
+        self.components = base.replace(**trainer.merged(),
                                        fingerprint=hash_value({"base": base.fingerprint, "ddm": self.artefacts}))
         self.prepare_seconds = time.perf_counter() - start
 

@@ -61,7 +61,8 @@ from benchmark.hashing import hash_file, hash_value
 from benchmark.hooks import mid_block_hook, split_branches
 from benchmark.sampling import (
     decode,
-    encode_text,
+    encode_condition,
+    encode_uncond,
     fresh_scheduler,
     guided_noise,
     initial_latents,
@@ -434,8 +435,8 @@ def sample_two_pass(components: Components, prompts: Sequence[str], seeds: Seque
     scheduler = fresh_scheduler(components, config)
     check_ddim(scheduler, config)
     cfg = uses_cfg(config)
-    text = encode_text(components, prompts)
-    uncond = encode_text(components, [config.negative_prompt] * len(prompts)) if cfg else None
+    text = encode_condition(components, prompts, (config.height, config.width))
+    uncond = encode_uncond(components, len(prompts), config) if cfg else None
     latents = initial_latents(components, seeds, config) * scheduler.init_noise_sigma
     state = {"step": -1}
 

@@ -67,7 +67,7 @@ from benchmark.components import Components
 from benchmark.errors import BenchError, ConfigError, DataError
 from benchmark.hashing import hash_module, hash_value
 from benchmark.images import ImageSet, to_tensor
-from benchmark.sampling import encode_text, sample
+from benchmark.sampling import TextCondition, encode_condition, encode_uncond, sample, unet_eps
 from methods.base import Method, MethodData
 
 logger = logging.getLogger(__name__)
@@ -189,7 +189,10 @@ class InvariantGuidedUNet(torch.nn.Module):
         return self.base.device
 
     def forward(self, sample: torch.Tensor, timestep, encoder_hidden_states: torch.Tensor, *args,
-                return_dict: bool = True, **kwargs):
+                return_dict: bool = True, added_cond_kwargs: dict | None = None, **kwargs):
+        # SDXL's added_cond_kwargs (pooled text, time ids) condition both UNets alike.
+        if added_cond_kwargs is not None:
+            kwargs["added_cond_kwargs"] = added_cond_kwargs
         eps_base = self.base(sample, timestep, encoder_hidden_states, *args, **kwargs).sample
         eps_guide = self.guide(sample, timestep, encoder_hidden_states, *args, **kwargs).sample
         out = combine(eps_guide, eps_base, self.ratio)
@@ -342,8 +345,8 @@ class TrainingSet:
 
     latents: torch.Tensor  # (N, C, h, w) on the model's device
     caption_index: torch.Tensor  # (N,) into ``embeddings``
-    embeddings: torch.Tensor  # (U, L, D)
-    empty: torch.Tensor  # (1, L, D), the negative prompt's embedding
+    embeddings: TextCondition  # (U, ...): hidden states (U, L, D), plus SDXL's added conditions
+    empty: TextCondition  # (1, ...), the unconditional branch's condition
 
 
 @torch.no_grad()
@@ -361,8 +364,11 @@ def encode_training_set(components: Components, target: ImageSet, batch_size: in
         raise DataError(f"{target.name}: latents have {latents.shape[1]} channels, the UNet expects "
                         f"{components.latent_channels}")
     unique, index = np.unique(np.asarray(target.captions, dtype=object).astype(str), return_inverse=True)
-    embeddings = torch.cat([encode_text(components, list(unique[i:i + 64])) for i in range(0, len(unique), 64)])
-    empty = encode_text(components, [components.sampler.negative_prompt])
+    size = (latents.shape[-2] * components.latent_scale, latents.shape[-1] * components.latent_scale)
+    embeddings = TextCondition.cat([encode_condition(components, list(unique[i:i + 64]), size)
+                                    for i in range(0, len(unique), 64)])
+    # the condition the sampler's unconditional branch uses (zeros for SDXL's empty prompt), at this size
+    empty = encode_uncond(components, 1, dataclasses.replace(components.sampler, height=size[0], width=size[1]))
     return TrainingSet(latents, torch.from_numpy(index.reshape(-1).astype(np.int64)).to(device), embeddings, empty)
 
 
@@ -398,7 +404,7 @@ def loss_draws(unet: torch.nn.Module, data: TrainingSet, scheduler: DDPMSchedule
             t = t_all[s:s + batch_size].to(device)
             z_t = scheduler.add_noise(z0, noise, t)
             text = data.embeddings[data.caption_index[s:s + batch_size]]
-            pred = unet(z_t, t, encoder_hidden_states=text).sample
+            pred = unet_eps(unet, z_t, t, text)
             target = training_target(scheduler, z0, noise, t)
             out[s:s + batch_size, k] = (pred.float() - target.float()).pow(2).flatten(1).mean(1).cpu()
     return out
@@ -461,11 +467,11 @@ def train_guide(base_unet: torch.nn.Module, guide: torch.nn.Module, data: Traini
         text = data.embeddings[data.caption_index[idx_dev]]
         if params.caption_dropout > 0:
             drop = (torch.rand(len(idx), generator=gen) < params.caption_dropout).to(device)
-            text = torch.where(drop[:, None, None], data.empty.expand_as(text), text)
+            text = text.where(drop, data.empty)
         z_t = scheduler.add_noise(z0, noise, t)
         with torch.no_grad():
-            eps_base = base_unet(z_t, t, encoder_hidden_states=text).sample
-        eps_guide = guide(z_t, t, encoder_hidden_states=text).sample
+            eps_base = unet_eps(base_unet, z_t, t, text)
+        eps_guide = unet_eps(guide, z_t, t, text)
         pred = combine(eps_guide, eps_base, params.ratio)
         target = training_target(scheduler, z0, noise, t)
         per_sample = (pred.float() - target.float()).pow(2).flatten(1).mean(1)

@@ -1,6 +1,7 @@
 """The `real` profile end to end on a tiny random StableDiffusionPipeline saved to disk (the layout of a
 hub SD model: UNet, VAE, CLIP text encoder, CLIPTokenizer vocab.json/merges.txt, scheduler), plus
-presets, speed flags, the offline and SDXL errors, and Inception FID features from a local cache."""
+presets, speed flags, the offline errors, a saved tiny SDXL pipeline (more in test_sdxl.py), and
+Inception FID features from a local cache."""
 
 from __future__ import annotations
 
@@ -87,19 +88,42 @@ def test_missing_model_names_the_id_and_hf_home(tmp_path, tones_file, monkeypatc
     assert "\n" not in str(err.value)
 
 
-def test_sdxl_is_refused_clearly(tmp_path) -> None:
-    with pytest.raises(ModelLoadError, match="SDXL.*not support yet") as err:
-        load_sd("stabilityai/stable-diffusion-xl-base-1.0")
-    assert "\n" not in str(err.value) and "sd15" in str(err.value)
-    folder = tmp_path / "my-xl"
-    folder.mkdir()
-    (folder / "model_index.json").write_text(json.dumps({"_class_name": "StableDiffusionXLPipeline"}))
-    with pytest.raises(ModelLoadError, match="SDXL"):
-        load_sd(str(folder))
-    from benchmark.real_models import _refuse_sdxl
+def test_saved_sdxl_folder_loads_and_samples(tmp_path) -> None:
+    from transformers import CLIPTextModelWithProjection
 
-    for fine in ("CompVis/stable-diffusion-v1-4", "/data/xlarge/sd15", "alex/sd15"):
-        _refuse_sdxl(fine)  # no false alarms on ids or paths that merely contain "xl"
+    from benchmark.sampling import sample
+    from benchmark.tiny import save_tiny_sdxl_pipeline
+
+    path = save_tiny_sdxl_pipeline(tmp_path / "tiny-sdxl", seed=0, resolution=16)
+    parts, info = load_sd(str(path))
+    assert isinstance(parts.text_encoder_2, CLIPTextModelWithProjection) and parts.tokenizer_2 is not None
+    assert info["pipeline"] == "StableDiffusionXLPipeline" and info["force_zeros_for_empty_prompt"] is True
+    assert (info["resolution"], info["guidance"]) == (16, 5.0)
+    from dataclasses import replace
+
+    images = sample(parts, ["a photo of a doctor"] * 2, [0, 1], replace(parts.sampler, num_inference_steps=2))
+    assert images.shape == (2, 16, 16, 3) and not np.array_equal(images[0], images[1])
+
+
+def test_sdxl_detection_preset_and_offline_error(tmp_path, monkeypatch) -> None:
+    from benchmark.real_models import is_sdxl
+
+    preset = PRESETS["sdxl"]
+    assert resolve("sdxl") == ("stabilityai/stable-diffusion-xl-base-1.0", preset)
+    assert (preset.resolution, preset.scheduler, preset.steps, preset.guidance) == (1024, "EulerDiscreteScheduler", 50, 5.0)
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    with pytest.raises(ModelLoadError, match="preset sdxl") as err:
+        load_sd("sdxl")
+    assert "\n" not in str(err.value) and "hf download stabilityai/stable-diffusion-xl-base-1.0" in str(err.value)
+    assert is_sdxl("stabilityai/stable-diffusion-xl-base-1.0") and is_sdxl("someone/sdxl-turbo-finetune")
+    for fine in ("CompVis/stable-diffusion-v1-4", "/data/xlarge/sd15", "alex/sd15", "someone/pixlart"):
+        assert not is_sdxl(fine), fine  # no false alarms on ids or paths that merely contain "xl"
+    # a folder's model_index.json decides, whatever its name
+    for name, cls, xl in (("plain-name", "StableDiffusionXLPipeline", True), ("my-xl", "StableDiffusionPipeline", False)):
+        folder = tmp_path / name
+        folder.mkdir()
+        (folder / "model_index.json").write_text(json.dumps({"_class_name": cls}))
+        assert is_sdxl(str(folder)) is xl, name
 
 
 def test_speed_flags_and_sdpa(sd_path, monkeypatch) -> None:
