@@ -82,6 +82,7 @@ class RunConfig(_Strict):
     cache_dir: str = ".debias-cache"
     run_id: str | None = Field(default=None, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
     reference_dir: str | None = None
+    reference_stats: str | None = None  # precomputed FID statistics (.npz: clean-fid's mu/sigma, or ours)
     target_dir: str | None = None
     nontarget_dir: str | None = None
     clip_model: str | None = None
@@ -183,6 +184,8 @@ def _check_references(config: RunConfig, source: str) -> None:
     if config.debias_attribute is not None and config.debias_attribute not in attributes:
         raise ConfigError(f"{source}: debias_attribute: unknown attribute {config.debias_attribute!r}; "
                           f"the prompt sets have: {', '.join(attributes)}")
+    if config.reference_stats is not None and not Path(config.reference_stats).is_file():
+        raise ConfigError(f"{source}: reference_stats: statistics file {config.reference_stats!r} not found")
     if config.profile == "world" and config.variant != "default":
         from benchmark.world.config import VARIANTS
 

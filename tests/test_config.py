@@ -55,6 +55,7 @@ BAD = [
     ("- just\n- a list", "(top level): expected a mapping"),
     ("methods: [{name: ddm}\n", "line"),
     ("prompt_sets: []", "prompt_sets: at least one prompt set"),
+    ("reference_stats: /nowhere/ref.npz", "reference_stats: statistics file '/nowhere/ref.npz' not found"),
 ]
 
 

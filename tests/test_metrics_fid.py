@@ -16,6 +16,7 @@ from benchmark.metrics import (
     fid_vs_reference,
     frechet_distance,
     kernel_distance,
+    load_reference_stats,
     reference_stats,
 )
 
@@ -201,3 +202,44 @@ def test_inception_path_runs_clean_fid_code_on_local_torchscript(tmp_path):
         expected = base.layers.proj(torch.full((1, 3), (255 - 128) / 128)).numpy()
     np.testing.assert_allclose(ext(grey), expected, rtol=1e-5, atol=1e-5)
     assert ext.fingerprint.startswith("clean-fid-inception:")
+
+
+def test_precomputed_reference_statistics(tmp_path):
+    """clean-fid's mu/sigma .npz and this project's stats files give the same FID as the images would."""
+    ext = PixelStats()
+    ref_images, gen = _images(2, n=60), _images(1, shift=40)
+    expected = fid_vs_reference(gen, ext, reference_stats(ref_images, ext))["fid"]
+    feats = ext(ref_images)
+    cleanfid_file = tmp_path / "ref_clean.npz"  # what cleanfid.fid.make_custom_stats writes
+    np.savez_compressed(cleanfid_file, mu=feats.mean(0), sigma=np.cov(feats, rowvar=False))
+    loaded = load_reference_stats(cleanfid_file, ext)
+    assert loaded.features is None and loaded.key.startswith("file:")
+    out = fid_vs_reference(gen, ext, loaded, kid=True)
+    assert out == {"fid": pytest.approx(expected, rel=1e-10)}  # no features: no KID, not a wrong KID
+    ours = tmp_path / "ref.safetensors"
+    reference_stats(ref_images, ext).save(ours)
+    assert fid_vs_reference(gen, ext, load_reference_stats(ours, ext))["fid"] == pytest.approx(expected, rel=1e-10)
+
+
+def test_precomputed_reference_statistics_errors(tmp_path):
+    ext = PixelStats()
+    with pytest.raises(DataError, match="not found"):
+        load_reference_stats(tmp_path / "missing.npz", ext)
+    bad = tmp_path / "bad.npz"
+    np.savez(bad, mean=np.zeros(10))
+    with pytest.raises(DataError, match="'mu' and 'sigma'"):
+        load_reference_stats(bad, ext)
+    np.savez(bad, mu=np.zeros(10), sigma=np.zeros((9, 9)))
+    with pytest.raises(DataError, match="not a mean and its covariance"):
+        load_reference_stats(bad, ext)
+    other = tmp_path / "other.safetensors"
+    reference_stats(_images(2), ext).save(other)
+
+    class Other(PixelStats):
+        fingerprint = "other-extractor"
+
+    with pytest.raises(DataError, match="computed with extractor"):
+        load_reference_stats(other, Other())
+    np.savez(bad, mu=np.zeros(4), sigma=np.eye(4))  # 4-d statistics, 10-d features
+    with pytest.raises(DataError, match="dimensions differ"):
+        fid_vs_reference(_images(1), ext, load_reference_stats(bad, ext))

@@ -31,6 +31,7 @@ from benchmark.metrics.fid import (
     fid_vs_reference,
     frechet_distance,
     kernel_distance,
+    load_reference_stats,
     reference_stats,
 )
 from benchmark.metrics.report import fairness_records, intersectional_records, make_record, mean_records
@@ -70,6 +71,7 @@ __all__ = [
     "mean_records",
     "named_class_rate",
     "normalized_entropy",
+    "load_reference_stats",
     "reference_stats",
     "statistical_parity_difference",
 ]

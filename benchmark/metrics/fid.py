@@ -236,6 +236,41 @@ def reference_stats(
     return stats
 
 
+def load_reference_stats(path: str | Path, extractor: FeatureExtractor) -> FeatureStats:
+    """Precomputed reference statistics: this project's files (``FeatureStats.save``) or clean-fid's
+    ``.npz`` (arrays ``mu`` and ``sigma``, as ``cleanfid.fid.make_custom_stats`` writes them).
+
+    A clean-fid file carries no extractor tag: it is taken to come from ``extractor`` (clean-fid's own
+    files are Inception pool3, i.e. :class:`InceptionFeatures`), and its feature size is checked
+    against the extractor's on first use. Without features, no KID can be computed against it.
+    """
+    from benchmark.hashing import hash_file
+
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: reference statistics file not found")
+    if path.suffix == ".npz":
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                arrays = {k: z[k] for k in z.files}
+        except (OSError, ValueError) as e:
+            raise DataError(f"{path}: unreadable feature statistics ({type(e).__name__}: {e})") from None
+        if "format" not in arrays:
+            if "mu" not in arrays or "sigma" not in arrays:
+                raise DataError(f"{path}: expected arrays 'mu' and 'sigma' (clean-fid statistics), got {sorted(arrays)}")
+            mu, sigma = np.asarray(arrays["mu"], np.float64), np.asarray(arrays["sigma"], np.float64)
+            if mu.ndim != 1 or sigma.shape != (mu.shape[0], mu.shape[0]):
+                raise DataError(f"{path}: 'mu' {mu.shape} and 'sigma' {sigma.shape} are not a mean and its covariance")
+            if not (np.isfinite(mu).all() and np.isfinite(sigma).all()):
+                raise DataError(f"{path}: 'mu' or 'sigma' contains NaN or Inf")
+            return FeatureStats(mu, sigma, -1, _fingerprint(extractor), None, "file:" + hash_file(path))
+    stats = FeatureStats.load(path)
+    fp = _fingerprint(extractor)
+    if stats.fingerprint and stats.fingerprint != fp:
+        raise DataError(f"{path}: statistics were computed with extractor {stats.fingerprint[:12]}, not {fp[:12]}")
+    return stats
+
+
 def _fingerprint(extractor: object) -> str:
     fp = getattr(extractor, "fingerprint", None)
     if not isinstance(fp, str) or not fp:
@@ -256,7 +291,7 @@ def fid_vs_reference(
         )
     gen = FeatureStats.from_features(extract_features(images, extractor), reference.fingerprint)
     out = {"fid": frechet_distance(gen, reference)}
-    if kid:
+    if kid and reference.features is not None:  # precomputed statistics may carry no features
         out["kid"] = kernel_distance(gen, reference, seed=seed)
     return out
 
