@@ -23,9 +23,9 @@ from benchmark.metrics import (
     fid_vs_baseline,
     fid_vs_reference,
     intersectional_records,
+    load_reference_stats,
     make_record,
     mean_records,
-    load_reference_stats,
     reference_stats,
 )
 from classifiers import Classifier
