@@ -89,7 +89,10 @@ class SelfDebiasParams:
     # -- augmented views of the final image (paper: torchvision at 224 px) ----------------------
     crop_scale: tuple[float, float] = (0.7, 1.0)  # paper: RandomResizedCrop(224, scale=(0.7, 1))
     flip: bool = True  # paper: RandomHorizontalFlip
-    jitter: tuple[float, float, float, float] = (0.3, 0.3, 0.3, 0.1)  # paper: ColorJitter(0.3, 0.3, 0.3, 0.1)
+    # paper: ColorJitter(0.3, 0.3, 0.3, 0.1). World: none. The views teach P to ignore what the
+    # augmentations change, and the world's attributes ARE stroke colour and background brightness
+    # (faces keep their gender under colour jitter); see paper() for the official value.
+    jitter: tuple[float, float, float, float] = (0.0, 0.0, 0.0, 0.0)
     # -- mode discovery -------------------------------------------------------------------------
     k_min: int = 2  # paper: 2
     k_max: int = 8  # paper: 8
@@ -102,6 +105,9 @@ class SelfDebiasParams:
     tau: float = 8.0  # paper: 8.0 (softmax of cosine / tau)
     guide_below: float = 0.85  # paper: t < 850 of 1000 train timesteps
     guidance_batch: int | None = 32  # paper: 32 (faces), 16 (H-distribution reproduction)
+    # Largest change of one image's h per inner step, relative to its norm ||h||; None = no limit
+    # (paper: no clipping). DEVIATION on the world, see SelfDebias.guide.
+    max_relative_step: float | None = 0.3
     target: tuple[float, ...] | None = None  # None: uniform over the modes (paper); else one weight per mode
 
     def __post_init__(self) -> None:
@@ -142,6 +148,8 @@ class SelfDebiasParams:
             tau=8.0,
             guide_below=0.85,
             guidance_batch=32,
+            jitter=(0.3, 0.3, 0.3, 0.1),
+            max_relative_step=None,
         )
 
     def target_weights(self, k: int) -> torch.Tensor:
@@ -544,8 +552,23 @@ class SelfDebias(Method):
                 if not loss.requires_grad:
                     return None  # no group of two or more images with modes in this batch: nothing to balance
                 (grad,) = torch.autograd.grad(loss, x)
-                x = (x - self.params.step_size * grad).detach()
+                x = (x - self._limit(self.params.step_size * grad, x)).detach()
         return x.to(h.dtype)
+
+    def _limit(self, update: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
+        """Scale each image's update down to at most ``max_relative_step * ||h||``.
+
+        The batch-KL gradient is tiny for most images and huge for the few near a mode boundary;
+        with one global step size those few leave the range the up-blocks were trained on and
+        decode to noise (measured on the world: rows of pure noise at step sizes that move the
+        colour share at all)."""
+        limit = self.params.max_relative_step
+        if limit is None:
+            return update
+        shape = (-1,) + (1,) * (h.dim() - 1)
+        allowed = limit * h.detach().flatten(1).norm(dim=1).view(shape)
+        norm = update.flatten(1).norm(dim=1).clamp_min(1e-12).view(shape)
+        return update * torch.clamp(allowed / norm, max=1.0)
 
     def generate(self, prompts: Sequence[str], seeds: Sequence[int]) -> np.ndarray:
         if self.components is None or self.projector is None:

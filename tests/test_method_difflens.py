@@ -37,7 +37,7 @@ from methods.difflens import (
 )
 
 PROMPTS = ["a photo of a doctor", "a photo of a nurse"]
-TINY = dict(samples_per_prompt=128, k=16, sae_steps=1000, sae_lr=3e-3, sae_batch=512, probe_epochs=10)
+TINY = dict(samples_per_prompt=128, k=16, sae_steps=1000, sae_lr=3e-3, sae_batch=512, probe_epochs=10, edit_skip_last=0)
 
 
 @pytest.fixture(scope="module")
@@ -264,7 +264,7 @@ def test_paper_params_are_the_official_sd_age_config():
 def test_features_command_prints_scores_and_saves_grid(tmp_path, capsys):
     grid = tmp_path / "grid.png"
     rc = cli(["features", "--profile", "tiny", "--workdir", str(tmp_path / "w"), "--top", "2", "--seeds", "3",
-              "--grid", str(grid), "--samples-per-prompt", "16"])
+              "--grid", str(grid), "--samples-per-prompt", "16", "--edit-skip-last", "0"])
     out = capsys.readouterr().out
     assert rc == 0
     assert len(re.findall(r"score [+-]\d", out)) == 4 and "warm" in out and "cool" in out
@@ -275,3 +275,12 @@ def test_features_command_prints_scores_and_saves_grid(tmp_path, capsys):
     # the unedited row and a boosted row differ
     h = (picture.shape[0] - 1) // 5
     assert not np.array_equal(picture[1:h], picture[1 + h:2 * h])
+
+
+def test_a_step_range_that_edits_nothing_is_an_error(prepared, tiny):
+    prepared.params = DiffLensParams(**{**TINY, "edit_skip_last": 100})
+    try:
+        with pytest.raises(ConfigError, match="edit no step"):
+            prepared.generate(["a photo"], [0])
+    finally:
+        prepared.params = DiffLensParams(**TINY)

@@ -137,6 +137,18 @@ def test_guidance_moves_the_batch_mean_toward_a_non_uniform_target(base, workdir
     assert (p_bar - target).abs().sum() < (p_bar0 - target).abs().sum()
 
 
+def test_relative_step_limit_bounds_each_images_change(base, workdir):
+    prompts = [PROMPTS[0]] * 8
+    h, info = mid_block_batch(base, PROMPTS[0], list(range(100, 108)), 3)
+    changes = {}
+    for limit in (None, 0.01):
+        m = with_params(base, workdir, step_size=1e4, inner_steps=1, max_relative_step=limit)
+        guided = m.guide(h, info, prompts, m.groups(prompts))
+        changes[limit] = ((guided - h).flatten(1).norm(dim=1) / h.flatten(1).norm(dim=1))
+    assert changes[None].max() > 0.05  # unlimited, this step size moves some image's h by > 5 %
+    assert changes[0.01].max() <= 0.01 * 1.0001 and changes[0.01].max() > 0.009  # limited, and used
+
+
 def test_guidance_leaves_steps_above_the_threshold_alone(method, base):
     h, info = mid_block_batch(base, PROMPTS[0], list(range(4)), 0)
     late = dataclasses.replace(info, timestep=900)
