@@ -45,6 +45,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
@@ -118,15 +119,18 @@ class DiffLensParams:
     # World values measured on 4 biased plain prompts x 64 images (colour soft FD / FID vs reference;
     # baseline 0.508 / 22.3): K 10, r 3, all steps 0.340 / 33.9 (the old default: a strong push on
     # few features changes shade too and hurts FID); K 30, r 1 0.237 / 18.5; K 40, r 1 0.155 / 15.3;
-    # K 40, r 1.5, first half of the steps 0.116 / 16.1 (chosen). Colour is settled in the first half
-    # of the world's 20 steps (edits or guidance in the second half alone leave it unchanged).
+    # K 40, r 1.5, first half of the steps (edit_stop_fraction 0.5) 0.116 / 16.1 (chosen). Colour is
+    # settled in the first half of the world's 20 steps (edits in the second half alone leave it).
     mode: str = "add_probability"
     features_per_class: int = 40  # K_c for every class, unless class_features is given
     ratio: float = 1.5  # r_c for every class, unless class_ratios is given
     class_features: tuple[int, ...] | None = None
     class_ratios: tuple[float, ...] | None = None
     edit_skip_first: int = 1  # paper: every step but the first (SD: steps 1-48 of 0-49)
-    edit_skip_last: int = 10  # paper: 0 (P2) / 1 (SD); world: edit steps 1-9 of 0-19
+    edit_skip_last: int = 0  # paper: 0 (P2) / 1 (SD)
+    # edit only steps before this fraction of the schedule (paper: 1.0, all; world: the first half,
+    # steps 1-9 of 0-19), as a fraction so that one setting fits samplers of any length
+    edit_stop_fraction: float = 0.5
     # the add offset is in units of each feature's mean active value (paper: absolute offsets)
     add_relative: bool = True
 
@@ -139,6 +143,8 @@ class DiffLensParams:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if not 0.0 <= self.probe_val_fraction < 1.0:
             raise ValueError(f"probe_val_fraction must be in [0, 1), got {self.probe_val_fraction}")
+        if not 0.0 < self.edit_stop_fraction <= 1.0:
+            raise ValueError(f"edit_stop_fraction must be in (0, 1], got {self.edit_stop_fraction}")
         if self.ig_temperature <= 0:
             raise ValueError(f"ig_temperature must be > 0, got {self.ig_temperature}")
         if self.class_features is not None:
@@ -152,7 +158,7 @@ class DiffLensParams:
         return cls(samples_per_prompt=500, expansion=4, k=32, sae_batch=512, sae_steps=20000, probe_epochs=30,
                    ig_temperature=1000.0, attribution_skip_first=1, attribution_skip_last=1,
                    mode="add_probability", class_features=(10, 0, 30), class_ratios=(30.0, 0.0, 50.0),
-                   edit_skip_first=1, edit_skip_last=1, add_relative=False)
+                   edit_skip_first=1, edit_skip_last=1, edit_stop_fraction=1.0, add_relative=False)
 
     def training_fields(self) -> dict:
         """The fields that determine the trained artefacts (not the intervention settings)."""
@@ -637,10 +643,12 @@ class DiffLens(Method):
         """Images where image ``n`` gets ``edit`` for the classes in ``classes[n]``."""
         assert self.components is not None and self.sae is not None, "call prepare() first"
         config = self.components.sampler
-        steps = set(step_range(config.num_inference_steps, self.params.edit_skip_first, self.params.edit_skip_last))
+        p, n = self.params, config.num_inference_steps
+        stop = math.ceil(p.edit_stop_fraction * n)
+        steps = {s for s in step_range(n, p.edit_skip_first, p.edit_skip_last) if s < stop}
         if not steps:
-            raise ConfigError(f"difflens: edit_skip_first={self.params.edit_skip_first} and edit_skip_last="
-                              f"{self.params.edit_skip_last} edit no step of a {config.num_inference_steps}-step sampler")
+            raise ConfigError(f"difflens: edit_skip_first={p.edit_skip_first}, edit_skip_last={p.edit_skip_last} and "
+                              f"edit_stop_fraction={p.edit_stop_fraction} edit no step of a {n}-step sampler")
         return sample_two_pass(self.components, prompts, seeds,
                                lambda h, _step: edit.apply(self.sae, h, classes), steps, config)
 
@@ -713,16 +721,16 @@ def cli(argv: list[str]) -> int:
     feat.add_argument("--boost", type=float, default=6.0, help="offset in units of the feature's mean active value")
     feat.add_argument("--grid", type=Path, default=Path("difflens-features.png"))
     feat.add_argument("--samples-per-prompt", type=int, default=None)
-    feat.add_argument("--edit-skip-last", type=int, default=None,
-                      help=f"final steps left unedited (default {DiffLensParams.edit_skip_last}, the world's)")
+    feat.add_argument("--edit-stop-fraction", type=float, default=None,
+                      help=f"edit steps before this fraction of the schedule (default {DiffLensParams.edit_stop_fraction})")
     args = parser.parse_args(argv)
 
     base, data = _profile(args.profile)
     params = DiffLensParams(attribute=args.attribute)
     if args.samples_per_prompt is not None:
         params.samples_per_prompt = args.samples_per_prompt
-    if args.edit_skip_last is not None:
-        params.edit_skip_last = args.edit_skip_last
+    if args.edit_stop_fraction is not None:
+        params.edit_stop_fraction = args.edit_stop_fraction
     method = DiffLens(params)
     method.prepare(base, data, args.workdir)
     prompt = args.prompt or data.prompts[0]

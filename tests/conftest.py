@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from contextlib import contextmanager
 from pathlib import Path
 
 # Missing weights must fail in milliseconds, never wait on a hub.
@@ -53,13 +54,28 @@ def tiny_config(tmp_path: Path, tones_file: Path):
     })
 
 
+@contextmanager
+def _single_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 @pytest.fixture
 def one_thread():
     """Tiny models run fastest on one thread; two threads on a busy 2-core machine are 10x slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+    with _single_thread():
+        yield
+
+
+@pytest.fixture(scope="module")
+def one_thread_module():
+    """``one_thread`` for a whole module, so module-scoped fixtures (trained tiny methods) use it too."""
+    with _single_thread():
+        yield
 
 
 @pytest.fixture

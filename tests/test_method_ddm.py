@@ -26,13 +26,7 @@ def _solid(n: int, rgb: tuple[int, int, int], rng: np.random.Generator, size: in
     return np.clip(base + rng.integers(-20, 21, (n, size, size, 3)), 0, 255).astype(np.uint8)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    # The tiny models are too small to gain from threads; one thread avoids oversubscription.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread_module")
 
 
 @pytest.fixture(scope="module")

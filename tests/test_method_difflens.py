@@ -7,6 +7,7 @@ the probes, attribution and edits run exactly as they do on the world, only on a
 from __future__ import annotations
 
 import json
+import math
 import re
 
 import numpy as np
@@ -17,7 +18,7 @@ from benchmark.errors import ConfigError
 from benchmark.hooks import record_mid_block, split_branches
 from benchmark.sampling import fresh_scheduler, sample
 from benchmark.tiny import tiny_sd_components
-from methods import METHODS
+from methods import METHODS, difflens
 from methods.base import MethodData
 from methods.difflens import (
     DiffLens,
@@ -37,7 +38,7 @@ from methods.difflens import (
 )
 
 PROMPTS = ["a photo of a doctor", "a photo of a nurse"]
-TINY = dict(samples_per_prompt=128, k=16, sae_steps=1000, sae_lr=3e-3, sae_batch=512, probe_epochs=10, edit_skip_last=0)
+TINY = dict(samples_per_prompt=128, k=16, sae_steps=1000, sae_lr=3e-3, sae_batch=512, probe_epochs=10, edit_stop_fraction=1.0)
 
 
 @pytest.fixture(scope="module")
@@ -264,7 +265,7 @@ def test_paper_params_are_the_official_sd_age_config():
 def test_features_command_prints_scores_and_saves_grid(tmp_path, capsys):
     grid = tmp_path / "grid.png"
     rc = cli(["features", "--profile", "tiny", "--workdir", str(tmp_path / "w"), "--top", "2", "--seeds", "3",
-              "--grid", str(grid), "--samples-per-prompt", "16", "--edit-skip-last", "0"])
+              "--grid", str(grid), "--samples-per-prompt", "16", "--edit-stop-fraction", "1"])
     out = capsys.readouterr().out
     assert rc == 0
     assert len(re.findall(r"score [+-]\d", out)) == 4 and "warm" in out and "cool" in out
@@ -278,9 +279,26 @@ def test_features_command_prints_scores_and_saves_grid(tmp_path, capsys):
 
 
 def test_a_step_range_that_edits_nothing_is_an_error(prepared, tiny):
-    prepared.params = DiffLensParams(**{**TINY, "edit_skip_last": 100})
+    prepared.params = DiffLensParams(**{**TINY, "edit_skip_last": 100})  # more than the sampler has
     try:
         with pytest.raises(ConfigError, match="edit no step"):
             prepared.generate(["a photo"], [0])
     finally:
         prepared.params = DiffLensParams(**TINY)
+
+
+def test_edit_stop_fraction_picks_the_first_steps(prepared, tiny, monkeypatch):
+    seen = []
+    real = difflens.sample_two_pass
+
+    def spy(components, prompts, seeds, edit, edit_steps, config=None):
+        seen.append(sorted(edit_steps))
+        return real(components, prompts, seeds, edit, edit_steps, config)
+
+    monkeypatch.setattr(difflens, "sample_two_pass", spy)
+    n = tiny.sampler.num_inference_steps
+    for fraction in (1.0, 0.5):
+        prepared.params = DiffLensParams(**{**TINY, "edit_stop_fraction": fraction})
+        prepared.generate(["a photo"], [0])
+    prepared.params = DiffLensParams(**TINY)
+    assert seen == [list(range(1, n)), list(range(1, math.ceil(n / 2)))]

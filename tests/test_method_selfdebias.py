@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from doubles import PixelEmbedder  # noqa: E402
 
 from benchmark.errors import ConfigError
 from benchmark.hashing import hash_file
@@ -31,23 +32,6 @@ TINY = SelfDebiasParams(num_samples=24, hidden_dim=64, step_embed_dim=16, epochs
                         lam=1.0, step_size=4.0, tau=0.1, guidance_batch=8, k_max=4)
 
 
-class PixelEmbedder:
-    """A fixed random projection of 4x4-pooled pixels: deterministic, unit-norm, CLIP-shaped."""
-
-    fingerprint = "test-pixel-embedder"
-
-    def __init__(self, dim: int = 16) -> None:
-        self.w = torch.randn(48, dim, generator=torch.Generator().manual_seed(0))
-
-    def encode_images(self, images: np.ndarray) -> np.ndarray:
-        x = torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255
-        x = torch.nn.functional.adaptive_avg_pool2d(x, 4).flatten(1)
-        return torch.nn.functional.normalize((x - 0.5) @ self.w, dim=1).numpy()
-
-    def encode_texts(self, texts: list[str]) -> np.ndarray:
-        raise NotImplementedError
-
-
 class Tripwire:
     """Fails the test on any attribute access: stands in for labels and classifiers."""
 
@@ -62,13 +46,7 @@ class TripwireLabels(dict):
     get = items = keys = values = __iter__ = __len__ = __contains__ = __getitem__  # type: ignore[assignment]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    # two shared cores: more threads only oversubscribe them
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread_module")
 
 
 @pytest.fixture(scope="module")

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 from diffusers import EulerDiscreteScheduler, StableDiffusionXLPipeline
+from doubles import PixelEmbedder  # noqa: E402
 
 from benchmark.components import SamplerConfig
 from benchmark.hooks import record_mid_block, split_branches
@@ -22,26 +23,7 @@ from methods.base import MethodData
 PROMPTS = ["a photo of a doctor", "a photo of a nurse"]
 
 
-class PixelEmbedder:
-    """A fixed random projection of 4x4-pooled pixels (as in test_method_selfdebias): CLIP-shaped."""
-
-    fingerprint = "test-pixel-embedder"
-
-    def __init__(self, dim: int = 16) -> None:
-        self.w = torch.randn(48, dim, generator=torch.Generator().manual_seed(0))
-
-    def encode_images(self, images: np.ndarray) -> np.ndarray:
-        x = torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255
-        x = torch.nn.functional.adaptive_avg_pool2d(x, 4).flatten(1)
-        return torch.nn.functional.normalize((x - 0.5) @ self.w, dim=1).numpy()
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread_module")
 
 
 @pytest.fixture(scope="module")
