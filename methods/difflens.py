@@ -116,14 +116,17 @@ class DiffLensParams:
 
     # intervention (paper SD age: add_all_probability, K = (10, 0, 30), r = (+30, 0, +50);
     # P2 gender: multiply, K = 30, r = (x1.43, x1.0))
-    # World values measured on 4 biased plain prompts x 64 images (colour soft FD / FID vs reference;
-    # baseline 0.508 / 22.3): K 10, r 3, all steps 0.340 / 33.9 (the old default: a strong push on
-    # few features changes shade too and hurts FID); K 30, r 1 0.237 / 18.5; K 40, r 1 0.155 / 15.3;
-    # K 40, r 1.5, first half of the steps (edit_stop_fraction 0.5) 0.116 / 16.1 (chosen). Colour is
-    # settled in the first half of the world's 20 steps (edits in the second half alone leave it).
+    # World values, measured with the runner's preparation (the 10 plain prompts, 48 samples each)
+    # on all 10 plain prompts x 64 images: colour soft FD / FID vs reference, baseline 0.329 / 3.06.
+    # K 40, r 1.5, first half of the steps 0.183 / 8.81; K 60, r 1, first half 0.161 / 4.10; K 60, r 1,
+    # all steps 0.155 / 5.16; K 80, r 1, first half 0.080 / 2.64 (chosen); K 100, r 1, first half
+    # 0.087 / 8.89. (The old default K 10, r 3, all steps pushed few features hard: it changed shade
+    # too and cost FID, 9x on the full run.) Colour is settled in the first half of the world's 20
+    # steps (edits in the second half alone leave it). Top features are ranked per class, so K up to
+    # ``keep_features`` (100) is available.
     mode: str = "add_probability"
-    features_per_class: int = 40  # K_c for every class, unless class_features is given
-    ratio: float = 1.5  # r_c for every class, unless class_ratios is given
+    features_per_class: int = 80  # K_c for every class, unless class_features is given
+    ratio: float = 1.0  # r_c for every class, unless class_ratios is given
     class_features: tuple[int, ...] | None = None
     class_ratios: tuple[float, ...] | None = None
     edit_skip_first: int = 1  # paper: every step but the first (SD: steps 1-48 of 0-49)
@@ -143,6 +146,10 @@ class DiffLensParams:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if not 0.0 <= self.probe_val_fraction < 1.0:
             raise ValueError(f"probe_val_fraction must be in [0, 1), got {self.probe_val_fraction}")
+        counts = self.class_features if self.class_features is not None else (self.features_per_class,)
+        if max(counts) > self.keep_features:
+            raise ValueError(f"features per class ({max(counts)}) exceed keep_features ({self.keep_features}), "
+                             "the number of ranked features kept")
         if not 0.0 < self.edit_stop_fraction <= 1.0:
             raise ValueError(f"edit_stop_fraction must be in (0, 1], got {self.edit_stop_fraction}")
         if self.ig_temperature <= 0:
