@@ -28,6 +28,7 @@ from tqdm.auto import tqdm
 from benchmark.cache import Cache, atomic_write, png_bytes
 from benchmark.components import Components
 from benchmark.config import MethodSpec, RunConfig
+from benchmark.counting import count_unet_evaluations
 from benchmark.distributed import my_share, process_state
 from benchmark.errors import BenchError, CacheError, ConfigError, DataError
 from benchmark.hashing import hash_value
@@ -38,6 +39,7 @@ from methods import METHODS, Method
 from prompts import PromptSet, load_prompt_set
 
 log = logging.getLogger(__name__)
+PROBE_SEED = 2**31 - 1  # the cost probe's seed, outside the range of image seeds in practice
 
 SCHEMA_VERSION = 1
 # Every package whose version can change a number in results.json: the samplers and models, the
@@ -145,9 +147,10 @@ class Runner:
                         if not cell.failed:
                             self._classify(cell)
                         cells.append(cell)
-        from benchmark.scoring import score, score_truth
+        from benchmark.scoring import cost_records, score, score_truth
 
         records = score(cells, self.prompt_sets, self.classifiers, self.profile, self.config, self.failures)
+        records += cost_records(self.cost, [ps.name for ps in self.prompt_sets])
         self.truth = score_truth(cells, self.prompt_sets, self.classifiers, self.profile.truth, self.config)
         self._write(run_dir, cells, records, base)
         return run_dir
@@ -183,12 +186,31 @@ class Runner:
                           "data": data.fingerprint()})
         start = time.perf_counter()
         log.info("preparing %s", spec.key)
-        method.prepare(base, data, self.cache.artefact_dir(spec.name, key))
+        workdir = self.cache.artefact_dir(spec.name, key)
+        method.prepare(base, data, workdir)
         seconds = time.perf_counter() - start
-        self.cost[spec.key] = {"prepare_seconds": round(seconds, 3), "generate_seconds": 0.0, "generated": 0}
+        self.cost[spec.key] = {"prepare_seconds": round(seconds, 3), "generate_seconds": 0.0, "generated": 0,
+                               "unet_evals_per_image": self._unet_evaluations(method, workdir / "unet-evals.json")}
         self.method_info[spec.key] = {"method": spec.name, "fingerprint": method.fingerprint(),
                                       "params": dataclasses.asdict(method.params), "artefacts": dict(method.artefacts)}
         return method
+
+    def _unet_evaluations(self, method: Method, path: Path) -> int | None:
+        """UNet evaluations for one image of the first prompt, counted on one probe image and kept
+        next to the method's artefacts, so the count is known when every image comes from the cache."""
+        probe = self.prompt_sets[0].prompts[0].text
+        try:
+            known = json.loads(path.read_text())
+            if known.get("prompt") == probe:
+                return int(known["unet_evals_per_image"])
+        except (OSError, ValueError, KeyError, TypeError):
+            pass
+        try:
+            _, count = count_unet_evaluations(lambda: method.generate([probe], [PROBE_SEED]))
+        except DataError:
+            return None
+        atomic_write(path, json.dumps({"prompt": probe, "unet_evals_per_image": count}).encode())
+        return count
 
     def _generate(self, method: Method, cell: Cell, base: Components, bar: tqdm) -> None:
         fp = self.method_info[cell.method]["fingerprint"]

@@ -184,3 +184,22 @@ def score(cells: Sequence[Cell], prompt_sets: Sequence[PromptSet], classifiers: 
             recs += quality_for(done, comparable, profile, config, reference)
             records += _label(recs, method=method, prompt_set=ps.name)
     return records
+
+
+def cost_records(cost: dict[str, dict], prompt_sets: Sequence[str]) -> list[dict]:
+    """Cost as metric records, per method and prompt set: UNet evaluations per image (``per-image``,
+    and ``vs-baseline`` as a ratio). Seconds stay in ``results.json`` → ``cost`` only: a warm cache
+    has no timing, and metrics must not depend on what was cached."""
+    none = {"classifier": None, "attribute": None}
+    base = cost.get(BASELINE, {}).get("unet_evals_per_image")
+    records: list[dict] = []
+    for method, c in cost.items():
+        recs = []
+        evals = c.get("unet_evals_per_image")
+        if evals:
+            recs.append(make_record(None, "unet_evals", "per-image", evals, 1))
+            if base:
+                recs.append(make_record(None, "unet_evals", "vs-baseline", evals / base, 1))
+        for ps in prompt_sets:
+            records += _label([{**none, **r} for r in recs], method=method, prompt_set=ps)
+    return records

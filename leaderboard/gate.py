@@ -23,7 +23,7 @@ from typing import Any
 from benchmark.errors import BenchError
 from leaderboard.rundir import RESULTS_FILE, load_run
 
-NOT_GATED = frozenset({"seconds_per_image"})
+NOT_GATED = frozenset({"seconds_per_image", "unet_evals"})
 KEY_FIELDS = ("method", "prompt_set", "classifier", "attribute", "metric", "variant")
 FAILING = ("worse", "missing")
 

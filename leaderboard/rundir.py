@@ -35,6 +35,7 @@ FAMILIES: dict[str, str] = {
     "clip_t": "alignment",
     "clip_i": "alignment",
     "no_subject_rate": "coverage",
+    "unet_evals": "cost",
     "seconds_per_image": "cost",
 }
 METRIC_ORDER = list(FAMILIES)

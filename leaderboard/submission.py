@@ -79,6 +79,7 @@ RANGES: dict[str, tuple[float, float]] = {
     "clip_t": (0.0, 100.0),
     "clip_i": (0.0, 100.0),
     "no_subject_rate": (0.0, 1.0),
+    "unet_evals": (0.0, math.inf),
     "seconds_per_image": (0.0, math.inf),
 }
 RANGE_SLACK = 1e-9

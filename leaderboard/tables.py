@@ -33,6 +33,7 @@ METRIC_NAMES = {
     "clip_t": "CLIP-T",
     "clip_i": "CLIP-I",
     "no_subject_rate": "no-subject rate",
+    "unet_evals": "UNet evaluations per image",
     "seconds_per_image": "seconds per image",
 }
 

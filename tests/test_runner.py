@@ -33,7 +33,7 @@ def test_end_to_end_writes_results_predictions_report(tiny_config, counted) -> N
     assert results["versions"]["torch"] and results["models"]["base"]["fingerprint"]
     assert results["failures"] == []
     frame = pd.read_parquet(run_dir / "predictions.parquet")
-    assert len(frame) == 4 * 4 == counted["images"]
+    assert len(frame) == 4 * 4 == counted["images"] - 1  # plus one cost probe (UNet evaluations per image)
     assert {"palette/tone/warm", "palette/tone/cool", "seed", "image_sha256"} <= set(frame.columns)
     np.testing.assert_allclose(frame["palette/tone/warm"] + frame["palette/tone/cool"], 1.0)
     metrics = pd.DataFrame(results["metrics"])
@@ -87,3 +87,21 @@ def test_nan_images_are_reported_not_scored(tiny_config, monkeypatch) -> None:
                                     "stage": "generate", "error": "2 of 3 generated images contain NaN or Inf values"}]
     scored = {m["prompt_id"] for m in results["metrics"]}
     assert "nurse" not in scored and "doctor" in scored
+
+
+def test_cost_counts_unet_evaluations_per_image(tiny_config, counted) -> None:
+    """Baseline with CFG: two UNet evaluations per step; the count survives a warm cache."""
+    run_dir = run(tiny_config, progress=False)
+    results = json.loads((run_dir / "results.json").read_text())
+    from benchmark.profiles import load_profile
+
+    sampler = load_profile(tiny_config).components.sampler
+    per_step = 2 if sampler.guidance_scale > 1 else 1
+    assert results["cost"]["baseline"]["unet_evals_per_image"] == per_step * sampler.num_inference_steps
+    records = [m for m in results["metrics"] if m["metric"] == "unet_evals"]
+    assert {(m["variant"], m["value"]) for m in records} == {
+        ("per-image", per_step * sampler.num_inference_steps), ("vs-baseline", 1.0)}
+    generated = counted["images"]
+    again = json.loads((run(tiny_config, progress=False) / "results.json").read_text())
+    assert counted["images"] == generated  # the probe is not repeated either
+    assert again["cost"]["baseline"]["unet_evals_per_image"] == results["cost"]["baseline"]["unet_evals_per_image"]

@@ -66,6 +66,8 @@ HIGHER_IS_BETTER = {
     "kid": False,
     "clip_t": True,
     "clip_i": True,
+    "unet_evals": False,
+    "seconds_per_image": False,
 }
 
 
