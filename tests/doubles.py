@@ -21,3 +21,31 @@ class PixelEmbedder:
 
     def encode_texts(self, texts: list[str]) -> np.ndarray:
         raise NotImplementedError
+
+
+def save_stand_in_inception(path) -> torch.nn.Module:
+    """A TorchScript file with clean-fid's Inception layout (``.layers`` → (B, 2048, 1, 1)); it checks
+    that its inputs were resized to 299 px, as clean-fid does, and is seeded."""
+
+    class Layers(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.proj = torch.nn.Linear(3, 2048)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            assert x.shape[2] == 299
+            return self.proj(x.mean(dim=(2, 3))).reshape(x.shape[0], 2048, 1, 1)
+
+    class Base(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.layers = Layers()
+
+        def forward(self, x: torch.Tensor, return_features: bool = False) -> torch.Tensor:
+            return self.layers(x)
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        base = Base()
+    torch.jit.script(base).save(str(path))
+    return base

@@ -171,27 +171,9 @@ def test_inception_missing_weights_is_one_line_model_load_error(tmp_path, monkey
 def test_inception_path_runs_clean_fid_code_on_local_torchscript(tmp_path):
     """A stand-in TorchScript file with clean-fid's layout exercises the real load/resize/forward path."""
     import torch
+    from doubles import save_stand_in_inception
 
-    class Layers(torch.nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.proj = torch.nn.Linear(3, 2048)
-
-        def forward(self, x: torch.Tensor) -> torch.Tensor:
-            assert x.shape[2] == 299
-            return self.proj(x.mean(dim=(2, 3))).reshape(x.shape[0], 2048, 1, 1)
-
-    class Base(torch.nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.layers = Layers()
-
-        def forward(self, x: torch.Tensor, return_features: bool = False) -> torch.Tensor:
-            return self.layers(x)
-
-    torch.manual_seed(0)
-    base = Base()
-    torch.jit.script(base).save(str(tmp_path / "inception-2015-12-05.pt"))
+    base = save_stand_in_inception(tmp_path / "inception-2015-12-05.pt")
     ext = InceptionFeatures(weights_dir=tmp_path, batch_size=2)
     imgs = _images(5, n=3)
     feats = ext(imgs)

@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from doubles import save_stand_in_inception
 
 from benchmark.config import load_config
 from benchmark.errors import ModelLoadError
@@ -155,28 +156,6 @@ def test_half_precision_path_on_cpu(sd_path) -> None:
 
 # -- Inception FID features, from the documented local folder -------------------------------------------
 
-def _stand_in_inception(path) -> None:
-    """A TorchScript file with clean-fid's Inception layout (``.layers`` → (B, 2048, 1, 1))."""
-
-    class Layers(torch.nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.proj = torch.nn.Linear(3, 2048)
-
-        def forward(self, x: torch.Tensor) -> torch.Tensor:
-            return self.proj(x.mean(dim=(2, 3))).reshape(x.shape[0], 2048, 1, 1)
-
-    class Base(torch.nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.layers = Layers()
-
-        def forward(self, x: torch.Tensor, return_features: bool = False) -> torch.Tensor:
-            return self.layers(x)
-
-    torch.jit.script(Base()).save(str(path))
-
-
 def test_real_profile_uses_inception_from_the_local_folder(tmp_path, tones_file, sd_path, monkeypatch) -> None:
     folder = tmp_path / "inception"
     folder.mkdir()
@@ -191,7 +170,7 @@ def test_real_profile_uses_inception_from_the_local_folder(tmp_path, tones_file,
         Runner(_config(tmp_path, tones_file, sd_path), progress=False)
     assert "\n" not in str(err.value)
 
-    _stand_in_inception(folder / "inception-2015-12-05.pt")
+    save_stand_in_inception(folder / "inception-2015-12-05.pt")
     from benchmark.metrics.fid import InceptionFeatures
     from benchmark.profiles import real_profile
 
