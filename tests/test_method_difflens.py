@@ -302,3 +302,34 @@ def test_edit_stop_fraction_picks_the_first_steps(prepared, tiny, monkeypatch):
         prepared.generate(["a photo"], [0])
     prepared.params = DiffLensParams(**TINY)
     assert seen == [list(range(1, n)), list(range(1, math.ceil(n / 2)))]
+
+
+@pytest.mark.slow
+def test_world_difflens_reaches_target(tmp_path):
+    """World defaults, the runner's preparation (plain prompts): colour soft FD at least 70 % below the
+    baseline's and FID vs reference at most 1.5x (measured here: 0.329 -> 0.080, FID 3.06 -> 2.64)."""
+    pytest.importorskip("benchmark.world")
+    import dataclasses
+
+    from benchmark.metrics.fid import frechet_distance
+    from benchmark.seeding import image_seeds
+    from benchmark.world import load_world
+    from classifiers.world import WorldClassifier
+
+    world = load_world()
+    clf = WorldClassifier()
+    plain = [p.text for p in world.prompts if not p.named]
+    data = dataclasses.replace(world.method_data, classifier=clf, attribute="color", prompts=plain)
+    method = DiffLens()
+    method.prepare(world.components, data, tmp_path)
+    ref = world.features(world.reference.images)
+    rows = {}
+    for label, generate in (("baseline", lambda p, s: sample(world.components, p, s)), ("difflens", method.generate)):
+        fds, images = [], []
+        for prompt in plain:
+            imgs = generate([prompt] * 64, image_seeds(0, prompt, 64))
+            images.append(imgs)
+            fds.append(float(np.linalg.norm(clf.predict(imgs)["color"].mean(0) - 0.5)))
+        rows[label] = (np.mean(fds), frechet_distance(world.features(np.concatenate(images)), ref))
+    assert rows["difflens"][0] <= 0.3 * rows["baseline"][0], rows
+    assert rows["difflens"][1] <= 1.5 * rows["baseline"][1], rows
