@@ -165,10 +165,11 @@ def score(cells: Sequence[Cell], prompt_sets: Sequence[PromptSet], classifiers: 
     """All metric records of a run. A method whose cells failed on a prompt is scored on the rest
     and the failure is listed in ``results.json`` (never averaged in as a number)."""
     reference = None
-    if config.metrics.fid and profile.features is not None and config.reference_stats:
-        reference = load_reference_stats(config.reference_stats, profile.features)
-    elif config.metrics.fid and profile.features is not None and profile.reference is not None:
-        reference = reference_stats(profile.reference.images, profile.features, key=profile.reference.fingerprint)
+    if config.metrics.fid and profile.features is not None:
+        if config.reference_stats:
+            reference = load_reference_stats(config.reference_stats, profile.features)
+        elif profile.reference is not None:
+            reference = reference_stats(profile.reference.images, profile.features, key=profile.reference.fingerprint)
     records: list[dict] = []
     methods = list(dict.fromkeys(c.method for c in cells))
     for ps in prompt_sets:

@@ -143,6 +143,11 @@ def _seeded(seed: int) -> Iterator[None]:
         yield
 
 
+def lora_config(params: DDMParams, targets: Sequence[str]) -> LoraConfig:
+    return LoraConfig(r=params.lora_rank, lora_alpha=params.lora_alpha, lora_dropout=params.lora_dropout, bias="none",
+                      target_modules=list(targets))
+
+
 def add_lora(base: Components, params: DDMParams) -> tuple[nn.Module, nn.Module]:
     """Float32 copies of UNet and text encoder with fresh LoRA adapters (seeded init).
 
@@ -150,11 +155,10 @@ def add_lora(base: Components, params: DDMParams) -> tuple[nn.Module, nn.Module]
     ``train_text_encoder`` is off.
     """
     unet, text_encoder = _float32(deepcopy(base.unet)), _float32(deepcopy(base.text_encoder))
-    lora = dict(r=params.lora_rank, lora_alpha=params.lora_alpha, lora_dropout=params.lora_dropout, bias="none")
     with _seeded(params.seed):
-        unet = get_peft_model(unet, LoraConfig(target_modules=list(params.unet_targets), **lora))
+        unet = get_peft_model(unet, lora_config(params, params.unet_targets))
         if params.train_text_encoder:
-            text_encoder = get_peft_model(text_encoder, LoraConfig(target_modules=list(params.text_targets), **lora))
+            text_encoder = get_peft_model(text_encoder, lora_config(params, params.text_targets))
         else:
             text_encoder.requires_grad_(False)
     return unet, text_encoder
@@ -169,9 +173,8 @@ def add_lora_2(base: Components, params: DDMParams) -> nn.Module | None:
     text_encoder = _float32(deepcopy(base.text_encoder_2))
     if not params.train_text_encoder:
         return text_encoder.requires_grad_(False)
-    lora = dict(r=params.lora_rank, lora_alpha=params.lora_alpha, lora_dropout=params.lora_dropout, bias="none")
     with _seeded(params.seed + 2):
-        return get_peft_model(text_encoder, LoraConfig(target_modules=list(params.text_targets), **lora))
+        return get_peft_model(text_encoder, lora_config(params, params.text_targets))
 
 
 def _float32(module: nn.Module) -> nn.Module:
@@ -433,7 +436,6 @@ class DDM(Method):
             n = self.params.entropy_images
             diag = {"target": indicator_entropy(trainer, data.target, 1, n, self.params.seed),
                     "nontarget": indicator_entropy(trainer, data.nontarget, 0, n, self.params.seed)}
-            hist = trainer.history
             # The safetensors metadata holds only deterministic fields, so equal training gives
             # an equal file hash; timings live in the JSON manifest next to it.
             meta = {"key": key, "method": self.name, "params": dataclasses.asdict(self.params), "base": base.fingerprint,

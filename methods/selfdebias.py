@@ -116,7 +116,7 @@ class SelfDebiasParams:
     guide_below: float = 0.85  # paper: t < 850 of 1000 train timesteps
     guidance_batch: int | None = 32  # paper: 32 (faces), 16 (H-distribution reproduction)
     # Largest change of one image's h per inner step, relative to its norm ||h||; None = no limit
-    # (paper: no clipping). DEVIATION on the world, see SelfDebias.guide.
+    # (paper: no clipping). DEVIATION on the world, see SelfDebias._limit.
     max_relative_step: float | None = 0.3
     target: tuple[float, ...] | None = None  # None: uniform over the modes (paper); else one weight per mode
 
