@@ -18,7 +18,7 @@ import logging
 import os
 import uuid
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 from PIL import Image
@@ -50,6 +50,12 @@ def png_bytes(image: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
+class CachedImage(NamedTuple):
+    image: np.ndarray
+    sha256: str
+    seconds: float | None  # generation time per image when it was made (None: not recorded)
+
+
 class Cache:
     """A directory of images (PNG), predictions (JSON) and artefact folders."""
 
@@ -72,31 +78,36 @@ class Cache:
         return self.root / "artefacts" / method / key[:16]
 
     # -- images ------------------------------------------------------------------------------
-    def get_image(self, key: str) -> tuple[np.ndarray, str] | None:
-        """(image, sha256 of its PNG) or None when absent or corrupt."""
+    def get_image(self, key: str) -> CachedImage | None:
+        """The stored image, the sha256 of its PNG and its generation time, or None when absent or corrupt."""
         path = self._image_path(key)
         meta = path.with_suffix(".json")
         if not path.exists() or not meta.exists():
             return None
         try:
             data = path.read_bytes()
-            expected = json.loads(meta.read_text())["sha256"]
+            info = json.loads(meta.read_text())
+            expected = info["sha256"]
             if hash_bytes(data) != expected:
                 raise ValueError("hash mismatch")
             image = np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
-        except (OSError, ValueError, KeyError, json.JSONDecodeError) as exc:
+        except (OSError, ValueError, KeyError, TypeError, json.JSONDecodeError) as exc:
             self._discard(path, meta, exc)
             return None
-        return image, expected
+        seconds = info.get("seconds")
+        return CachedImage(image, expected, float(seconds) if isinstance(seconds, (int, float)) else None)
 
-    def put_image(self, key: str, image: np.ndarray) -> str:
-        """Store an image; returns the sha256 of its PNG bytes (the image's identity)."""
+    def put_image(self, key: str, image: np.ndarray, seconds: float | None = None) -> str:
+        """Store an image and, if known, the seconds it took to generate (its share of its batch),
+        so that a run served from the cache still reports seconds per image; returns the sha256
+        of its PNG bytes (the image's identity)."""
         data = png_bytes(image)
         sha = hash_bytes(data)
         path = self._image_path(key)
         atomic_write(path, data)
         # The hash file goes last: an entry counts only once both halves are in place.
-        atomic_write(path.with_suffix(".json"), json.dumps({"sha256": sha}).encode())
+        meta = {"sha256": sha} if seconds is None else {"sha256": sha, "seconds": round(float(seconds), 6)}
+        atomic_write(path.with_suffix(".json"), json.dumps(meta).encode())
         return sha
 
     # -- predictions --------------------------------------------------------------------------

@@ -1,6 +1,7 @@
 """The ``debias-bench`` command.
 
     debias-bench run [CONFIG] [--methods baseline,ddm] [--images-per-prompt 50] ...
+    debias-bench prepare [CONFIG] [--export DIR]   (train or load artefacts only; DIR receives copies)
     debias-bench list {methods,classifiers,prompts,profiles}
     debias-bench report RUN_DIR
     debias-bench world build [...]
@@ -56,6 +57,35 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--run-id")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=_cmd_run)
+
+
+def _add_prepare(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("prepare", help="train or load every method's artefacts without generating; --export ships them")
+    p.add_argument("config", nargs="?", help="run config (.yaml/.yml/.toml); default: the world suite")
+    p.add_argument("--variant", help="world variant (default, alt)")
+    p.add_argument("--methods", type=_csv, help="comma-separated method names")
+    p.add_argument("--cache-dir")
+    p.add_argument("--export", metavar="DIR",
+                   help="copy each prepared artefact folder with its manifest to DIR/<method>/<key>/ "
+                        "(the world's store: benchmark/world/weights[-VARIANT]/methods)")
+    p.set_defaults(func=_cmd_prepare)
+
+
+def _cmd_prepare(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from benchmark.config import load_config
+    from benchmark.runner import Runner
+
+    over = {k: getattr(args, k) for k in ("variant", "cache_dir")}
+    if args.methods is not None:
+        over["methods"] = [{"name": m} for m in args.methods]
+    runner = Runner(load_config(args.config, over), progress=False)
+    folders = runner.prepare(Path(args.export) if args.export else None)
+    for key, folder in folders.items():
+        train = runner.cost[key].get("train_seconds")
+        print(f"{key:<12} {folder}  (training {'unknown' if train is None else f'{train:.1f} s'})")
+    return 0
 
 
 def _overrides(args: argparse.Namespace) -> dict:
@@ -141,6 +171,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress messages")
     sub = parser.add_subparsers(dest="command", required=True)
     _add_run(sub)
+    _add_prepare(sub)
     p = sub.add_parser("list", help="list registered names")
     p.add_argument("what", choices=["methods", "classifiers", "prompts", "profiles"])
     p.set_defaults(func=_cmd_list)

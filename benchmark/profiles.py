@@ -41,10 +41,12 @@ class Profile:
     features_name: str = ""
     truth: dict | None = None
     info: dict = field(default_factory=dict)  # recorded in results.json as models.profile_info
+    # read-only folders of prepared method artefacts (benchmark.shipped), searched before training
+    artefact_stores: list[Path] = field(default_factory=list)
 
 
 def world_profile(config: RunConfig) -> Profile:
-    from benchmark.world import load_world
+    from benchmark.world import load_world, weights_dir
 
     world = load_world(config.variant)
     return Profile(
@@ -56,6 +58,7 @@ def world_profile(config: RunConfig) -> Profile:
         features=world.features,
         features_name="world-clip",
         truth=world.truth,
+        artefact_stores=[weights_dir(config.variant) / "methods"],
     )
 
 

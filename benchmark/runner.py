@@ -25,6 +25,7 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
+from benchmark import shipped
 from benchmark.cache import Cache, atomic_write, png_bytes
 from benchmark.components import Components
 from benchmark.config import MethodSpec, RunConfig
@@ -36,6 +37,7 @@ from benchmark.profiles import Profile, load_profile
 from benchmark.seeding import image_seeds
 from classifiers import CLASSIFIERS, Classifier
 from methods import METHODS, Method
+from methods.base import MethodData
 from prompts import PromptSet, load_prompt_set
 
 log = logging.getLogger(__name__)
@@ -100,6 +102,7 @@ class Runner:
         self.failures: list[dict[str, str]] = []
         self.cost: dict[str, dict[str, Any]] = {}
         self.method_info: dict[str, dict[str, Any]] = {}
+        self.workdirs: dict[str, Path] = {}  # method key -> its artefact folder in the cache
 
     # -- set-up --------------------------------------------------------------------------------
     def _prompt_set(self, name: str) -> PromptSet:
@@ -111,7 +114,7 @@ class Runner:
             changes["images_per_prompt"] = self.config.images_per_prompt
         return dataclasses.replace(ps, **changes) if changes else ps
 
-    def _components(self) -> Components:
+    def components(self) -> Components:
         base = self.profile.components
         overrides = {k: v for k, v in self.config.sampler.model_dump().items() if v is not None}
         if overrides:
@@ -122,10 +125,22 @@ class Runner:
         return Path(self.config.output_dir) / (self.config.run_id or default_run_id(self.config))
 
     # -- the loop ------------------------------------------------------------------------------
+    def prepare(self, export_to: Path | None = None) -> dict[str, Path]:
+        """Prepare every method (train or load its artefacts) without generating; with ``export_to``,
+        copy each prepared folder there (:func:`benchmark.shipped.export`). Returns the folders."""
+        base = self.components()
+        folders = {}
+        for spec in self.config.methods:
+            self._prepare(spec, base)
+            folders[spec.key] = self.workdirs[spec.key]
+            if export_to is not None:
+                folders[spec.key] = shipped.export(self.workdirs[spec.key], export_to, spec.name)
+        return folders
+
     def run(self) -> Path:
         run_dir = self.run_dir()
         _check_writable(run_dir)
-        base = self._components()
+        base = self.components()
         state = process_state()
         if state is not None:
             self._run_shard(state, base)
@@ -175,24 +190,49 @@ class Runner:
                             self._classify(cell)
                     bar.update(1)
 
-    def _prepare(self, spec: MethodSpec, base: Components) -> Method:
-        method = METHODS.get(spec.name).from_config(spec.params)
+    def method_data(self) -> MethodData:
+        """The profile's method data, with this run's classifier, attribute and plain prompts."""
         data = self.profile.method_data
         data.classifier = next(iter(self.classifiers.values()))
         data.attribute = self.config.debias_attribute or self.prompt_sets[0].attributes[0]
         data.prompts = [p.text for ps in self.prompt_sets for p in ps.prompts if not p.named]
-        key = hash_value({"method": spec.name, "params": dataclasses.asdict(method.params),
-                          "base": base.fingerprint, "sampler": dataclasses.asdict(base.sampler),
-                          "data": data.fingerprint()})
+        return data
+
+    def artefact_key(self, method: Method, base: Components) -> str:
+        """Everything a method's preparation depends on, hashed: its artefact folder's name."""
+        return hash_value({"method": method.name, "params": dataclasses.asdict(method.params),
+                           "base": base.fingerprint, "sampler": dataclasses.asdict(base.sampler),
+                           "data": self.method_data().fingerprint()})
+
+    def _prepare(self, spec: MethodSpec, base: Components) -> Method:
+        method = METHODS.get(spec.name).from_config(spec.params)
+        data = self.method_data()
+        key = self.artefact_key(method, base)
+        workdir = self.workdirs[spec.key] = self.cache.artefact_dir(spec.name, key)
+        source = shipped.seed_from(self.profile.artefact_stores, spec.name, key, workdir)
+        if source is not None:
+            log.info("%s: artefacts from %s", spec.key, source)
+        before = shipped.read_manifest(workdir)
+        fresh = not (workdir.is_dir() and any(workdir.iterdir()))
         start = time.perf_counter()
         log.info("preparing %s", spec.key)
-        workdir = self.cache.artefact_dir(spec.name, key)
         method.prepare(base, data, workdir)
         seconds = time.perf_counter() - start
-        self.cost[spec.key] = {"prepare_seconds": round(seconds, 3), "generate_seconds": 0.0, "generated": 0,
-                               "unet_evals_per_image": self._unet_evaluations(method, workdir / "unet-evals.json")}
+        evals = self._unet_evaluations(method, workdir / "unet-evals.json")
+        # Training time is measured once, when the folder is first filled, and kept in its manifest;
+        # a folder filled before manifests existed has no known training time.
+        train_seconds = before.get("train_seconds") if before else (round(seconds, 3) if fresh else None)
+        if workdir.is_dir() and (before is None or shipped.artefact_files(workdir) != before["files"]):
+            info = {"method": spec.name, "key": key, "params": dataclasses.asdict(method.params),
+                    "base": base.fingerprint, "sampler": dataclasses.asdict(base.sampler), "data": data.fingerprint(),
+                    "train_seconds": train_seconds, "versions": package_versions()}
+            shipped.write_manifest(workdir, before or info)
+        self.cost[spec.key] = {"prepare_seconds": round(seconds, 3), "train_seconds": train_seconds,
+                               "generate_seconds": 0.0, "generated": 0, "image_seconds": 0.0, "timed_images": 0,
+                               "unet_evals_per_image": evals}
         self.method_info[spec.key] = {"method": spec.name, "fingerprint": method.fingerprint(),
-                                      "params": dataclasses.asdict(method.params), "artefacts": dict(method.artefacts)}
+                                      "params": dataclasses.asdict(method.params), "artefacts": dict(method.artefacts),
+                                      "shipped": source is not None}
         return method
 
     def _unet_evaluations(self, method: Method, path: Path) -> int | None:
@@ -218,10 +258,14 @@ class Runner:
         cell.keys = [self.cache.image_key(fp, cell.prompt, s, sampler) for s in cell.seeds]
         images: list[np.ndarray | None] = [None] * len(cell.seeds)
         shas: list[str] = [""] * len(cell.seeds)
+        cost = self.cost[cell.method]
         for i, key in enumerate(cell.keys):
             hit = self.cache.get_image(key)
             if hit is not None:
-                images[i], shas[i] = hit
+                images[i], shas[i] = hit.image, hit.sha256
+                if hit.seconds is not None:
+                    cost["image_seconds"] += hit.seconds
+                    cost["timed_images"] += 1
         missing = [i for i, img in enumerate(images) if img is None]
         bar.update(len(images) - len(missing))
         for start in range(0, len(missing), self.config.batch_size):
@@ -233,10 +277,13 @@ class Runner:
                 self._fail(cell, "generate", str(exc))
                 bar.update(len(missing) - start)
                 return
-            self.cost[cell.method]["generate_seconds"] += time.perf_counter() - t0
-            self.cost[cell.method]["generated"] += len(batch)
+            seconds = time.perf_counter() - t0
+            cost["generate_seconds"] += seconds
+            cost["generated"] += len(batch)
+            cost["image_seconds"] += seconds
+            cost["timed_images"] += len(batch)
             for i, image in zip(batch, out, strict=True):
-                shas[i] = self.cache.put_image(cell.keys[i], image)
+                shas[i] = self.cache.put_image(cell.keys[i], image, seconds / len(batch))
                 images[i] = image
             bar.update(len(batch))
         cell.images = np.stack(images)  # type: ignore[arg-type]
@@ -271,6 +318,16 @@ class Runner:
                               "stage": stage, "error": error})
 
     # -- output --------------------------------------------------------------------------------
+    @staticmethod
+    def _cost_entry(c: dict[str, Any]) -> dict[str, Any]:
+        """``generate_seconds``/``generated``: this run's own work. ``seconds_per_image``: the mean over
+        every image of the run of the time recorded when it was generated (the cache keeps it), so a
+        run served from the cache still reports what its images cost."""
+        entry = {k: v for k, v in c.items() if k != "image_seconds"}
+        timed = c["timed_images"]
+        return {**entry, "generate_seconds": round(c["generate_seconds"], 3),
+                "seconds_per_image": round(c["image_seconds"] / timed, 5) if timed else None}
+
     def _write(self, run_dir: Path, cells: list[Cell], records: list[dict], base: Components) -> None:
         rows = []
         for cell in cells:
@@ -306,9 +363,7 @@ class Runner:
             "failures": self.failures,
             "metrics": records,
             "truth": self.truth,
-            "cost": {k: {**v, "generate_seconds": round(v["generate_seconds"], 3),
-                         "seconds_per_image": round(v["generate_seconds"] / v["generated"], 5) if v["generated"] else None}
-                     for k, v in self.cost.items()},
+            "cost": {k: self._cost_entry(v) for k, v in self.cost.items()},
         }
         # Everything is written into a private staging folder first and only then renamed into place
         # (results.json last), so a full disk or a read-only folder leaves the earlier results whole

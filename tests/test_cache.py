@@ -24,9 +24,11 @@ def test_image_round_trip_and_key_sensitivity(tmp_path: Path) -> None:
     assert key != cache.image_key("m1", "a photo", 3, {"steps": 5})
     assert cache.get_image(key) is None
     sha = cache.put_image(key, _image(0))
-    image, got_sha = cache.get_image(key)
+    image, got_sha, seconds = cache.get_image(key)
     np.testing.assert_array_equal(image, _image(0))
-    assert got_sha == sha
+    assert got_sha == sha and seconds is None
+    cache.put_image(key, _image(0), seconds=0.25)
+    assert cache.get_image(key).seconds == 0.25  # the generation time travels with the image
 
 
 @pytest.mark.parametrize("damage", ["truncate", "flip", "drop-hash"])

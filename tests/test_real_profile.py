@@ -45,7 +45,7 @@ def test_real_profile_runs_a_saved_sd_pipeline_end_to_end(tmp_path, tones_file, 
     assert parts.vae is not None and parts.latent_scale == 2
     # the model's defaults, then the run config's sampler fields on top
     assert (parts.sampler.num_inference_steps, parts.sampler.guidance_scale, parts.sampler.height) == (50, 7.5, 16)
-    assert runner._components().sampler.num_inference_steps == 4
+    assert runner.components().sampler.num_inference_steps == 4
     run_dir = runner.run()
     results = json.loads((run_dir / "results.json").read_text())
     assert results["failures"] == []

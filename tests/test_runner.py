@@ -105,3 +105,8 @@ def test_cost_counts_unet_evaluations_per_image(tiny_config, counted) -> None:
     again = json.loads((run(tiny_config, progress=False) / "results.json").read_text())
     assert counted["images"] == generated  # the probe is not repeated either
     assert again["cost"]["baseline"]["unet_evals_per_image"] == results["cost"]["baseline"]["unet_evals_per_image"]
+    # seconds per image and training time are those measured when the images and artefacts were made
+    cold, warm = results["cost"]["baseline"], again["cost"]["baseline"]
+    assert cold["generated"] == 16 and warm["generated"] == 0 and warm["timed_images"] == 16
+    assert warm["seconds_per_image"] == pytest.approx(cold["seconds_per_image"], rel=1e-3) and cold["seconds_per_image"] > 0
+    assert warm["train_seconds"] == cold["train_seconds"] is not None

@@ -1,0 +1,127 @@
+"""Shipped method artefacts: a prepared folder exported to a store seeds a fresh cache, so that a
+run loads instead of training (benchmark/shipped.py, Runner.prepare)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from benchmark import shipped
+from benchmark.config import load_config
+from benchmark.errors import ModelLoadError
+from benchmark.hashing import hash_file
+from benchmark.profiles import tiny_profile
+from benchmark.runner import Runner
+from benchmark.sampling import sample
+from methods import METHODS
+from methods.base import Method, MethodData
+
+
+@dataclass
+class TrainedParams:
+    scale: float = 1.0
+
+
+class Trained(Method):
+    """A method whose preparation writes one tensor, counting how often it had to."""
+
+    name = "trained"
+    Params = TrainedParams
+    trainings = 0
+
+    def prepare(self, base, data: MethodData, workdir: Path) -> None:
+        self.workdir, self.components = workdir, base
+        if self.load_tensors("weights") is None:
+            Trained.trainings += 1
+            self.save_tensors("weights", {"scale": torch.tensor([self.params.scale])})
+
+    def generate(self, prompts: Sequence[str], seeds: Sequence[int]) -> np.ndarray:
+        return sample(self.components, prompts, seeds)
+
+
+@pytest.fixture
+def trained(monkeypatch):
+    monkeypatch.setitem(METHODS._paths, "trained", "test_shipped:Trained")
+    monkeypatch.setitem(METHODS._loaded, "trained", Trained)
+    monkeypatch.setattr(Trained, "trainings", 0)
+    return Trained
+
+
+def _runner(tiny_config, cache: Path, stores: list[Path] = (), params: dict | None = None) -> Runner:
+    config = tiny_config.model_copy(update={"cache_dir": str(cache)})
+    config = load_config(None, {**config.model_dump(), "methods": [{"name": "trained", "params": params or {}}]})
+    profile = dataclasses.replace(tiny_profile(config), artefact_stores=list(stores))
+    return Runner(config, profile=profile, progress=False)
+
+
+def test_first_preparation_writes_a_manifest_with_hashes_and_training_time(tiny_config, trained, tmp_path) -> None:
+    runner = _runner(tiny_config, tmp_path / "cache")
+    folder = runner.prepare()["trained"]
+    manifest = json.loads((folder / shipped.MANIFEST).read_text())
+    assert trained.trainings == 1
+    assert manifest["key"] == runner.artefact_key(Trained(), runner.components())
+    assert manifest["files"]["weights.safetensors"] == hash_file(folder / "weights.safetensors")
+    assert manifest["files"]["unet-evals.json"] == hash_file(folder / "unet-evals.json")
+    assert manifest["train_seconds"] == runner.cost["trained"]["train_seconds"] > 0
+    assert manifest["params"] == {"scale": 1.0} and manifest["versions"]["torch"]
+
+
+def test_exported_artefacts_let_a_fresh_cache_skip_training(tiny_config, trained, tmp_path) -> None:
+    first = _runner(tiny_config, tmp_path / "cache")
+    store = tmp_path / "store"
+    exported = first.prepare(export_to=store)["trained"]
+    assert exported.parent.parent == store and trained.trainings == 1
+
+    second = _runner(tiny_config, tmp_path / "fresh-cache", stores=[store])
+    second.prepare()
+    assert trained.trainings == 1, "the shipped artefacts were not used"
+    assert second.method_info["trained"]["shipped"] is True
+    assert second.method_info["trained"]["fingerprint"] == first.method_info["trained"]["fingerprint"]
+    # the training time is the one measured when the artefacts were made, not this run's loading
+    assert second.cost["trained"]["train_seconds"] == first.cost["trained"]["train_seconds"]
+
+
+def test_a_store_for_other_parameters_is_not_used(tiny_config, trained, tmp_path) -> None:
+    store = tmp_path / "store"
+    _runner(tiny_config, tmp_path / "cache").prepare(export_to=store)
+    other = _runner(tiny_config, tmp_path / "fresh-cache", stores=[store], params={"scale": 2.0})
+    other.prepare()
+    assert trained.trainings == 2 and other.method_info["trained"]["shipped"] is False
+
+
+def test_a_corrupt_shipped_file_is_an_error_naming_it(tiny_config, trained, tmp_path) -> None:
+    store = tmp_path / "store"
+    folder = _runner(tiny_config, tmp_path / "cache").prepare(export_to=store)["trained"]
+    (folder / "weights.safetensors").write_bytes(b"not a tensor file")
+    with pytest.raises(ModelLoadError, match=r"weights\.safetensors: sha256 does not match"):
+        _runner(tiny_config, tmp_path / "fresh-cache", stores=[store]).prepare()
+
+
+def test_export_refuses_a_folder_without_manifest(tmp_path) -> None:
+    (tmp_path / "w").mkdir()
+    with pytest.raises(ModelLoadError, match="no manifest.json"):
+        shipped.export(tmp_path / "w", tmp_path / "store", "ddm")
+
+
+@pytest.mark.parametrize("variant", ["default", "alt"])
+def test_world_suite_ships_every_methods_artefacts(variant: str) -> None:
+    """`debias-bench run` on the world (either variant) trains nothing: every method of the suite,
+    with its world defaults, has a shipped folder for exactly its key, and its files are intact.
+    Changing a default (or the world) without re-exporting (`debias-bench prepare --export`) fails here."""
+    runner = Runner(load_config(None, {"variant": variant}), progress=False)
+    base = runner.components()
+    for spec in runner.config.methods:
+        method = METHODS.get(spec.name).from_config(spec.params)
+        key = runner.artefact_key(method, base)
+        folder = shipped.find(runner.profile.artefact_stores, spec.name, key)
+        assert folder is not None, f"{variant}: no shipped artefacts for {spec.name} (key {key[:16]})"
+        manifest = shipped.read_manifest(folder)
+        shipped.verify(folder, manifest)
+        assert manifest["train_seconds"] is not None
