@@ -148,6 +148,42 @@ def table_view(table: Table, index: int) -> dict[str, Any]:
     }
 
 
+COST_COLUMNS = ["method", "UNet evaluations per image", "× baseline", "seconds per image", "× baseline",
+                "training (s)"]
+
+
+def _finite(x: Any) -> float | None:
+    """A finite number from an untrusted results file, else None."""
+    if isinstance(x, bool) or not isinstance(x, (int, float)):
+        return None
+    return float(x) if math.isfinite(x) else None
+
+
+def cost_view(runs: list[Run]) -> dict[str, Any]:
+    """One row per run and method from ``results.json → cost``: UNet evaluations and seconds per
+    image, each also relative to the same run's baseline, and the training time recorded when the
+    method's artefacts were made. Seconds depend on the machine; the evaluations do not."""
+    rows = []
+    for run in runs:
+        cost = run.results.get("cost")
+        if not isinstance(cost, dict):
+            continue
+        base = cost.get("baseline") if isinstance(cost.get("baseline"), dict) else {}
+        for method in sorted(m for m, c in cost.items() if isinstance(c, dict)):
+            c = cost[method]
+            values = []
+            for field in ("unet_evals_per_image", "seconds_per_image"):
+                own, ref = _finite(c.get(field)), _finite(base.get(field))
+                values += [own, own / ref if own is not None and ref else None]
+            values.append(_finite(c.get("train_seconds")))
+            label = method if len(runs) == 1 else f"{method} · {run.label}"
+            cells = [{"text": label, "sort": label}]
+            for value, digits in zip(values, (0, 2, 3, 2, 0), strict=True):
+                cells.append({"text": "–" if value is None else f"{value:.{digits}f}", "sort": _num(value)})
+            rows.append({"cells": cells})
+    return {"columns": COST_COLUMNS, "rows": rows}
+
+
 def _rank_text(x: Any) -> str:
     return "–" if x is None or pd.isna(x) else str(int(x))
 
@@ -412,6 +448,7 @@ def render_page(runs: list[Run], title: str = "debias-bench leaderboard", subtit
         title=title,
         subtitle=subtitle or f"{len(runs)} run(s) · {len(tables)} tables · families: {', '.join(families) or 'none'}",
         tables=[table_view(t, i) for i, t in enumerate(tables)],
+        cost=cost_view(runs),
         figures=figures,
         figure_notes=notes,
         thumbnails=thumbnail_grids(runs, labels),

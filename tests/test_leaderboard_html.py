@@ -166,3 +166,21 @@ def test_page_in_headless_chromium(site: Path, tmp_path: Path) -> None:
     shot.unlink(missing_ok=True)
     proc = _run_chromium(["--window-size=1280,6400", f"--screenshot={shot}", page.as_uri()], tmp_path)
     assert shot.is_file() and shot.stat().st_size > 10_000, proc.stderr[-2000:]
+
+
+def test_cost_table_relates_each_method_to_its_runs_baseline(tmp_path: Path) -> None:
+    from leaderboard.html import cost_view, render_page
+    from leaderboard.rundir import Run
+
+    cost = {"baseline": {"unet_evals_per_image": 40, "seconds_per_image": 0.08, "train_seconds": 0.0},
+            "difflens": {"unet_evals_per_image": 58, "seconds_per_image": 0.12, "train_seconds": 66.06},
+            "odd": {"unet_evals_per_image": "many", "seconds_per_image": float("nan"), "train_seconds": True},
+            HOSTILE_METHOD: "not a mapping"}
+    run = Run(tmp_path, {"run_id": "r", "metrics": [], "cost": cost})
+    rows = {r["cells"][0]["text"]: [c["text"] for c in r["cells"][1:]] for r in cost_view([run])["rows"]}
+    assert rows["difflens"] == ["58", "1.45", "0.120", "1.50", "66"]
+    assert rows["baseline"] == ["40", "1.00", "0.080", "1.00", "0"]
+    assert rows["odd"] == ["–"] * 5  # untrusted values that are not finite numbers are not shown
+    assert HOSTILE_METHOD not in rows
+    html, _ = render_page([run])
+    assert '<h2 id="cost">Cost</h2>' in html and 'id="cost-table"' in html and ">66</td>" in html
