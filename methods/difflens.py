@@ -534,14 +534,19 @@ class DiffLens(Method):
         if saved is None:
             start = time.perf_counter()
             tensors, meta = self._train(base, data)
-            meta["train_seconds"] = round(time.perf_counter() - start, 2)
             meta["key"] = key
+            # Timings stay out of the artefact: equal training then gives an equal file hash, and so
+            # the same method fingerprint and image-cache keys. They are kept in the JSON manifest.
+            timings = {"seconds": meta.pop("seconds"), "train_seconds": round(time.perf_counter() - start, 2)}
             path = self.save_tensors(name, tensors, meta)
-            manifest = {"file": path.name, "sha256": hash_file(path), **meta}
+            manifest = {"file": path.name, "sha256": hash_file(path), **meta, **timings}
             (self.workdir / f"{name}.json").write_text(json.dumps(manifest, indent=2))
             saved = self.load_tensors(name)
         self._load(saved, self.workdir / f"{name}.safetensors")
-        self.prepare_seconds = float(self.manifest.get("train_seconds", 0.0))
+        recorded = self.workdir / f"{name}.json"
+        if recorded.exists():
+            self.manifest = {**json.loads(recorded.read_text()), **self.manifest}
+        self.prepare_seconds = float(self.manifest.get("train_seconds") or 0.0)
 
     def _collect(self, base: Components, data: MethodData) -> tuple[np.ndarray, torch.Tensor]:
         """Vanilla samples of every prompt and their conditional-branch h at every step (N, T, C, H, W)."""

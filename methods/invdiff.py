@@ -546,7 +546,11 @@ class InvDiff(Method):
                         "data": {"target": target.fingerprint, "images": len(target)},
                         "groups": self.groups, "training": self.training,
                         "prepare_seconds": time.perf_counter() - started}
-            self.save_tensors(guide_name, guide.state_dict(), meta=manifest)
+            # Timings stay out of the artefact: equal training then gives an equal file hash, and so
+            # the same method fingerprint and image-cache keys. They are kept in the JSON manifest.
+            stored_meta = {**{k: v for k, v in manifest.items() if k != "prepare_seconds"},
+                           "training": {k: v for k, v in self.training.items() if k != "seconds"}}
+            self.save_tensors(guide_name, guide.state_dict(), meta=stored_meta)
             manifest["artefacts"] = dict(self.artefacts)
             _write_json(self.workdir / "invdiff-manifest.json", manifest)
         else:
@@ -555,6 +559,11 @@ class InvDiff(Method):
                 raise DataError(f"{self.workdir / guide_name}.safetensors: does not match the guidance UNet "
                                 f"(missing {len(missing)}, unexpected {len(unexpected)} tensors); delete it to retrain")
             self.training = _read_meta(self.workdir / f"{guide_name}.safetensors").get("training", {})
+            recorded = self.workdir / "invdiff-manifest.json"
+            if "seconds" not in self.training and recorded.exists():
+                written = json.loads(recorded.read_text())
+                if written.get("artefacts", {}).get(guide_name) == self.artefacts[guide_name]:
+                    self.training["seconds"] = written.get("training", {}).get("seconds")
             self.trained = False
         guide.requires_grad_(False)
         guide.eval()

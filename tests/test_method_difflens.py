@@ -231,6 +231,16 @@ def test_prepare_is_cached_and_manifest_written(prepared, tiny, data, monkeypatc
     assert torch.equal(again.rankings, prepared.rankings)
 
 
+def test_retraining_gives_the_same_artefact_hash(prepared, tiny, data, tmp_path):
+    """Training timings live in the JSON manifest only: equal training must give an equal file (and
+    so the same method fingerprint and image-cache keys)."""
+    again = DiffLens(DiffLensParams(**TINY))
+    again.prepare(tiny, data, tmp_path)
+    assert again.artefacts == prepared.artefacts
+    assert again.fingerprint() == prepared.fingerprint()
+    assert again.manifest["train_seconds"] > 0  # still recorded, beside the artefact
+
+
 def test_registered_and_bad_input_is_a_one_line_error(tiny, data, tmp_path):
     assert METHODS.get("difflens") is DiffLens
     with pytest.raises(ConfigError, match="classifier"):

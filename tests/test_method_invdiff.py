@@ -192,6 +192,18 @@ def test_prepare_is_idempotent_and_cached_by_hash(prepared, tiny, data):
     assert len(list(workdir.glob("guide-*.safetensors"))) == 2
 
 
+def test_retraining_gives_the_same_artefact_hashes(prepared, tiny, data, tmp_path):
+    """Training timings live in invdiff-manifest.json only: equal training must give equal files (and
+    so the same method fingerprint and image-cache keys)."""
+    method, _ = prepared
+    again = InvDiff(InvDiffParams(**FAST))
+    again.prepare(tiny, data, tmp_path)
+    assert again.trained and again.artefacts == method.artefacts
+    reloaded = InvDiff(InvDiffParams(**FAST))
+    reloaded.prepare(tiny, data, tmp_path)
+    assert not reloaded.trained and reloaded.training["seconds"] == again.training["seconds"] > 0
+
+
 def test_ratio_zero_reproduces_the_baseline_exactly(tiny, data, tmp_path):
     method = InvDiff(InvDiffParams(**{**FAST, "ratio": 0.0}))
     method.prepare(tiny, data, tmp_path)
