@@ -70,7 +70,8 @@ class RunConfig(_Strict):
     variant: str = "default"
     methods: list[MethodSpec] = Field(default_factory=lambda: [MethodSpec(name=m) for m in ALL_METHODS])
     prompt_sets: list[str] = Field(default_factory=lambda: ["world"])
-    classifiers: list[str] = Field(default_factory=lambda: ["world"])
+    # the world suite's pair: the strong classifier and its deliberately weak twin (CLEAM)
+    classifiers: list[str] = Field(default_factory=lambda: ["world", "world-weak"])
     debias_attribute: str | None = None
     images_per_prompt: int | None = Field(default=None, ge=1, le=1_000_000)
     max_prompts: int | None = Field(default=None, ge=1)
