@@ -24,6 +24,7 @@ from methods.selfdebias import (
     cluster_means,
     mode_probs,
     order_modes,
+    principal_directions,
     spectral_labels,
 )
 
@@ -87,17 +88,46 @@ def mid_block_batch(base, prompt: str, seeds: list[int], step: int) -> tuple[tor
 
 
 # -- the guidance step --------------------------------------------------------------------------
-def test_guidance_step_lowers_the_batch_kl(method, base):
+def test_guidance_step_lowers_the_batch_kl(method, base, workdir):
+    """The raw gradient (paper) cuts the KL by a quarter at every step; the world's projected one,
+    which may only move h within 4 principal directions, still lowers it at every step."""
     prompts = [PROMPTS[0]] * 8
     groups = method.groups(prompts)
+    raw = with_params(base, workdir, guide_subspace=None)
     for step in range(base.sampler.num_inference_steps):
         h, info = mid_block_batch(base, PROMPTS[0], list(range(100, 108)), step)
         assert method.active(info), "the tiny sampler's steps are all below the threshold"
-        before = float(method.objective(h, info, prompts, groups))
-        guided = method.guide(h, info, prompts, groups)
-        after = float(method.objective(guided, info, prompts, groups))
-        assert before > 0
-        assert after < 0.75 * before, f"step {step}: KL {before:.4g} -> {after:.4g}"
+        for m, most in ((raw, 0.75), (method, 1.0)):
+            before = float(m.objective(h, info, prompts, groups))
+            after = float(m.objective(m.guide(h, info, prompts, groups), info, prompts, groups))
+            assert before > 0
+            assert after < most * before, f"step {step}, subspace {m.params.guide_subspace}: KL {before:.4g} -> {after:.4g}"
+
+
+def test_projected_guidance_moves_h_only_within_the_principal_directions(method, base):
+    assert method.params.guide_subspace == 4
+    prompts = [PROMPTS[0]] * 8
+    h, info = mid_block_batch(base, PROMPTS[0], list(range(100, 108)), 2)
+    change = method.guide(h, info, prompts, method.groups(prompts)) - h
+    assert change.abs().max() > 0
+    for branch, part in zip(("uncond", "cond"), change.chunk(2), strict=True):
+        basis = method.subspace[branch][info.index]  # (4, D)
+        flat = part.flatten(1)
+        inside = (flat @ basis.T) @ basis
+        assert torch.allclose(flat, inside, atol=1e-4 * flat.abs().max().item()), branch
+
+
+def test_principal_directions_are_orthonormal_and_capture_the_most_variance():
+    gen = torch.Generator().manual_seed(0)
+    # 200 samples, 3 steps, h of 4 x 2 x 2 = 16 dims; most variance along 2 fixed directions
+    strong = torch.linalg.qr(torch.randn(16, 2, generator=gen))[0].T  # (2, 16)
+    x = torch.randn(200, 3, 2, generator=gen) @ (5 * strong) + 0.1 * torch.randn(200, 3, 16, generator=gen)
+    basis = principal_directions(x.view(200, 3, 4, 2, 2), 2)
+    assert basis.shape == (3, 2, 16)
+    for b in basis:
+        assert torch.allclose(b @ b.T, torch.eye(2), atol=1e-5)
+        # the found plane equals the planted one: projecting the planted directions keeps them whole
+        assert torch.allclose((strong @ b.T) @ b, strong, atol=0.02)
 
 
 def test_guidance_moves_the_batch_mean_toward_a_non_uniform_target(base, workdir):
