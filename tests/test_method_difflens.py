@@ -201,6 +201,48 @@ def test_boosting_top_features_raises_probe_probability(prepared, tiny, cls):
     assert torch.all(gain > 0.05), gain
 
 
+def test_gate_keeps_only_the_classes_the_probe_does_not_yet_give(prepared, tiny):
+    h = heldout_h(tiny, n=8)[:, 2]  # (N, C, H, W) at step 2
+    probs = prepared.probe_probabilities(h, 2)
+    classes = [[0], [1], [0, 1], []] * 2
+    for below in (0.3, 0.5, 0.9):
+        kept = prepared.still_to_push(h, 2, classes, below)
+        assert kept == [[c for c in chosen if probs[n, c] < below] for n, chosen in enumerate(classes)]
+    assert prepared.still_to_push(h, 2, classes, 0.0) == [[]] * len(classes)
+
+
+def test_a_gate_that_never_opens_leaves_samples_unchanged_bit_for_bit(prepared, tiny):
+    seeds = list(range(200, 206))
+    prompts = [PROMPTS[i % 2] for i in range(len(seeds))]
+    prepared.params = DiffLensParams(**{**TINY, "edit_below_probability": 0.0})
+    try:
+        gated = prepared.generate(prompts, seeds)
+    finally:
+        prepared.params = DiffLensParams(**TINY)
+    np.testing.assert_array_equal(gated, sample(tiny, prompts, seeds))
+    assert not np.array_equal(prepared.generate(prompts, seeds), gated)
+
+
+def test_gate_edits_fewer_images_than_the_paper_form(prepared, tiny, monkeypatch):
+    """The gate (world default 0.5) applies the edit to a strict subset of the (image, step) pairs the
+    paper's ungated form edits, and images it never edits stay the baseline's."""
+    seeds, prompts = list(range(500, 516)), [PROMPTS[0]] * 16
+    counts, current = {}, {}
+    real = FeatureEdit.apply
+
+    def spy(self, sae, h, classes):
+        counts[current["form"]] = counts.get(current["form"], 0) + sum(len(c) for c in classes)
+        return real(self, sae, h, classes)
+
+    monkeypatch.setattr(FeatureEdit, "apply", spy)
+    for form, below in (("paper", None), ("gated", 0.5)):
+        current["form"] = form
+        prepared.params = DiffLensParams(**{**TINY, "edit_below_probability": below})
+        prepared.generate(prompts, seeds)
+    prepared.params = DiffLensParams(**TINY)
+    assert 0 < counts["gated"] < counts["paper"], counts
+
+
 def test_probability_mixture_draws_per_seed():
     seeds = list(range(4000))
     classes = mixture_classes(seeds, 3)
