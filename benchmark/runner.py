@@ -191,18 +191,23 @@ class Runner:
                     bar.update(1)
 
     def method_data(self) -> MethodData:
-        """The profile's method data, with this run's classifier, attribute and plain prompts."""
+        """The profile's method data, with this run's classifier, attribute, and the prompts that leave
+        that attribute open (plain prompts and those naming only other attributes).
+
+        A prompt that names another attribute ("a zero on a mid background") is still scored on the
+        debiased one, so per-prompt methods (SelfDebias's modes) must be prepared on it too; with
+        plain prompts only, SelfDebias left those prompts at the baseline's bias."""
         data = self.profile.method_data
         data.classifier = next(iter(self.classifiers.values()))
         data.attribute = self.config.debias_attribute or self.prompt_sets[0].attributes[0]
-        data.prompts = [p.text for ps in self.prompt_sets for p in ps.prompts if not p.named]
+        data.prompts = [p.text for ps in self.prompt_sets for p in ps.prompts if data.attribute not in p.named]
         return data
 
     def artefact_key(self, method: Method, base: Components) -> str:
         """Everything a method's preparation depends on, hashed: its artefact folder's name."""
         return hash_value({"method": method.name, "params": dataclasses.asdict(method.params),
                            "base": base.fingerprint, "sampler": dataclasses.asdict(base.sampler),
-                           "data": self.method_data().fingerprint()})
+                           "data": self.method_data().fingerprint(method.reads)})
 
     def _prepare(self, spec: MethodSpec, base: Components) -> Method:
         method = METHODS.get(spec.name).from_config(spec.params)
@@ -224,7 +229,7 @@ class Runner:
         train_seconds = before.get("train_seconds") if before else (round(seconds, 3) if fresh else None)
         if workdir.is_dir() and (before is None or shipped.artefact_files(workdir) != before["files"]):
             info = {"method": spec.name, "key": key, "params": dataclasses.asdict(method.params),
-                    "base": base.fingerprint, "sampler": dataclasses.asdict(base.sampler), "data": data.fingerprint(),
+                    "base": base.fingerprint, "sampler": dataclasses.asdict(base.sampler), "data": data.fingerprint(method.reads),
                     "train_seconds": train_seconds, "versions": package_versions()}
             shipped.write_manifest(workdir, before or info)
         self.cost[spec.key] = {"prepare_seconds": round(seconds, 3), "train_seconds": train_seconds,

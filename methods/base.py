@@ -60,7 +60,8 @@ class MethodData:
     attribute: str | None = None
     embedder: Any | None = None
 
-    def fingerprint(self) -> str:
+    def fingerprint(self, fields: Sequence[str] | None = None) -> str:
+        """Hash of the named fields (all when None): what a preparation that reads them depends on."""
         parts = {
             "target": self.target.fingerprint if self.target is not None else None,
             "nontarget": self.nontarget.fingerprint if self.nontarget is not None else None,
@@ -69,14 +70,22 @@ class MethodData:
             "attribute": self.attribute,
             "embedder": getattr(self.embedder, "fingerprint", None),
         }
+        if fields is not None:
+            unknown = sorted(set(fields) - set(parts))
+            if unknown:
+                raise ValueError(f"MethodData has no field(s) {unknown}; fields: {sorted(parts)}")
+            parts = {name: parts[name] for name in sorted(fields)}
         return hash_value(parts)
 
 
 class Method(ABC):
-    """Base class. Subclasses set ``name`` and ``Params`` (a dataclass of hyper-parameters)."""
+    """Base class. Subclasses set ``name`` and ``Params`` (a dataclass of hyper-parameters), and
+    ``reads``: the :class:`MethodData` fields their preparation uses (None: all of them). The runner's
+    artefact key hashes only those, so a new prompt set does not retrain a method that never sees prompts."""
 
     name: ClassVar[str]
     Params: ClassVar[type]
+    reads: ClassVar[tuple[str, ...] | None] = None
 
     def __init__(self, params: Any | None = None) -> None:
         self.params = params if params is not None else self.Params()

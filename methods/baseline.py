@@ -24,6 +24,7 @@ class BaselineParams:
 
 class Baseline(Method):
     name = "baseline"
+    reads = ()
     Params = BaselineParams
 
     def prepare(self, base: Components, data: MethodData, workdir: Path) -> None:

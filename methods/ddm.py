@@ -406,6 +406,7 @@ class DDM(Method):
     """DDM as a benchmark method: LoRA + indicator fine-tuning, then plain sampling."""
 
     name = "ddm"
+    reads = ("target", "nontarget")
     Params = DDMParams
 
     def cache_key(self, base: Components, data: MethodData) -> str:

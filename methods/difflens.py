@@ -508,6 +508,7 @@ class DiffLens(Method):
     """DiffLens (Shi et al., CVPR 2025): SAE bias features in h-space, steered at sampling time."""
 
     name = "difflens"
+    reads = ("prompts", "classifier", "attribute")
     Params = DiffLensParams
 
     def __init__(self, params: DiffLensParams | None = None) -> None:

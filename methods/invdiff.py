@@ -496,6 +496,7 @@ class InvDiff(Method):
     """InvDiff (Hou et al. 2025): inferred groups, invariance-trained guidance UNet, combined sampling."""
 
     name = "invdiff"
+    reads = ("target", "attribute")
     Params = InvDiffParams
 
     def __init__(self, params: InvDiffParams | None = None) -> None:

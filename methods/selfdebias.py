@@ -395,6 +395,7 @@ class SelfDebias(Method):
     """Unsupervised h-space guidance toward a uniform distribution over self-discovered modes."""
 
     name = "selfdebias"
+    reads = ("prompts", "embedder")
     Params = SelfDebiasParams
 
     def __init__(self, params: SelfDebiasParams | None = None) -> None:

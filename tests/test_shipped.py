@@ -125,3 +125,35 @@ def test_world_suite_ships_every_methods_artefacts(variant: str) -> None:
         manifest = shipped.read_manifest(folder)
         shipped.verify(folder, manifest)
         assert manifest["train_seconds"] is not None
+
+
+def test_methods_are_prepared_on_every_prompt_that_leaves_the_attribute_open() -> None:
+    """Prompts naming another attribute are scored on the debiased one, so per-prompt methods must be
+    prepared on them; prompts naming the debiased attribute are not."""
+    runner = Runner(load_config(None, {}), progress=False)
+    prompts = runner.prompt_sets[0].prompts
+    data = runner.method_data()
+    assert data.attribute == "color"
+    assert data.prompts == [p.text for p in prompts if "color" not in p.named]
+    assert "a photo of a zero on a mid background" in data.prompts
+    assert "a photo of a blue zero" not in data.prompts
+
+
+def test_artefact_key_hashes_only_the_method_data_a_method_reads(tiny_config, trained, tmp_path) -> None:
+    """New prompts re-key methods that read prompts, and only them (DDM never sees a prompt)."""
+    runner = _runner(tiny_config, tmp_path / "cache")
+    base = runner.components()
+    ddm, selfdebias = METHODS.get("ddm")(), METHODS.get("selfdebias")()
+    before = {m.name: runner.artefact_key(m, base) for m in (ddm, selfdebias)}
+    original = runner.method_data
+
+    def more_prompts() -> MethodData:
+        data = original()
+        data.prompts = [*data.prompts, "a prompt no one prepared"]
+        return data
+
+    runner.method_data = more_prompts
+    after = {m.name: runner.artefact_key(m, base) for m in (ddm, selfdebias)}
+    assert after["ddm"] == before["ddm"] and after["selfdebias"] != before["selfdebias"]
+    with pytest.raises(ValueError, match="no field"):
+        MethodData().fingerprint(["prompt"])
