@@ -49,3 +49,29 @@ def save_stand_in_inception(path) -> torch.nn.Module:
         base = Base()
     torch.jit.script(base).save(str(path))
     return base
+
+
+def world_colour_rows(world, generators: dict, n: int = 64) -> dict[str, tuple[float, float]]:
+    """For each named generator ``(prompts, seeds) -> images``: (mean colour soft FD over the world
+    prompts that leave colour open, FID vs the world's reference), n images per prompt. The world
+    methods' slow target tests compare a method's row with the baseline's."""
+    from benchmark.metrics.fid import frechet_distance
+    from benchmark.seeding import image_seeds
+    from classifiers.world import WorldClassifier
+
+    clf = WorldClassifier()
+    ref = world.features(world.reference.images)
+    rows = {}
+    for label, generate in generators.items():
+        fds, images = [], []
+        for prompt in world_open_prompts(world):
+            imgs = generate([prompt] * n, image_seeds(0, prompt, n))
+            images.append(imgs)
+            fds.append(float(np.linalg.norm(clf.predict(imgs)["color"].mean(0) - 0.5)))
+        rows[label] = (float(np.mean(fds)), frechet_distance(world.features(np.concatenate(images)), ref))
+    return rows
+
+
+def world_open_prompts(world) -> list[str]:
+    """The world prompts that leave colour open: what the runner prepares methods on."""
+    return [p.text for p in world.prompts if "color" not in p.named]

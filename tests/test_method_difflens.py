@@ -13,6 +13,7 @@ import re
 import numpy as np
 import pytest
 import torch
+from doubles import world_colour_rows, world_open_prompts  # noqa: E402
 
 from benchmark.errors import ConfigError
 from benchmark.hooks import record_mid_block, split_branches
@@ -363,25 +364,14 @@ def test_world_difflens_reaches_target(tmp_path):
     pytest.importorskip("benchmark.world")
     import dataclasses
 
-    from benchmark.metrics.fid import frechet_distance
-    from benchmark.seeding import image_seeds
     from benchmark.world import load_world
     from classifiers.world import WorldClassifier
 
     world = load_world()
-    clf = WorldClassifier()
-    open_prompts = [p.text for p in world.prompts if "color" not in p.named]
-    data = dataclasses.replace(world.method_data, classifier=clf, attribute="color", prompts=open_prompts)
+    data = dataclasses.replace(world.method_data, classifier=WorldClassifier(), attribute="color",
+                               prompts=world_open_prompts(world))
     method = DiffLens()
     method.prepare(world.components, data, tmp_path)
-    ref = world.features(world.reference.images)
-    rows = {}
-    for label, generate in (("baseline", lambda p, s: sample(world.components, p, s)), ("difflens", method.generate)):
-        fds, images = [], []
-        for prompt in open_prompts:
-            imgs = generate([prompt] * 64, image_seeds(0, prompt, 64))
-            images.append(imgs)
-            fds.append(float(np.linalg.norm(clf.predict(imgs)["color"].mean(0) - 0.5)))
-        rows[label] = (np.mean(fds), frechet_distance(world.features(np.concatenate(images)), ref))
+    rows = world_colour_rows(world, {"baseline": lambda p, s: sample(world.components, p, s), "difflens": method.generate})
     assert rows["difflens"][0] <= 0.3 * rows["baseline"][0], rows
     assert rows["difflens"][1] <= 1.5 * rows["baseline"][1], rows

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from doubles import PixelEmbedder  # noqa: E402
+from doubles import PixelEmbedder, world_colour_rows, world_open_prompts  # noqa: E402
 
 from benchmark.errors import ConfigError
 from benchmark.hashing import hash_file
@@ -300,24 +300,10 @@ def _world():
 def test_world_soft_fd_halves_and_fid_stays_close(tmp_path):
     """World defaults, prepared as the runner prepares them (every prompt that leaves colour open), no
     labels: colour soft FD at least 50 % below the baseline's, FID vs reference at most 1.5x."""
-    from benchmark.metrics.fid import frechet_distance
-    from benchmark.seeding import image_seeds
-    from classifiers.world import WorldClassifier
-
     world = _world()
-    clf = WorldClassifier()
-    open_prompts = [p.text for p in world.prompts if "color" not in p.named]
-    data = dataclasses.replace(world.method_data, target=None, classifier=None, prompts=open_prompts)
+    data = dataclasses.replace(world.method_data, target=None, classifier=None, prompts=world_open_prompts(world))
     m = SelfDebias()
     m.prepare(world.components, data, tmp_path)
-    ref = world.features(world.reference.images)
-    rows = {}
-    for label, generate in (("baseline", lambda p, s: sample(world.components, p, s)), ("selfdebias", m.generate)):
-        fds, images = [], []
-        for prompt in open_prompts:
-            imgs = generate([prompt] * 64, image_seeds(0, prompt, 64))
-            images.append(imgs)
-            fds.append(float(np.linalg.norm(clf.predict(imgs)["color"].mean(0) - 0.5)))
-        rows[label] = (np.mean(fds), frechet_distance(world.features(np.concatenate(images)), ref))
+    rows = world_colour_rows(world, {"baseline": lambda p, s: sample(world.components, p, s), "selfdebias": m.generate})
     assert rows["selfdebias"][0] <= 0.5 * rows["baseline"][0], rows
     assert rows["selfdebias"][1] <= 1.5 * rows["baseline"][1], rows
