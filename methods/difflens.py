@@ -690,6 +690,8 @@ class DiffLens(Method):
 
         def edit_fn(h: torch.Tensor, step: int) -> torch.Tensor:
             chosen = classes if below is None else self.still_to_push(h, step, classes, below)
+            if not any(chosen):  # nothing left to push at this step: skip the SAE round trip
+                return h
             return edit.apply(self.sae, h, chosen)
 
         return sample_two_pass(self.components, prompts, seeds, edit_fn, steps, config)
