@@ -307,3 +307,16 @@ def test_world_soft_fd_halves_and_fid_stays_close(tmp_path):
     rows = world_colour_rows(world, {"baseline": lambda p, s: sample(world.components, p, s), "selfdebias": m.generate})
     assert rows["selfdebias"][0] <= 0.5 * rows["baseline"][0], rows
     assert rows["selfdebias"][1] <= 1.5 * rows["baseline"][1], rows
+
+
+def test_an_artefact_without_its_guidance_subspace_is_a_one_line_error(method, workdir):
+    from safetensors.torch import load_file
+
+    name = next(n for n in method.artefacts if n.startswith("selfdebias-"))
+    full = load_file(workdir / f"{name}.safetensors")
+    assert any(k.startswith("subspace.") for k in full)
+    stripped = {k: v for k, v in full.items() if not k.startswith("subspace.")}
+    with pytest.raises(ConfigError, match="no guidance subspace") as err:
+        method.load_artefacts(stripped, PROMPTS)
+    assert "\n" not in str(err.value)
+    method.load_artefacts(full, PROMPTS)  # the module's method stays usable for later tests
