@@ -31,6 +31,7 @@ from methods.difflens import (
     attribute_features,
     cli,
     ddim_step,
+    from_positions,
     fvu,
     mixture_classes,
     sample_two_pass,
@@ -146,15 +147,67 @@ def test_integrated_gradients_completeness():
 # -- intervention ---------------------------------------------------------------------------------
 @pytest.mark.parametrize("mode, ratio", [("multiply", 1.0), ("add", 0.0), ("multiply_probability", 1.0),
                                          ("add_probability", 0.0)])
-def test_identity_edit_leaves_samples_unchanged_bit_for_bit(prepared, tiny, mode, ratio):
+@pytest.mark.parametrize("suppress_others", [None, 1.0])
+def test_identity_edit_leaves_samples_unchanged_bit_for_bit(prepared, tiny, mode, ratio, suppress_others):
     seeds = list(range(200, 206))
     prompts = [PROMPTS[i % 2] for i in range(len(seeds))]
-    prepared.params.mode, prepared.params.ratio = mode, ratio
+    prepared.params = DiffLensParams(**{**TINY, "mode": mode, "ratio": ratio, "suppress_others": suppress_others})
     try:
         edited = prepared.generate(prompts, seeds)
     finally:
-        prepared.params.mode, prepared.params.ratio = TINY.get("mode", "add_probability"), DiffLensParams().ratio
+        prepared.params = DiffLensParams(**TINY)
     np.testing.assert_array_equal(edited, sample(tiny, prompts, seeds))
+
+
+def test_competing_features_are_the_other_classes_minus_the_own():
+    edit = FeatureEdit([torch.tensor([0, 1, 2]), torch.tensor([2, 3, 4]), torch.tensor([5])], [1.0] * 3, True, 0.0)
+    assert edit.competing([0]).tolist() == [3, 4, 5]
+    assert edit.competing([1]).tolist() == [0, 1, 5]
+    assert edit.competing([0, 1]).tolist() == [5]
+    assert edit.competing([0, 1, 2]).tolist() == []
+
+
+def test_suppressing_rivals_removes_them_from_the_code_and_nothing_else(prepared, tiny):
+    """With ``others = 0`` and no push of its own, an image's h changes by exactly ``-Dec(z[rivals])``:
+    the rival class's top features leave the code, all other latents stay."""
+    h = heldout_h(tiny, n=4)[:, 2]
+    own, rival = prepared.rankings[0, :10].long(), prepared.rankings[1, :10].long()
+    edit = FeatureEdit([own, rival], [torch.zeros(10), torch.zeros(10)], True, 0.0)
+    out = edit.apply(prepared.sae, h, [[0], [0], [], [1]])
+    z = prepared.sae.encode(to_positions(h))
+    for n, pushed_to, removed in ((0, 0, rival), (3, 1, own)):
+        removed = removed[~torch.isin(removed, own if pushed_to == 0 else rival)]
+        dz = torch.zeros_like(z[n])
+        dz[:, removed] = -z[n][:, removed]
+        expected = h[n] + from_positions(prepared.sae.decode_delta(dz)[None], h[n:n + 1].shape)[0]
+        assert torch.allclose(out[n], expected, atol=1e-5)
+        assert z[n][:, removed].abs().sum() > 0  # the rivals were active: the check is not vacuous
+    assert torch.equal(out[2], h[2])  # an image pushed to no class keeps its h
+
+
+def test_suppressing_rivals_lets_more_images_reach_their_class(prepared, tiny):
+    """The probe's probability of each image's drawn class at the last edited step is higher, on
+    average, when the other class's features are removed than under the paper's edit alone (a
+    weak push, 20 features at 0.1 of their mean value, so that the paper's edit does not saturate it:
+    about 0.81 against 1.0 here)."""
+    seeds, prompts = list(range(600, 624)), [PROMPTS[i % 2] for i in range(24)]
+    classes = [[c] for c in mixture_classes(seeds, 2)]
+    reached = {}
+    for others in (None, 0.0):
+        prepared.params = DiffLensParams(**{**TINY, "suppress_others": others, "edit_below_probability": None,
+                                            "ratio": 0.1, "features_per_class": 20})
+        edit, seen = prepared.feature_edit(), {}
+
+        def fn(h, step, edit=edit, seen=seen):
+            out = edit.apply(prepared.sae, h, classes)
+            seen[step] = prepared.probe_probabilities(out, step)
+            return out
+
+        sample_two_pass(tiny, prompts, seeds, fn, {1, 2, 3})
+        last = seen[max(seen)]
+        reached[others] = float(torch.stack([last[n, c[0]] for n, c in enumerate(classes)]).mean())
+    prepared.params = DiffLensParams(**TINY)
+    assert reached[0.0] > reached[None] + 0.1, reached
 
 
 def test_nonidentity_edit_changes_samples(prepared, tiny):
