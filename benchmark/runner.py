@@ -205,7 +205,7 @@ class Runner:
 
     def artefact_key(self, method: Method, base: Components) -> str:
         """Everything a method's preparation depends on, hashed: its artefact folder's name."""
-        return hash_value({"method": method.name, "params": dataclasses.asdict(method.params),
+        return hash_value({"method": method.name, "params": method.training_params(),
                            "base": base.fingerprint, "sampler": dataclasses.asdict(base.sampler),
                            "data": self.method_data().fingerprint(method.reads)})
 

@@ -129,6 +129,11 @@ class Method(ABC):
                 raise ParamError(cls.name, f.name, f"expected a finite number, got {value!r}")
         return parsed
 
+    def training_params(self) -> dict[str, Any]:
+        """The parameters the preparation depends on (all by default). The runner's artefact key
+        hashes only these, so changing a sampling-time setting reuses the trained artefacts."""
+        return dataclasses.asdict(self.params)
+
     # -- the two stages -------------------------------------------------------------------
     @abstractmethod
     def prepare(self, base: Components, data: MethodData, workdir: Path) -> None:

@@ -555,6 +555,9 @@ class DiffLens(Method):
         self.manifest: dict = {}
 
     # -- preparation --------------------------------------------------------------------------
+    def training_params(self) -> dict:
+        return self.params.training_fields()
+
     def _resolve_attribute(self, data: MethodData) -> tuple[str, list[str]]:
         clf = data.classifier
         if clf is None:
@@ -572,7 +575,7 @@ class DiffLens(Method):
         if not data.prompts:
             raise ConfigError("difflens: MethodData.prompts is empty; the SAE and probes are trained on samples of them")
         check_ddim(fresh_scheduler(base, base.sampler), base.sampler)
-        key = hash_value({"method": self.name, "version": 1, "train": self.params.training_fields(),
+        key = hash_value({"method": self.name, "version": 1, "train": self.training_params(),
                           "attribute": self.attribute, "base": base.fingerprint, "sampler": asdict(base.sampler),
                           "data": {"prompts": data.prompts,
                                    "classifier": getattr(data.classifier, "fingerprint", None)}})

@@ -411,13 +411,18 @@ class SelfDebias(Method):
         assert self.components is not None
         return BRANCHES_CFG if uses_cfg(self.components.sampler) else ("cond",)
 
-    def cache_key(self, base: Components, data: MethodData) -> str:
+    def training_params(self) -> dict:
         p = dataclasses.asdict(self.params)
-        # guidance-time fields do not change the artefacts
+        # guidance-time fields do not change the artefacts (max_relative_step does not either, but
+        # it names the shipped artefact files, so it stays until they are re-made)
         for name in ("lam", "step_size", "inner_steps", "tau", "guide_below", "guidance_batch", "target"):
             p.pop(name)
+        return p
+
+    def cache_key(self, base: Components, data: MethodData) -> str:
         return hash_value({"base": base.fingerprint, "sampler": base.sampler, "prompts": sorted(set(data.prompts)),
-                           "embedder": getattr(data.embedder, "fingerprint", None), "params": p, "version": 1})
+                           "embedder": getattr(data.embedder, "fingerprint", None), "params": self.training_params(),
+                           "version": 1})
 
     def prepare(self, base: Components, data: MethodData, workdir: Path) -> None:
         self.workdir = Path(workdir)

@@ -157,3 +157,20 @@ def test_artefact_key_hashes_only_the_method_data_a_method_reads(tiny_config, tr
     assert after["ddm"] == before["ddm"] and after["selfdebias"] != before["selfdebias"]
     with pytest.raises(ValueError, match="no field"):
         MethodData().fingerprint(["prompt"])
+
+
+@pytest.mark.parametrize("name, sampling, training", [
+    ("difflens", {"suppress_others": None, "ratio": 2.0, "edit_below_probability": 0.8}, {"sae_steps": 10}),
+    ("selfdebias", {"lam": 1.0, "guidance_batch": 8}, {"epochs": 2}),
+    ("ddm", None, {"alpha": 0.1}),
+])
+def test_artefact_key_hashes_only_the_parameters_training_reads(tiny_config, trained, tmp_path, name, sampling,
+                                                                  training) -> None:
+    """A sampling-time setting reuses the trained artefacts (the shipped ones included); a training
+    setting re-keys them."""
+    runner = _runner(tiny_config, tmp_path / "cache")
+    base = runner.components()
+    key = runner.artefact_key(METHODS.get(name)(), base)
+    if sampling is not None:
+        assert runner.artefact_key(METHODS.get(name).from_config(sampling), base) == key
+    assert runner.artefact_key(METHODS.get(name).from_config(training), base) != key
