@@ -195,7 +195,8 @@ def test_difflens_two_pass_sampler_on_sdxl(xl, tmp_path) -> None:
     seeds, prompts = [30, 31], PROMPTS
     edited = method.generate(prompts, seeds)
     assert edited.shape == (2, 16, 16, 3) and not np.array_equal(edited, sample(xl, prompts, seeds))
-    method.params.mode, method.params.ratio = "add", 0.0  # the identity edit: the two-pass loop is the plain one
+    # the identity edit (no push, rivals kept): the two-pass loop is the plain one
+    method.params.mode, method.params.ratio, method.params.suppress_others = "add", 0.0, None
     np.testing.assert_array_equal(method.generate(prompts, seeds), sample(xl, prompts, seeds))
 
 
