@@ -40,9 +40,9 @@ Deviations from the paper / official code (each also marked ``DEVIATION`` where 
   are left alone, which kept FID at or below the baseline's where the ungated edit cost 2.7x.
 * While an image is pushed towards its drawn class, the other classes' top features (those not also
   among its class's) are multiplied by ``suppress_others`` (world: 0, removed; paper: left as they
-  are). Under the paper's edit alone, 13 % of the default world's images drawn for a class never reached it: their
-  probe probability for it stayed near 0 through every edited step, held by the competing class's
-  features; removing those features lets 98 % reach their class.
+  are). Under the paper's edit alone, 13 % of the default world's images ended off their drawn
+  class; their probe probability for it stayed near 0 through every edited step, held by the
+  competing class's features. Removing those features lets 98 % reach their class.
 * The two-pass update needs a DDIM scheduler with ``eta = 0`` (the benchmark's sampler draws no
   per-image step noise, so ``eta > 0`` would not be seed-deterministic); the paper's P2 runs use
   ``eta = 1``.
