@@ -55,6 +55,7 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--output-dir")
     p.add_argument("--cache-dir")
     p.add_argument("--run-id")
+    p.add_argument("--device", help="where the world's models run (cuda, cuda:1); default: the CPU")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=_cmd_run)
 
@@ -65,6 +66,7 @@ def _add_prepare(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--variant", help="world variant (default, alt)")
     p.add_argument("--methods", type=_csv, help="comma-separated method names")
     p.add_argument("--cache-dir")
+    p.add_argument("--device", help="where the world's models run (cuda, cuda:1); default: the CPU")
     p.add_argument("--export", metavar="DIR",
                    help="copy each prepared artefact folder with its manifest to DIR/<method>/<key>/ "
                         "(the world's store: benchmark/world/weights[-VARIANT]/methods)")
@@ -77,7 +79,7 @@ def _cmd_prepare(args: argparse.Namespace) -> int:
     from benchmark.config import load_config
     from benchmark.runner import Runner
 
-    over = {k: getattr(args, k) for k in ("variant", "cache_dir")}
+    over = {k: getattr(args, k) for k in ("variant", "cache_dir", "device")}
     if args.methods is not None:
         over["methods"] = [{"name": m} for m in args.methods]
     runner = Runner(load_config(args.config, over), progress=False)
@@ -91,7 +93,7 @@ def _cmd_prepare(args: argparse.Namespace) -> int:
 def _overrides(args: argparse.Namespace) -> dict:
     over = {k: getattr(args, k) for k in ("profile", "model", "variant", "prompt_sets", "classifiers",
                                           "debias_attribute", "images_per_prompt", "max_prompts", "batch_size",
-                                          "seed", "output_dir", "cache_dir", "run_id")}
+                                          "seed", "output_dir", "cache_dir", "run_id", "device")}
     if args.methods is not None:
         over["methods"] = [{"name": m} for m in args.methods]
     sampler = {"num_inference_steps": args.steps, "guidance_scale": args.guidance}

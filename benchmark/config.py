@@ -88,6 +88,10 @@ class RunConfig(_Strict):
     nontarget_dir: str | None = None
     clip_model: str | None = None
     clip_pretrained: str | None = None
+    # where the world's models run ("cuda", "cuda:1"); None keeps them on the CPU. The real profile
+    # picks its own device (CUDA with fp16 when present). Not part of any cache key: the same
+    # model on another device gives the same images up to float rounding.
+    device: str | None = None
 
     @field_validator("methods")
     @classmethod
@@ -112,6 +116,18 @@ class RunConfig(_Strict):
             if name not in CLASSIFIERS:
                 raise ValueError(f"unknown classifier {name!r}; known: {', '.join(CLASSIFIERS.names())}")
         return names
+
+    @field_validator("device")
+    @classmethod
+    def _device_known(cls, device: str | None) -> str | None:
+        if device is not None:
+            import torch
+
+            try:
+                torch.device(device)
+            except (RuntimeError, ValueError) as exc:
+                raise ValueError(f"{device!r} is not a torch device (cpu, cuda, cuda:1, ...)") from exc
+        return device
 
     @field_validator("prompt_sets")
     @classmethod

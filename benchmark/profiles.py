@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import torch
 from PIL import Image
 
 from benchmark.components import Components
@@ -48,7 +49,13 @@ class Profile:
 def world_profile(config: RunConfig) -> Profile:
     from benchmark.world import load_world, weights_dir
 
+    if config.device is not None and torch.device(config.device).type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"config: device: {config.device!r} asked for, but CUDA is not available here")
     world = load_world(config.variant)
+    if config.device is not None:
+        # fp32 throughout, as on the CPU: cuDNN's TF32 convolutions would round far more coarsely
+        torch.backends.cudnn.allow_tf32 = False
+        world.components.to(config.device)
     return Profile(
         name=f"world:{config.variant}",
         components=world.components,

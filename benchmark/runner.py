@@ -230,7 +230,7 @@ class Runner:
         if workdir.is_dir() and (before is None or shipped.artefact_files(workdir) != before["files"]):
             info = {"method": spec.name, "key": key, "params": dataclasses.asdict(method.params),
                     "base": base.fingerprint, "sampler": dataclasses.asdict(base.sampler), "data": data.fingerprint(method.reads),
-                    "train_seconds": train_seconds, "versions": package_versions()}
+                    "train_seconds": train_seconds, "device": str(base.device), "versions": package_versions()}
             shipped.write_manifest(workdir, before or info)
         self.cost[spec.key] = {"prepare_seconds": round(seconds, 3), "train_seconds": train_seconds,
                                "generate_seconds": 0.0, "generated": 0, "image_seconds": 0.0, "timed_images": 0,

@@ -92,9 +92,9 @@ class SelfDebiasParams:
     # -- data ----------------------------------------------------------------------------------
     # paper: ~1.5-2k vanilla samples per prompt (face runs). With 128, a rare colour forms one mode
     # among 3-4 colour x shade modes, which caps its share under uniform guidance; modes found from 512
-    # samples (shipped projection) split it: 12 prompts x 64 colour soft FD 0.215 -> 0.193, FID
+    # samples (the 128-sample projection) split it: 12 prompts x 64 colour soft FD 0.215 -> 0.193, FID
     # 3.53 -> 3.16 (baseline 0.366 / 3.93). 256 did not help. See the README, finding (5).
-    num_samples: int = 128
+    num_samples: int = 512
     seed: int = 0  # seeds the vanilla samples, augmentations, training and clustering
     # -- projection P(h, s) -------------------------------------------------------------------
     hidden_dim: int = 512  # paper: 2048
@@ -417,9 +417,9 @@ class SelfDebias(Method):
 
     def training_params(self) -> dict:
         p = dataclasses.asdict(self.params)
-        # guidance-time fields do not change the artefacts (max_relative_step does not either, but
-        # it names the shipped artefact files, so it stays until they are re-made)
-        for name in ("lam", "step_size", "inner_steps", "tau", "guide_below", "guidance_batch", "target"):
+        # guidance-time fields do not change the artefacts
+        for name in ("lam", "step_size", "inner_steps", "tau", "guide_below", "guidance_batch", "target",
+                     "max_relative_step"):
             p.pop(name)
         return p
 
@@ -524,6 +524,7 @@ class SelfDebias(Method):
     def train_projector(self, h_all: torch.Tensor, v_all: torch.Tensor) -> tuple[Projector, list[float]]:
         """Adam on every (prompt, image, step, branch) example; returns the net and the mean loss per epoch."""
         p = self.params
+        device = self.components.device if self.components is not None else torch.device("cpu")
         n_prompts, n, steps, branches = h_all.shape[:4]
         in_dim = int(np.prod(h_all.shape[4:]))
         flat_h = h_all.reshape(n_prompts * n * steps * branches, in_dim)
@@ -534,7 +535,7 @@ class SelfDebias(Method):
         losses = []
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(p.seed)
-            proj = Projector(in_dim, steps, flat_v.shape[-1], p.hidden_dim, p.step_embed_dim, p.dropout)
+            proj = Projector(in_dim, steps, flat_v.shape[-1], p.hidden_dim, p.step_embed_dim, p.dropout).to(device)
             opt = torch.optim.Adam(proj.parameters(), lr=p.lr)
             gen = torch.Generator().manual_seed(p.seed)
             proj.train()
@@ -543,22 +544,27 @@ class SelfDebias(Method):
                 total, count = 0.0, 0
                 for lo in range(0, len(order), p.train_batch):
                     idx = order[lo:lo + p.train_batch]
-                    v = flat_v[image_of[idx]]
-                    loss = projection_loss(proj(flat_h[idx], step_of[idx]), v[:, 0], v[:, 1], p.loss_temperature)
+                    # the recording stays on the CPU; one batch at a time goes to the model's device
+                    v = flat_v[image_of[idx]].to(device)
+                    z = proj(flat_h[idx].to(device), step_of[idx].to(device))
+                    loss = projection_loss(z, v[:, 0], v[:, 1], p.loss_temperature)
                     opt.zero_grad()
                     loss.backward()
                     opt.step()
                     total += loss.item() * len(idx)
                     count += len(idx)
                 losses.append(total / count)
-        return proj.eval(), losses
+        return proj.cpu().eval(), losses
 
     @torch.no_grad()
     def discover_modes(self, projector: Projector, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, dict]:
         """Modes of one prompt and branch; ``h`` (N, S, C, H, W). Returns (S, k, D) centroids, (S, k) sizes."""
         p = self.params
         steps = h.shape[1]
-        z = [projector(h[:, s], torch.full((len(h),), s)).numpy().astype(np.float64) for s in range(steps)]
+        device = self.components.device if self.components is not None else torch.device("cpu")
+        projector = projector.to(device)
+        z = [projector(h[:, s].to(device), torch.full((len(h),), s, device=device)).cpu().numpy().astype(np.float64)
+             for s in range(steps)]
         if p.num_modes is None:
             k, scores = choose_k(z[-1], p.k_min, p.k_max, p.n_neighbors, p.seed)
         else:

@@ -23,6 +23,7 @@ def test_list_methods_and_prompts(capsys) -> None:
      "error: command line: prompt_sets[0]: unknown prompt set 'nope'; known:"),
     (["method", "nope"], "error: unknown method 'nope'"),
     (["report", "/nonexistent-run"], "error: /nonexistent-run/results.json"),
+    (["prepare", "--device", "gpu0"], "error: command line: device: 'gpu0' is not a torch device"),
 ])
 def test_user_errors_are_one_line(capsys, argv, expected) -> None:
     assert main(argv) == 2
@@ -56,3 +57,10 @@ def test_perf_takes_its_options_directly(monkeypatch) -> None:
     assert main(["perf", "--images", "8", "--repeats", "1", "--profile", "tiny"]) == 0
     assert seen["args"] == ("tiny", 8, 100, 1)
     assert main(["perf", "--bogus"]) == 2
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="checks the error on a machine without CUDA")
+def test_asking_for_cuda_without_it_is_a_one_line_error(capsys) -> None:
+    assert main(["prepare", "--methods", "baseline", "--device", "cuda"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: config: device: 'cuda' asked for, but CUDA is not available") and err.count("\n") == 1

@@ -71,6 +71,7 @@ def test_first_preparation_writes_a_manifest_with_hashes_and_training_time(tiny_
     assert manifest["files"]["unet-evals.json"] == hash_file(folder / "unet-evals.json")
     assert manifest["train_seconds"] == runner.cost["trained"]["train_seconds"] > 0
     assert manifest["params"] == {"scale": 1.0} and manifest["versions"]["torch"]
+    assert manifest["device"] == "cpu"  # artefacts made on a GPU say so
 
 
 def test_exported_artefacts_let_a_fresh_cache_skip_training(tiny_config, trained, tmp_path) -> None:
