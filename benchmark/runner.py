@@ -84,7 +84,7 @@ def _version(name: str) -> str:
 
 def default_run_id(config: RunConfig) -> str:
     """Deterministic: the same config writes (and resumes) the same run directory."""
-    return f"{config.profile}-{hash_value(config.model_dump(exclude={'run_id', 'output_dir', 'cache_dir'}))[:12]}"
+    return f"{config.profile}-{hash_value(config.model_dump(exclude={'run_id', 'output_dir', 'cache_dir', 'device'}))[:12]}"
 
 
 class Runner:

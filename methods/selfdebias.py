@@ -58,6 +58,7 @@ import dataclasses
 import json
 import logging
 import math
+import shutil
 import time
 import warnings
 from collections.abc import Sequence
@@ -90,10 +91,12 @@ class SelfDebiasParams:
     """Hyper-parameters. Defaults are the world's; ``paper()`` gives the official configuration."""
 
     # -- data ----------------------------------------------------------------------------------
-    # paper: ~1.5-2k vanilla samples per prompt (face runs). With 128, a rare colour forms one mode
-    # among 3-4 colour x shade modes, which caps its share under uniform guidance; modes found from 512
-    # samples (the 128-sample projection) split it: 12 prompts x 64 colour soft FD 0.215 -> 0.193, FID
-    # 3.53 -> 3.16 (baseline 0.366 / 3.93). 256 did not help. See the README, finding (5).
+    # paper: ~1.5-2k vanilla samples per prompt (face runs). With 128 (the earlier world default), a
+    # rare colour forms one mode among 3-4 colour x shade modes, which caps its share under uniform
+    # guidance; 512 splits it (most prompts: 5-6 modes). Full world runs: colour soft FD -46 % -> -48 %
+    # (default), -45 % -> -49 % (alt); 256 did not help. See the README, finding (5). Preparing with 512
+    # on 2 CPU cores would take about 50 min (4x the 128-sample times); the shipped artefacts were
+    # made with `debias-bench prepare --device cuda` in 3 min.
     num_samples: int = 512
     seed: int = 0  # seeds the vanilla samples, augmentations, training and clustering
     # -- projection P(h, s) -------------------------------------------------------------------
@@ -699,7 +702,8 @@ def _params_from(pairs: list[str]) -> SelfDebiasParams:
 def sweep(variant: str, params: SelfDebiasParams, batches: list[int], n: int, workdir: Path, seed: int = 0) -> dict:
     """Baseline against SelfDebias on the world at several guidance batch sizes.
 
-    Per plain prompt: soft FD ``||mean(probs) - uniform||_2`` of every world attribute (the world
+    Starts from the shipped artefacts (copied into ``workdir``). Per prompt that leaves colour open:
+    soft FD ``||mean(probs) - uniform||_2`` of every world attribute (the world
     classifier is read here, for evaluation only) and, per discovered mode of the baseline images, the
     mean class probabilities and the image count (``mode_purity``: do the modes follow the attributes?);
     over all prompts: FID against the world's reference set with the world's features, seconds per
@@ -707,12 +711,19 @@ def sweep(variant: str, params: SelfDebiasParams, batches: list[int], n: int, wo
     """
     from benchmark.metrics.fid import frechet_distance
     from benchmark.seeding import image_seeds
-    from benchmark.world import load_world
+    from benchmark.world import load_world, weights_dir
     from classifiers.world import WorldClassifier
 
     world = load_world(variant)
     clf = WorldClassifier()
-    data = dataclasses.replace(world.method_data, target=None, nontarget=None, classifier=None, attribute=None)
+    # the prompts a world run prepares SelfDebias on (those that leave colour open), so that the
+    # shipped artefacts, copied in below, serve the world defaults without retraining
+    open_prompts = [p.text for p in world.prompts if "color" not in p.named]
+    data = dataclasses.replace(world.method_data, target=None, nontarget=None, classifier=None, attribute=None,
+                               prompts=open_prompts)
+    shipped = weights_dir(variant) / "methods" / "selfdebias"
+    for folder in sorted(shipped.iterdir()) if shipped.is_dir() else []:
+        shutil.copytree(folder, workdir, dirs_exist_ok=True)
     method = SelfDebias(params)
     t0 = time.perf_counter()
     method.prepare(world.components, data, workdir)
