@@ -134,12 +134,12 @@ class SelfDebiasParams:
     max_relative_step: float | None = 0.7
     # Project each inner step's gradient onto the top-r principal directions of the recorded vanilla
     # h at that step and branch; None = the raw gradient (paper). DEVIATION on the world. Measured on
-    # the default world with the shipped preparation (10 plain prompts x 64 images; colour / shade soft
+    # the default world with the earlier 128-sample preparation (10 plain prompts x 64; colour / shade soft
     # FD, FID vs reference; baseline 0.329 / 0.369 / 3.06):
     #   raw gradient, cap 0.3 (the previous default)  0.309 / 0.338 / 2.90
     #   r 32, cap 0.3   0.278 / 0.312 / 2.66      r 8, cap 0.3   0.251 / 0.280 / 2.40
     #   r 32, cap 0.6   0.211 / 0.312 / 3.26      r 16, cap 0.6  0.181 / 0.303 / 3.28
-    #   r 8, cap 0.6    0.171 / 0.275 / 3.26      r 4, cap 0.6   0.166 / 0.281 / 2.73 (chosen)
+    #   r 8, cap 0.6    0.171 / 0.275 / 3.26      r 4, cap 0.6   0.166 / 0.281 / 2.73 (r chosen)
     #   r 8, cap 1.0    0.100 / 0.327 / 10.82     r 4, cap 1.0   0.072 / 0.270 / 8.60
     # The top 8 directions hold 57-65 % of h's variance, the top 32 78-87 %.
     guide_subspace: int | None = 4
