@@ -421,6 +421,11 @@ class SelfDebias(Method):
         assert self.components is not None
         return BRANCHES_CFG if uses_cfg(self.components.sampler) else ("cond",)
 
+    @property
+    def device(self) -> torch.device:
+        """Where preparation computes: the base model's device (the CPU before ``prepare``)."""
+        return self.components.device if self.components is not None else torch.device("cpu")
+
     def training_params(self) -> dict:
         p = dataclasses.asdict(self.params)
         # guidance-time fields do not change the artefacts
@@ -530,7 +535,7 @@ class SelfDebias(Method):
     def train_projector(self, h_all: torch.Tensor, v_all: torch.Tensor) -> tuple[Projector, list[float]]:
         """Adam on every (prompt, image, step, branch) example; returns the net and the mean loss per epoch."""
         p = self.params
-        device = self.components.device if self.components is not None else torch.device("cpu")
+        device = self.device
         n_prompts, n, steps, branches = h_all.shape[:4]
         in_dim = int(np.prod(h_all.shape[4:]))
         flat_h = h_all.reshape(n_prompts * n * steps * branches, in_dim)
@@ -567,7 +572,7 @@ class SelfDebias(Method):
         """Modes of one prompt and branch; ``h`` (N, S, C, H, W). Returns (S, k, D) centroids, (S, k) sizes."""
         p = self.params
         steps = h.shape[1]
-        device = self.components.device if self.components is not None else torch.device("cpu")
+        device = self.device
         projector = projector.to(device)
         z = [projector(h[:, s].to(device), torch.full((len(h),), s, device=device)).cpu().numpy().astype(np.float64)
              for s in range(steps)]
@@ -702,6 +707,16 @@ def _params_from(pairs: list[str]) -> SelfDebiasParams:
     return SelfDebias.from_config(changes).params
 
 
+def copy_shipped_artefacts(variant: str, workdir: Path) -> None:
+    """Copy the world's shipped SelfDebias artefacts into ``workdir``; ``prepare`` loads the one whose
+    name matches its parameters and trains only when none does."""
+    from benchmark.world import weights_dir
+
+    shipped = weights_dir(variant) / "methods" / "selfdebias"
+    for folder in sorted(shipped.iterdir()) if shipped.is_dir() else []:
+        shutil.copytree(folder, workdir, dirs_exist_ok=True)
+
+
 def sweep(variant: str, params: SelfDebiasParams, batches: list[int], n: int, workdir: Path, seed: int = 0) -> dict:
     """Baseline against SelfDebias on the world at several guidance batch sizes.
 
@@ -714,7 +729,7 @@ def sweep(variant: str, params: SelfDebiasParams, batches: list[int], n: int, wo
     """
     from benchmark.metrics.fid import frechet_distance
     from benchmark.seeding import image_seeds
-    from benchmark.world import load_world, weights_dir
+    from benchmark.world import load_world
     from classifiers.world import WorldClassifier
 
     world = load_world(variant)
@@ -724,9 +739,7 @@ def sweep(variant: str, params: SelfDebiasParams, batches: list[int], n: int, wo
     open_prompts = [p.text for p in world.prompts if "color" not in p.named]
     data = dataclasses.replace(world.method_data, target=None, nontarget=None, classifier=None, attribute=None,
                                prompts=open_prompts)
-    shipped = weights_dir(variant) / "methods" / "selfdebias"
-    for folder in sorted(shipped.iterdir()) if shipped.is_dir() else []:
-        shutil.copytree(folder, workdir, dirs_exist_ok=True)
+    copy_shipped_artefacts(variant, workdir)
     method = SelfDebias(params)
     t0 = time.perf_counter()
     method.prepare(world.components, data, workdir)

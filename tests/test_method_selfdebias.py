@@ -302,16 +302,13 @@ def test_world_soft_fd_halves_and_fid_stays_close(tmp_path):
     labels: colour soft FD at least 50 % below the baseline's, FID vs reference at most 1.5x.
 
     Starts from a copy of the shipped artefacts (the runner's store), so it measures what a world run
-    samples; a default changed without re-exporting retrains here (about an hour on 2 cores)."""
-    import shutil
-
-    from benchmark.world import weights_dir
+    samples; a default changed without re-exporting retrains here (about 50 min on 2 cores)."""
+    from methods.selfdebias import copy_shipped_artefacts
 
     world = _world()
     data = dataclasses.replace(world.method_data, target=None, classifier=None, prompts=world_open_prompts(world))
     m = SelfDebias()
-    for shipped in (weights_dir("default") / "methods" / "selfdebias").iterdir():
-        shutil.copytree(shipped, tmp_path, dirs_exist_ok=True)
+    copy_shipped_artefacts("default", tmp_path)
     m.prepare(world.components, data, tmp_path)
     rows = world_colour_rows(world, {"baseline": lambda p, s: sample(world.components, p, s), "selfdebias": m.generate})
     assert rows["selfdebias"][0] <= 0.5 * rows["baseline"][0], rows
