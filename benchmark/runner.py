@@ -203,16 +203,21 @@ class Runner:
         data.prompts = [p.text for ps in self.prompt_sets for p in ps.prompts if data.attribute not in p.named]
         return data
 
-    def artefact_key(self, method: Method, base: Components) -> str:
-        """Everything a method's preparation depends on, hashed: its artefact folder's name."""
+    def artefact_key(self, method: Method, base: Components, data_fingerprint: str | None = None) -> str:
+        """Everything a method's preparation depends on, hashed: its artefact folder's name.
+        ``data_fingerprint``: the method data's fingerprint over ``method.reads``, when the caller
+        has already computed it (``_prepare`` records the same value in the folder's manifest)."""
+        if data_fingerprint is None:
+            data_fingerprint = self.method_data().fingerprint(method.reads)
         return hash_value({"method": method.name, "params": method.training_params(),
                            "base": base.fingerprint, "sampler": dataclasses.asdict(base.sampler),
-                           "data": self.method_data().fingerprint(method.reads)})
+                           "data": data_fingerprint})
 
     def _prepare(self, spec: MethodSpec, base: Components) -> Method:
         method = METHODS.get(spec.name).from_config(spec.params)
         data = self.method_data()
-        key = self.artefact_key(method, base)
+        data_fingerprint = data.fingerprint(method.reads)
+        key = self.artefact_key(method, base, data_fingerprint)
         workdir = self.workdirs[spec.key] = self.cache.artefact_dir(spec.name, key)
         source = shipped.seed_from(self.profile.artefact_stores, spec.name, key, workdir)
         if source is not None:
@@ -229,7 +234,7 @@ class Runner:
         train_seconds = before.get("train_seconds") if before else (round(seconds, 3) if fresh else None)
         if workdir.is_dir() and (before is None or shipped.artefact_files(workdir) != before["files"]):
             info = {"method": spec.name, "key": key, "params": dataclasses.asdict(method.params),
-                    "base": base.fingerprint, "sampler": dataclasses.asdict(base.sampler), "data": data.fingerprint(method.reads),
+                    "base": base.fingerprint, "sampler": dataclasses.asdict(base.sampler), "data": data_fingerprint,
                     "train_seconds": train_seconds, "device": str(base.device), "versions": package_versions()}
             shipped.write_manifest(workdir, before or info)
         self.cost[spec.key] = {"prepare_seconds": round(seconds, 3), "train_seconds": train_seconds,

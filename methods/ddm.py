@@ -8,7 +8,9 @@ and indicator are trained jointly by one AdamW on
     L = w_rec · ‖ε̂ − ε‖² + α · CE(C(flatten(ε̂)), y),    ε̂ = UNet(z_t, t, TextEnc(caption)),
 
 with z_t the forward-noised latent of the image (z_0 = VAE latent, or the image itself in pixel
-space). No sensitive-attribute labels are used. At sampling time the LoRA is merged into the
+space). The paper's text speaks of "denoised latents"; the official code, followed here, feeds the
+raw noise prediction ε̂ (the README's DDM findings measure both readings on the world). No
+sensitive-attribute labels are used. At sampling time the LoRA is merged into the
 weights (``merge_and_unload``) and the plain sampler runs: no guidance term, no indicator.
 
 Official code: ``chun61205/DebiasingDiffusionModel`` (training script, indicator, entropy tool).
@@ -524,19 +526,23 @@ def evaluate(generate: Callable[[list[str], list[int]], np.ndarray], setting: Sw
 
 
 def sweep(setting: SweepSetting, alphas: Sequence[float], params: DDMParams, workdir: Path, n: int,
-          log: Callable[[str], None] = print) -> tuple[dict, list[dict]]:
-    """Baseline row and one row per α: class shares, soft FD, FID, indicator entropy, training time."""
+          log: Callable[[str], None] = print, seeds: Sequence[int] | None = None) -> tuple[dict, list[dict]]:
+    """Baseline row and one row per (α, training seed): class shares, soft FD, FID, indicator
+    entropy, training time. ``seeds`` defaults to ``params.seed`` alone; several seeds show how much
+    of an α's effect is the training run's own variation (the images are drawn with the same seeds)."""
     base_row = evaluate(lambda p, s: sample(setting.base, p, s), setting, n)
     rows = []
     for a in alphas:
-        method = DDM(dataclasses.replace(params, alpha=float(a)))
-        method.prepare(setting.base, setting.data, Path(workdir) / f"alpha-{a:g}", log=log)
-        row = {"alpha": float(a), **evaluate(method.generate, setting, n)}
-        ent = method.manifest["indicator_entropy"]
-        row["H_ind(target)"] = ent["target"]["entropy"]
-        row["H_ind(nontarget)"] = ent["nontarget"]["entropy"]
-        row["train_s"] = method.manifest["training_seconds"]
-        rows.append(row)
+        for seed in (params.seed,) if seeds is None else seeds:
+            method = DDM(dataclasses.replace(params, alpha=float(a), seed=int(seed)))
+            folder = f"alpha-{a:g}" if seed == params.seed else f"alpha-{a:g}-seed-{seed}"
+            method.prepare(setting.base, setting.data, Path(workdir) / folder, log=log)
+            row = {"alpha": float(a), "seed": int(seed), **evaluate(method.generate, setting, n)}
+            ent = method.manifest["indicator_entropy"]
+            row["H_ind(target)"] = ent["target"]["entropy"]
+            row["H_ind(nontarget)"] = ent["nontarget"]["entropy"]
+            row["train_s"] = method.manifest["training_seconds"]
+            rows.append(row)
     return base_row, rows
 
 
@@ -582,6 +588,8 @@ def cli(argv: list[str]) -> int:
     sw.add_argument("--images-per-prompt", type=int, default=200)
     sw.add_argument("--steps", type=int, default=None, help="training steps (default: DDMParams.max_steps)")
     sw.add_argument("--batch-size", type=int, default=None, help="training batch (default: DDMParams.batch_size)")
+    sw.add_argument("--seeds", default=None,
+                    help="comma-separated training seeds, one row per α and seed (default: DDMParams.seed)")
     sw.add_argument("--workdir", default=".debias-cache/ddm-sweep", help="where trained artefacts are cached")
     sw.add_argument("--json", default=None, help="also write the rows to this JSON file")
     args = parser.parse_args(argv)
@@ -591,13 +599,20 @@ def cli(argv: list[str]) -> int:
         raise ConfigError(f"--alphas: expected comma-separated numbers, got {args.alphas!r}") from None
     if not alphas:
         raise ConfigError("--alphas: give at least one value")
+    try:
+        seeds = None if args.seeds is None else [int(x) for x in args.seeds.split(",") if x.strip()]
+    except ValueError:
+        raise ConfigError(f"--seeds: expected comma-separated integers, got {args.seeds!r}") from None
+    if seeds == []:
+        raise ConfigError("--seeds: give at least one value")
     overrides = {"max_steps": args.steps, "batch_size": args.batch_size}
     try:
         params = DDMParams(**{k: v for k, v in overrides.items() if v is not None})
     except ValueError as exc:
         raise ConfigError(f"ddm sweep: {exc}") from None
     setting = world_setting(args.attribute, args.world)
-    base_row, rows = sweep(setting, alphas, params, Path(args.workdir), args.images_per_prompt, log=lambda m: None)
+    base_row, rows = sweep(setting, alphas, params, Path(args.workdir), args.images_per_prompt, log=lambda m: None,
+                           seeds=seeds)
     print("baseline: " + ", ".join(f"{k} {v:.4g}" for k, v in base_row.items() if isinstance(v, float)))
     print(format_table(rows))
     if args.json:

@@ -818,7 +818,12 @@ def cli(argv: list[str]) -> int:
             for branch, info in branches.items():
                 print(f"{prompt!r:40} {branch:6} k={info['k']} sizes={info['sizes_last_step']}")
         return 0
-    batches = [int(b) for b in args.batches.split(",") if b.strip()]
+    try:
+        batches = [int(b) for b in args.batches.split(",") if b.strip()]
+    except ValueError:
+        raise ConfigError(f"--batches: expected comma-separated integers, got {args.batches!r}") from None
+    if not batches or min(batches) < 1:
+        raise ConfigError(f"--batches: give one or more sizes >= 1, got {args.batches!r}")
     result = sweep(args.variant, _params_from(args.set), batches, args.n, args.workdir)
     text = json.dumps(result, indent=2)
     if args.out:

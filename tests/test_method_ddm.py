@@ -221,7 +221,7 @@ def test_sweep_command_prints_one_row_per_alpha(base, data, tmp_path, monkeypatc
     lines = capsys.readouterr().out.strip().splitlines()
     assert lines[0].startswith("baseline:")
     header, rule, *rows = lines[1:]
-    assert header.split()[:5] == ["alpha", "p(red)", "p(blue)", "soft_fd", "fid"]
+    assert header.split()[:6] == ["alpha", "seed", "p(red)", "p(blue)", "soft_fd", "fid"]
     assert [float(r.split()[0]) for r in rows] == [0.0, 0.05, 0.1]
     saved = json.loads(out_json.read_text())
     assert [r["alpha"] for r in saved["rows"]] == [0.0, 0.05, 0.1]
@@ -233,6 +233,23 @@ def test_sweep_command_prints_one_row_per_alpha(base, data, tmp_path, monkeypatc
 def test_sweep_command_rejects_bad_alphas():
     with pytest.raises(ConfigError, match="--alphas"):
         ddm.cli(["sweep", "--alphas", "0,abc"])
+
+
+def test_sweep_command_trains_one_model_per_seed(base, data, tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(ddm, "world_setting", lambda attribute, variant: _tiny_setting(base, data))
+    code = ddm.cli(["sweep", "--alphas", "0.05", "--seeds", "0,3", "--images-per-prompt", "4", "--steps", "2",
+                    "--batch-size", "4", "--workdir", str(tmp_path / "w"), "--json", str(tmp_path / "rows.json")])
+    assert code == 0
+    rows = json.loads((tmp_path / "rows.json").read_text())["rows"]
+    assert [(r["alpha"], r["seed"]) for r in rows] == [(0.05, 0), (0.05, 3)]
+    manifests = [json.loads((tmp_path / "w" / f / "ddm.json").read_text()) for f in ("alpha-0.05", "alpha-0.05-seed-3")]
+    assert [m["params"]["seed"] for m in manifests] == [0, 3]
+    assert manifests[0]["sha256"] != manifests[1]["sha256"]
+
+
+def test_sweep_command_rejects_bad_seeds():
+    with pytest.raises(ConfigError, match="--seeds"):
+        ddm.cli(["sweep", "--seeds", "0,x"])
 
 
 # -- the world ---------------------------------------------------------------------------------------
@@ -248,6 +265,9 @@ def _world_or_skip():
 
 
 @pytest.mark.slow
+@pytest.mark.xfail(strict=True, reason="DDM's indicator shifts the colour share by a seed-dependent amount in either "
+                   "direction, not towards balance (README: Results on the world, DDM); full suite −14 %, "
+                   "seeds 0/1/2 at 64 images −8 % / +7 % / −7 %")
 def test_world_ddm_reaches_target():
     """Soft FD at least 40 % below the baseline's; FID vs reference at most 1.5x the baseline's."""
     _world_or_skip()

@@ -326,3 +326,33 @@ def test_an_artefact_without_its_guidance_subspace_is_a_one_line_error(method, w
         method.load_artefacts(stripped, PROMPTS)
     assert "\n" not in str(err.value)
     method.load_artefacts(full, PROMPTS)  # the module's method stays usable for later tests
+
+
+def test_sweep_command_runs_from_the_shipped_artefacts(tmp_path, capsys):
+    """One row per guidance batch next to the baseline, over the prompts a world run prepares on,
+    sampled from the shipped artefacts (nothing is trained: the folder keeps exactly the shipped files)."""
+    import json
+
+    from benchmark.world import weights_dir
+    from methods import selfdebias
+
+    world = _world()
+    assert selfdebias.cli(["sweep", "--batches", "4", "--n", "4", "--workdir", str(tmp_path / "w"),
+                           "--out", str(tmp_path / "sweep.json")]) == 0
+    result = json.loads((tmp_path / "sweep.json").read_text())
+    assert set(result["runs"]) == {"baseline", "batch-4"}
+    for run in result["runs"].values():
+        assert sorted(run["soft_fd"]) == sorted(world_open_prompts(world))
+        assert all(0 <= v <= 1 for fd in run["soft_fd"].values() for v in fd.values())
+        assert run["fid_vs_reference"] > 0
+    assert result["runs"]["batch-4"]["soft_fd"] != result["runs"]["baseline"]["soft_fd"]
+    shipped = {f.name for d in (weights_dir("default") / "methods" / "selfdebias").iterdir() for f in d.iterdir()}
+    assert {f.name for f in (tmp_path / "w").iterdir()} == shipped
+
+
+@pytest.mark.parametrize("batches", ["8,x", "0", ""])
+def test_sweep_command_rejects_bad_batches(batches):
+    from methods import selfdebias
+
+    with pytest.raises(ConfigError, match="--batches"):
+        selfdebias.cli(["sweep", "--batches", batches])
