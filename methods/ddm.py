@@ -557,11 +557,11 @@ def format_table(rows: list[dict]) -> str:
 
 def world_setting(attribute: str, variant: str = "default") -> SweepSetting:
     """The α-sweep setting on the world: its base model, DDM data, classifier, plain prompts, reference."""
-    from benchmark.world import load_world, weights_dir  # imported late: the world ships separately
+    from benchmark.world import load_world  # imported late: the world ships separately
     from classifiers.world import WorldClassifier
 
     world = load_world(variant)
-    clf = WorldClassifier(weights_dir(variant) / WorldClassifier.filename)
+    clf = WorldClassifier()  # one classifier serves every world variant (it ships with the default)
     if attribute not in clf.attributes:
         raise ConfigError(f"ddm sweep: unknown attribute {attribute!r}; known: {sorted(clf.attributes)}")
     classes = list(clf.attributes[attribute])

@@ -264,6 +264,18 @@ def _world_or_skip():
         pytest.skip(f"world weights not available: {exc}")
 
 
+@pytest.mark.parametrize("variant", ["default", "alt"])
+def test_world_sweep_setting_loads_every_variant(variant):
+    _world_or_skip()
+    setting = ddm.world_setting("color", variant)
+    assert setting.classes == ["red", "blue"]
+    assert setting.base.name == f"world-{variant}"
+    probs = setting.classify(setting.reference[:8])
+    assert probs.shape == (8, 2) and np.allclose(probs.sum(1), 1, atol=1e-5)
+    with pytest.raises(ConfigError, match="unknown attribute"):
+        ddm.world_setting("hue", variant)
+
+
 @pytest.mark.slow
 @pytest.mark.xfail(strict=True, reason="DDM's indicator shifts the colour share by a seed-dependent amount in either "
                    "direction, not towards balance (README: Results on the world, DDM); full suite −14 %, "
