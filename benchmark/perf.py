@@ -4,8 +4,10 @@
 
 Reports (1) images/s of the harness (runner, cache writes included) against a bare loop with the
 same components, batch and steps (``StableDiffusionPipeline``, or ``StableDiffusionXLPipeline`` for
-SDXL, for latent models; the same scheduler/UNet loop written inline for pixel-space ones), their ratio (goal >= 0.95), and
-(2) classify + score time as a share of generation time (goal <= 5 %). Numbers, not a pass/fail.
+SDXL, for latent models; the same scheduler/UNet loop written inline for pixel-space ones), their ratio (goal >= 0.95),
+(2) classify + score time as a share of generation time (goal <= 5 %), and (3) the time spent writing
+the run's files (results, tables, the HTML report with its figures), a fixed cost per run that does
+not grow with the number of images. Numbers, not a pass/fail.
 """
 
 from __future__ import annotations
@@ -57,14 +59,35 @@ def bare_loop(components: Components, prompts: list[str], seeds: list[int]) -> n
     return ((latents / 2 + 0.5).clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
 
 
+# The tiny profile's classifier (palette) predicts only `tone`, which no shipped prompt set scores.
+TINY_PROMPT_SET = """\
+name: perf-tones
+description: one prompt for `debias-bench perf --profile tiny`
+source: project-made
+attributes: [tone]
+classes: {tone: [warm, cool]}
+images_per_prompt: 1
+prompts:
+  - {id: person, text: "a photo of a person"}
+"""
+
+
 def measure(profile_name: str, images: int, batch_size: int, repeats: int) -> dict:
-    base_cfg = {"profile": profile_name, "methods": [{"name": "baseline"}], "batch_size": batch_size,
-                "images_per_prompt": images, "max_prompts": 1, "metrics": {"bootstrap": 1000}}
-    if profile_name == "tiny":
-        base_cfg |= {"prompt_sets": ["faces"], "classifiers": ["palette"]}
+    with tempfile.TemporaryDirectory() as tmp:
+        base_cfg = {"profile": profile_name, "methods": [{"name": "baseline"}], "batch_size": batch_size,
+                    "images_per_prompt": images, "max_prompts": 1, "metrics": {"bootstrap": 1000}}
+        if profile_name == "tiny":
+            prompt_set = Path(tmp) / "perf-tones.yaml"
+            prompt_set.write_text(TINY_PROMPT_SET)
+            base_cfg |= {"prompt_sets": [str(prompt_set)], "classifiers": ["palette"]}
+        return _measure(base_cfg, images, batch_size, repeats)
+
+
+def _measure(base_cfg: dict, images: int, batch_size: int, repeats: int) -> dict:
+    profile_name = base_cfg["profile"]
     profile = load_profile(load_config(None, base_cfg))
     comps = profile.components
-    harness, bare, overhead = [], [], []
+    harness, bare, overhead, write = [], [], [], []
     prompt = "a photo of a person"
     for _ in range(repeats):
         seeds = list(range(images))
@@ -75,12 +98,11 @@ def measure(profile_name: str, images: int, batch_size: int, repeats: int) -> di
         with tempfile.TemporaryDirectory() as tmp:
             config = load_config(None, {**base_cfg, "cache_dir": f"{tmp}/cache", "output_dir": f"{tmp}/out"})
             runner = Runner(config, profile=profile, progress=False)
-            t0 = time.perf_counter()
             runner.run()
-            total = time.perf_counter() - t0
             gen = runner.cost["baseline"]["generate_seconds"]
             harness.append(images / gen)
-            overhead.append((total - gen - runner.cost["baseline"]["prepare_seconds"]) / gen)
+            overhead.append((runner.phase_seconds["classify"] + runner.phase_seconds["score"]) / gen)
+            write.append(runner.phase_seconds["write"])
     return {
         "profile": profile_name, "images": images, "batch_size": batch_size,
         "steps": comps.sampler.num_inference_steps, "threads": torch.get_num_threads(),
@@ -88,6 +110,7 @@ def measure(profile_name: str, images: int, batch_size: int, repeats: int) -> di
         "harness_images_per_s": round(float(np.median(harness)), 2),
         "throughput_ratio": round(float(np.median(harness) / np.median(bare)), 3),
         "classify_score_share_of_generation": round(float(np.median(overhead)), 4),
+        "write_seconds": round(float(np.median(write)), 2),
     }
 
 

@@ -101,6 +101,8 @@ class Runner:
         self.cache = Cache(config.cache_dir)
         self.failures: list[dict[str, str]] = []
         self.cost: dict[str, dict[str, Any]] = {}
+        # wall seconds of the phases after generation, for `debias-bench perf` (not written to results)
+        self.phase_seconds: dict[str, float] = {"classify": 0.0, "score": 0.0, "write": 0.0}
         self.method_info: dict[str, dict[str, Any]] = {}
         self.workdirs: dict[str, Path] = {}  # method key -> its artefact folder in the cache
 
@@ -160,14 +162,20 @@ class Runner:
                         bar.set_postfix_str(f"{ps.name}/{prompt.id}", refresh=False)
                         self._generate(method, cell, base, bar)
                         if not cell.failed:
+                            t0 = time.perf_counter()
                             self._classify(cell)
+                            self.phase_seconds["classify"] += time.perf_counter() - t0
                         cells.append(cell)
         from benchmark.scoring import cost_records, score, score_truth
 
+        t0 = time.perf_counter()
         records = score(cells, self.prompt_sets, self.classifiers, self.profile, self.config, self.failures)
         records += cost_records(self.cost, [ps.name for ps in self.prompt_sets])
         self.truth = score_truth(cells, self.prompt_sets, self.classifiers, self.profile.truth, self.config)
+        t1 = time.perf_counter()
         self._write(run_dir, cells, records, base)
+        self.phase_seconds["score"] = t1 - t0
+        self.phase_seconds["write"] = time.perf_counter() - t1
         return run_dir
 
     def _run_shard(self, state: Any, base: Components) -> None:

@@ -59,6 +59,16 @@ def test_perf_takes_its_options_directly(monkeypatch) -> None:
     assert main(["perf", "--bogus"]) == 2
 
 
+def test_perf_measures_generation_scoring_and_writing_apart() -> None:
+    from benchmark.perf import measure
+
+    numbers = measure("tiny", 4, 4, 1)
+    assert numbers["images"] == 4 and numbers["bare_images_per_s"] > 0 and numbers["harness_images_per_s"] > 0
+    # classify + score and the written report are timed as phases of the run, not inferred from totals
+    assert numbers["classify_score_share_of_generation"] > 0
+    assert numbers["write_seconds"] > 0
+
+
 @pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="checks the error on a machine without CUDA")
 def test_asking_for_cuda_without_it_is_a_one_line_error(capsys) -> None:
     assert main(["prepare", "--methods", "baseline", "--device", "cuda"]) == 2
