@@ -258,3 +258,15 @@ def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None
         else:
             data[key] = value
     return validate_config(data, source)
+
+
+def number_list(text: str, option: str, kind: type = float) -> list:
+    """``"0,0.05"`` → ``[0.0, 0.05]`` for a command-line option; a malformed or empty list is a
+    one-line :class:`ConfigError` naming ``option``."""
+    try:
+        values = [kind(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise ConfigError(f"{option}: expected comma-separated {kind.__name__} values, got {text!r}") from None
+    if not values:
+        raise ConfigError(f"{option}: give at least one value")
+    return values

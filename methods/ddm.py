@@ -52,6 +52,7 @@ from peft import LoraConfig, get_peft_model, get_peft_model_state_dict, set_peft
 from torch import nn
 
 from benchmark.components import Components
+from benchmark.config import number_list
 from benchmark.errors import ConfigError, DataError
 from benchmark.hashing import hash_value
 from benchmark.images import ImageSet, to_tensor
@@ -593,18 +594,8 @@ def cli(argv: list[str]) -> int:
     sw.add_argument("--workdir", default=".debias-cache/ddm-sweep", help="where trained artefacts are cached")
     sw.add_argument("--json", default=None, help="also write the rows to this JSON file")
     args = parser.parse_args(argv)
-    try:
-        alphas = [float(a) for a in args.alphas.split(",") if a.strip()]
-    except ValueError:
-        raise ConfigError(f"--alphas: expected comma-separated numbers, got {args.alphas!r}") from None
-    if not alphas:
-        raise ConfigError("--alphas: give at least one value")
-    try:
-        seeds = None if args.seeds is None else [int(x) for x in args.seeds.split(",") if x.strip()]
-    except ValueError:
-        raise ConfigError(f"--seeds: expected comma-separated integers, got {args.seeds!r}") from None
-    if seeds == []:
-        raise ConfigError("--seeds: give at least one value")
+    alphas = number_list(args.alphas, "--alphas")
+    seeds = None if args.seeds is None else number_list(args.seeds, "--seeds", int)
     overrides = {"max_steps": args.steps, "batch_size": args.batch_size}
     try:
         params = DDMParams(**{k: v for k, v in overrides.items() if v is not None})

@@ -74,6 +74,7 @@ from torch import nn
 from torchvision.transforms.v2 import functional as TF
 
 from benchmark.components import Components
+from benchmark.config import number_list
 from benchmark.errors import ConfigError
 from benchmark.hashing import hash_value
 from benchmark.hooks import split_branches
@@ -818,12 +819,9 @@ def cli(argv: list[str]) -> int:
             for branch, info in branches.items():
                 print(f"{prompt!r:40} {branch:6} k={info['k']} sizes={info['sizes_last_step']}")
         return 0
-    try:
-        batches = [int(b) for b in args.batches.split(",") if b.strip()]
-    except ValueError:
-        raise ConfigError(f"--batches: expected comma-separated integers, got {args.batches!r}") from None
-    if not batches or min(batches) < 1:
-        raise ConfigError(f"--batches: give one or more sizes >= 1, got {args.batches!r}")
+    batches = number_list(args.batches, "--batches", int)
+    if min(batches) < 1:
+        raise ConfigError(f"--batches: sizes must be >= 1, got {args.batches!r}")
     result = sweep(args.variant, _params_from(args.set), batches, args.n, args.workdir)
     text = json.dumps(result, indent=2)
     if args.out:
