@@ -80,11 +80,11 @@ def measure(profile_name: str, images: int, batch_size: int, repeats: int) -> di
             prompt_set = Path(tmp) / "perf-tones.yaml"
             prompt_set.write_text(TINY_PROMPT_SET)
             base_cfg |= {"prompt_sets": [str(prompt_set)], "classifiers": ["palette"]}
-        return _measure(base_cfg, images, batch_size, repeats)
+        return _measure(base_cfg, repeats)
 
 
-def _measure(base_cfg: dict, images: int, batch_size: int, repeats: int) -> dict:
-    profile_name = base_cfg["profile"]
+def _measure(base_cfg: dict, repeats: int) -> dict:
+    profile_name, images, batch_size = base_cfg["profile"], base_cfg["images_per_prompt"], base_cfg["batch_size"]
     profile = load_profile(load_config(None, base_cfg))
     comps = profile.components
     harness, bare, overhead, write = [], [], [], []
