@@ -556,6 +556,20 @@ def format_table(rows: list[dict]) -> str:
     return "\n".join([line(cols), line(["-" * w for w in widths])] + [line(x) for x in cells])
 
 
+def seed_summary(base_row: dict, rows: list[dict]) -> list[dict]:
+    """One row per α over its training seeds: mean and sample standard deviation of soft FD and FID,
+    and the mean soft FD's change against the baseline."""
+    out = []
+    for a in dict.fromkeys(r["alpha"] for r in rows):
+        fd = np.array([r["soft_fd"] for r in rows if r["alpha"] == a])
+        fid = np.array([r["fid"] for r in rows if r["alpha"] == a])
+        sd = (lambda x: float(x.std(ddof=1)) if len(x) > 1 else float("nan"))  # noqa: E731
+        out.append({"alpha": a, "seeds": len(fd), "soft_fd_mean": float(fd.mean()), "soft_fd_sd": sd(fd),
+                    "vs_baseline_%": 100 * (float(fd.mean()) / base_row["soft_fd"] - 1),
+                    "fid_mean": float(fid.mean()), "fid_sd": sd(fid)})
+    return out
+
+
 def world_setting(attribute: str, variant: str = "default") -> SweepSetting:
     """The α-sweep setting on the world: its base model, DDM data, classifier, plain prompts, reference."""
     from benchmark.world import load_world  # imported late: the world ships separately
@@ -606,8 +620,12 @@ def cli(argv: list[str]) -> int:
                            seeds=seeds)
     print("baseline: " + ", ".join(f"{k} {v:.4g}" for k, v in base_row.items() if isinstance(v, float)))
     print(format_table(rows))
+    summary = seed_summary(base_row, rows)
+    if seeds is not None and len(seeds) > 1:
+        print(f"\nover training seeds {','.join(map(str, seeds))}:")
+        print(format_table(summary))
     if args.json:
-        Path(args.json).write_text(json.dumps({"baseline": base_row, "rows": rows}, indent=2))
+        Path(args.json).write_text(json.dumps({"baseline": base_row, "rows": rows, "over_seeds": summary}, indent=2))
     return 0
 
 

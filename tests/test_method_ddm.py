@@ -245,6 +245,13 @@ def test_sweep_command_trains_one_model_per_seed(base, data, tmp_path, monkeypat
     manifests = [json.loads((tmp_path / "w" / f / "ddm.json").read_text()) for f in ("alpha-0.05", "alpha-0.05-seed-3")]
     assert [m["params"]["seed"] for m in manifests] == [0, 3]
     assert manifests[0]["sha256"] != manifests[1]["sha256"]
+    saved = json.loads((tmp_path / "rows.json").read_text())
+    (summary,) = saved["over_seeds"]
+    assert summary["seeds"] == 2
+    assert summary["soft_fd_mean"] == pytest.approx(np.mean([r["soft_fd"] for r in rows]))
+    assert summary["soft_fd_sd"] == pytest.approx(np.std([r["soft_fd"] for r in rows], ddof=1))
+    assert summary["vs_baseline_%"] == pytest.approx(100 * (summary["soft_fd_mean"] / saved["baseline"]["soft_fd"] - 1))
+    assert "over training seeds 0,3:" in capsys.readouterr().out
 
 
 def test_sweep_command_rejects_bad_seeds():
