@@ -559,11 +559,13 @@ def format_table(rows: list[dict]) -> str:
 def seed_summary(base_row: dict, rows: list[dict]) -> list[dict]:
     """One row per α over its training seeds: mean and sample standard deviation of soft FD and FID,
     and the mean soft FD's change against the baseline."""
+    def sd(x: np.ndarray) -> float:
+        return float(x.std(ddof=1)) if len(x) > 1 else float("nan")
+
     out = []
     for a in dict.fromkeys(r["alpha"] for r in rows):
         fd = np.array([r["soft_fd"] for r in rows if r["alpha"] == a])
         fid = np.array([r["fid"] for r in rows if r["alpha"] == a])
-        sd = (lambda x: float(x.std(ddof=1)) if len(x) > 1 else float("nan"))  # noqa: E731
         out.append({"alpha": a, "seeds": len(fd), "soft_fd_mean": float(fd.mean()), "soft_fd_sd": sd(fd),
                     "vs_baseline_%": 100 * (float(fd.mean()) / base_row["soft_fd"] - 1),
                     "fid_mean": float(fid.mean()), "fid_sd": sd(fid)})

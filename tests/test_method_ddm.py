@@ -240,12 +240,12 @@ def test_sweep_command_trains_one_model_per_seed(base, data, tmp_path, monkeypat
     code = ddm.cli(["sweep", "--alphas", "0.05", "--seeds", "0,3", "--images-per-prompt", "4", "--steps", "2",
                     "--batch-size", "4", "--workdir", str(tmp_path / "w"), "--json", str(tmp_path / "rows.json")])
     assert code == 0
-    rows = json.loads((tmp_path / "rows.json").read_text())["rows"]
+    saved = json.loads((tmp_path / "rows.json").read_text())
+    rows = saved["rows"]
     assert [(r["alpha"], r["seed"]) for r in rows] == [(0.05, 0), (0.05, 3)]
     manifests = [json.loads((tmp_path / "w" / f / "ddm.json").read_text()) for f in ("alpha-0.05", "alpha-0.05-seed-3")]
     assert [m["params"]["seed"] for m in manifests] == [0, 3]
     assert manifests[0]["sha256"] != manifests[1]["sha256"]
-    saved = json.loads((tmp_path / "rows.json").read_text())
     (summary,) = saved["over_seeds"]
     assert summary["seeds"] == 2
     assert summary["soft_fd_mean"] == pytest.approx(np.mean([r["soft_fd"] for r in rows]))

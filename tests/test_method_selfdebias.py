@@ -328,7 +328,7 @@ def test_an_artefact_without_its_guidance_subspace_is_a_one_line_error(method, w
     method.load_artefacts(full, PROMPTS)  # the module's method stays usable for later tests
 
 
-def test_sweep_command_runs_from_the_shipped_artefacts(tmp_path, capsys):
+def test_sweep_command_runs_from_the_shipped_artefacts(tmp_path):
     """One row per guidance batch next to the baseline, over the prompts a world run prepares on,
     sampled from the shipped artefacts (nothing is trained: the folder keeps exactly the shipped files)."""
     import json
