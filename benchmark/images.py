@@ -1,4 +1,11 @@
-"""Image sets passed between stages: uint8 arrays (N, H, W, 3) with captions."""
+"""Image sets passed between stages: uint8 arrays (N, H, W, 3) with captions.
+
+An image set's ``fingerprint`` keys every cache and artefact made from it, so it must be the same on
+every machine. A set made by a program (the world's renderer) is fingerprinted by its *recipe*
+(the program's version, seeds, labels, captions): float rounding in the program may change a few
+pixel bytes on another CPU, and must not change a key. A set read from files has no recipe and is
+fingerprinted by its bytes, which are the same everywhere. ``content_hash`` always hashes the bytes.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +13,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from benchmark.hashing import hash_bytes
+from benchmark.hashing import hash_bytes, hash_value
 
 
 @dataclass
@@ -19,6 +26,7 @@ class ImageSet:
     name: str = "images"
     labels: dict[str, np.ndarray] | None = None
     fingerprint: str = field(default="")
+    recipe: dict | None = None  # what made the images (see the module doc); keys the set when given
 
     def __post_init__(self) -> None:
         if self.images.ndim != 4 or self.images.shape[-1] != 3 or self.images.dtype != np.uint8:
@@ -26,13 +34,20 @@ class ImageSet:
         if len(self.captions) != len(self.images):
             raise ValueError(f"{self.name}: {len(self.images)} images but {len(self.captions)} captions")
         if not self.fingerprint:
-            self.fingerprint = hash_bytes(self.images.tobytes() + "\n".join(self.captions).encode())
+            if self.recipe is not None:
+                self.fingerprint = hash_value({"recipe": self.recipe, "captions": self.captions})
+            else:
+                self.fingerprint = self.content_hash()
+
+    def content_hash(self) -> str:
+        """sha256 of the pixel bytes and captions (differs across CPUs for rendered sets)."""
+        return hash_bytes(self.images.tobytes() + "\n".join(self.captions).encode())
 
     def __len__(self) -> int:
         return len(self.images)
 
     def without_labels(self) -> ImageSet:
-        return ImageSet(self.images, self.captions, self.name, None, self.fingerprint)
+        return ImageSet(self.images, self.captions, self.name, None, self.fingerprint, self.recipe)
 
 
 def to_tensor(images: np.ndarray):

@@ -14,17 +14,21 @@ import logging
 import os
 import platform
 import shutil
+import sys
 import time
 import uuid
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
+import torch
 from tqdm.auto import tqdm
 
+from benchmark import progress as training_bars
 from benchmark import shipped
 from benchmark.cache import Cache, atomic_write, png_bytes
 from benchmark.components import Components
@@ -75,6 +79,19 @@ def package_versions() -> dict[str, str]:
     return versions
 
 
+def machine_info() -> dict[str, Any]:
+    """Where a run's timings were measured (cost figures from different machines do not compare)."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {"cpu": cpu, "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(), "system": platform.system()}
+
+
 def _version(name: str) -> str:
     try:
         return metadata.version(name)
@@ -83,8 +100,22 @@ def _version(name: str) -> str:
 
 
 def default_run_id(config: RunConfig) -> str:
-    """Deterministic: the same config writes (and resumes) the same run directory."""
-    return f"{config.profile}-{hash_value(config.model_dump(exclude={'run_id', 'output_dir', 'cache_dir', 'device'}))[:12]}"
+    """Deterministic: the same config writes (and resumes) the same run directory.
+
+    Defaults are resolved first (images per prompt from the prompt sets, each method's full
+    parameters), so a config that spells out a default and one that leaves it out get one id."""
+    return f"{config.profile}-{hash_value(resolved_config(config))[:12]}"
+
+
+def resolved_config(config: RunConfig) -> dict[str, Any]:
+    """The config as the run will use it, without the fields that cannot change a number."""
+    data = config.model_dump(exclude={"run_id", "output_dir", "cache_dir", "device", "images_per_prompt"})
+    data["methods"] = [{"name": spec.name, "label": spec.key,
+                        "params": dataclasses.asdict(METHODS.get(spec.name).parse_params(spec.params))}
+                       for spec in config.methods]
+    data["images_per_prompt"] = {name: config.images_per_prompt or load_prompt_set(name).images_per_prompt
+                                 for name in config.prompt_sets}
+    return data
 
 
 class Runner:
@@ -93,22 +124,28 @@ class Runner:
     def __init__(self, config: RunConfig, profile: Profile | None = None, progress: bool = True) -> None:
         self.config = config
         self.progress = progress
+        training_bars.set_enabled(progress)
+        started = time.perf_counter()
         # Prompt files and classifiers first: their mistakes surface before a model is loaded.
-        self.prompt_sets = [self._prompt_set(name) for name in config.prompt_sets]
+        # Methods are prepared on the full sets; --max-prompts only limits what is evaluated.
+        self.full_prompt_sets = [load_prompt_set(name) for name in config.prompt_sets]
+        self.prompt_sets = [self._evaluated(ps) for ps in self.full_prompt_sets]
         self.classifiers: dict[str, Classifier] = {name: CLASSIFIERS.get(name)() for name in config.classifiers}
         _check_compatible(self.prompt_sets, self.classifiers)
         self.profile = profile if profile is not None else load_profile(config)
         self.cache = Cache(config.cache_dir)
         self.failures: list[dict[str, str]] = []
         self.cost: dict[str, dict[str, Any]] = {}
-        # wall seconds of the phases after generation, for `debias-bench perf` (not written to results)
-        self.phase_seconds: dict[str, float] = {"classify": 0.0, "score": 0.0, "write": 0.0}
+        # wall seconds per phase (`debias-bench perf`, results.json's "execution"); prepare and
+        # generate are summed over methods here and kept per method in ``cost``
+        self.phase_seconds: dict[str, float] = {"load": time.perf_counter() - started, "prepare": 0.0,
+                                                "generate": 0.0, "classify": 0.0, "score": 0.0, "write": 0.0}
         self.method_info: dict[str, dict[str, Any]] = {}
+        self.artefacts_source: dict[str, str] = {}  # method key -> "shipped", "cached" or "trained"
         self.workdirs: dict[str, Path] = {}  # method key -> its artefact folder in the cache
 
     # -- set-up --------------------------------------------------------------------------------
-    def _prompt_set(self, name: str) -> PromptSet:
-        ps = load_prompt_set(name)
+    def _evaluated(self, ps: PromptSet) -> PromptSet:
         changes: dict[str, Any] = {}
         if self.config.max_prompts is not None:
             changes["prompts"] = ps.prompts[: self.config.max_prompts]
@@ -207,8 +244,8 @@ class Runner:
         plain prompts only, SelfDebias left those prompts at the baseline's bias."""
         data = self.profile.method_data
         data.classifier = next(iter(self.classifiers.values()))
-        data.attribute = self.config.debias_attribute or self.prompt_sets[0].attributes[0]
-        data.prompts = [p.text for ps in self.prompt_sets for p in ps.prompts if data.attribute not in p.named]
+        data.attribute = self.config.debias_attribute or self.full_prompt_sets[0].attributes[0]
+        data.prompts = [p.text for ps in self.full_prompt_sets for p in ps.prompts if data.attribute not in p.named]
         return data
 
     def artefact_key(self, method: Method, base: Components, data_fingerprint: str | None = None) -> str:
@@ -232,10 +269,15 @@ class Runner:
             log.info("%s: artefacts from %s", spec.key, source)
         before = shipped.read_manifest(workdir)
         fresh = not (workdir.is_dir() and any(workdir.iterdir()))
+        if before is None and method.trains:
+            self._announce(_training_notice(spec.key, key, self.profile.artefact_stores, spec.name))
         start = time.perf_counter()
         log.info("preparing %s", spec.key)
         method.prepare(base, data, workdir)
         seconds = time.perf_counter() - start
+        self.phase_seconds["prepare"] += seconds
+        self.artefacts_source[spec.key] = ("shipped" if source is not None else "cached" if before is not None
+                                           else "trained" if method.trains else "none")
         evals = self._unet_evaluations(method, workdir / "unet-evals.json")
         # Training time is measured once, when the folder is first filled, and kept in its manifest;
         # a folder filled before manifests existed has no known training time.
@@ -250,8 +292,12 @@ class Runner:
                                "unet_evals_per_image": evals}
         self.method_info[spec.key] = {"method": spec.name, "fingerprint": method.fingerprint(),
                                       "params": dataclasses.asdict(method.params), "artefacts": dict(method.artefacts),
-                                      "shipped": source is not None}
+                                      "artefact_key": key}
         return method
+
+    def _announce(self, line: str) -> None:
+        """One line on stderr, above any progress bar (also when progress bars are off)."""
+        tqdm.write(line, file=sys.stderr)
 
     def _unet_evaluations(self, method: Method, path: Path) -> int | None:
         """UNet evaluations for one image of the first prompt, counted on one probe image and kept
@@ -296,6 +342,7 @@ class Runner:
                 bar.update(len(missing) - start)
                 return
             seconds = time.perf_counter() - t0
+            self.phase_seconds["generate"] += seconds
             cost["generate_seconds"] += seconds
             cost["generated"] += len(batch)
             cost["image_seconds"] += seconds
@@ -369,19 +416,28 @@ class Runner:
             "models": {
                 "base": {"name": base.name, "fingerprint": base.fingerprint, "sampler": base.sampler.__dict__},
                 "methods": self.method_info,
+                # the matrices CLEAM used, so that the corrected numbers can be recomputed from this file
                 "classifiers": {n: {"fingerprint": c.fingerprint, "attributes": c.attributes,
+                                    "confusion": {a: np.asarray(m).tolist() for a, m in c.confusion.items()},
                                     "confusion_source": c.confusion_source} for n, c in self.classifiers.items()},
                 "profile": self.profile.name,
                 "profile_info": self.profile.info,
             },
             "prompt_sets": {ps.name: {"fingerprint": ps.fingerprint, "attributes": ps.attributes,
                                       "classes": ps.classes, "images_per_prompt": ps.images_per_prompt,
+                                      "target": {a: np.asarray(t).tolist() for a, t in ps.target.items()},
                                       "prompts": [{"id": p.id, "text": p.text, "named": p.named} for p in ps.prompts]}
                             for ps in self.prompt_sets},
             "failures": self.failures,
             "metrics": records,
             "truth": self.truth,
             "cost": {k: self._cost_entry(v) for k, v in self.cost.items()},
+            # how this execution went: like cost, it may differ between runs with equal numbers
+            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "execution": {"artefacts": dict(self.artefacts_source),
+                          "phase_seconds": {k: round(v, 3) for k, v in self.phase_seconds.items()
+                                            if k not in ("score", "write")},
+                          "machine": machine_info()},
         }
         # Everything is written into a private staging folder first and only then renamed into place
         # (results.json last), so a full disk or a read-only folder leaves the earlier results whole
@@ -421,6 +477,19 @@ class Runner:
                 atomic_write(run_dir / "samples" / name, png_bytes(cell.images[i]))
                 names.append(name)
         return names
+
+
+def _training_notice(label: str, key: str, stores: list[Path], method: str) -> str:
+    """The line printed before a method trains inside a run: which, why, and how long it took where
+    it was shipped (the manifests of the stores record it)."""
+    where = ", ".join(str(s) for s in stores) or "no artefact store for this profile"
+    known = [m.get("train_seconds") for store in stores for folder in sorted((Path(store) / method).glob("*"))
+             if folder.is_dir() and (m := shipped.read_manifest(folder)) is not None]
+    known = [float(t) for t in known if isinstance(t, (int, float))]
+    expect = (f"its shipped artefacts took {max(known) / 60:.1f} min to train on the machine that made them"
+              if known else "no recorded training time to go by")
+    return (f"training {label}: no prepared artefacts for key {key[:16]} (looked in the cache and in {where}); "
+            f"{expect}")
 
 
 def _check_probs(probs: dict[str, np.ndarray], clf: Classifier, n: int) -> None:

@@ -86,6 +86,7 @@ class Method(ABC):
     name: ClassVar[str]
     Params: ClassVar[type]
     reads: ClassVar[tuple[str, ...] | None] = None
+    trains: ClassVar[bool] = True  # False: preparation only loads the base (the runner announces training)
 
     def __init__(self, params: Any | None = None) -> None:
         self.params = params if params is not None else self.Params()

@@ -25,6 +25,7 @@ class BaselineParams:
 class Baseline(Method):
     name = "baseline"
     reads = ()
+    trains = False
     Params = BaselineParams
 
     def prepare(self, base: Components, data: MethodData, workdir: Path) -> None:

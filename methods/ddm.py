@@ -51,6 +51,7 @@ from diffusers import DDPMScheduler
 from peft import LoraConfig, get_peft_model, get_peft_model_state_dict, set_peft_model_state_dict
 from torch import nn
 
+from benchmark import progress as training_bars
 from benchmark.components import Components
 from benchmark.config import number_list
 from benchmark.errors import ConfigError, DataError
@@ -344,10 +345,14 @@ class DDMTrainer:
         return totals
 
     def train(self, steps: int | None = None, progress: Callable[[int, dict], None] | None = None) -> None:
-        for i in range(self.params.max_steps if steps is None else steps):
-            totals = self.step()
-            if progress is not None:
-                progress(i, totals)
+        total = self.params.max_steps if steps is None else steps
+        with training_bars.bar(total, "ddm training") as bar:
+            for i in range(total):
+                totals = self.step()
+                bar.set_postfix(mse=f"{totals['mse']:.4f}", ce=f"{totals['ce']:.4f}", refresh=False)
+                bar.update(1)
+                if progress is not None:
+                    progress(i, totals)
 
     def state_dict(self) -> dict[str, torch.Tensor]:
         """LoRA weights (UNet, text encoder) and indicator weights, flat, for safetensors."""

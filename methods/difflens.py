@@ -64,6 +64,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from benchmark import progress as training_bars
 from benchmark.components import Components, SamplerConfig
 from benchmark.errors import ConfigError
 from benchmark.hashing import hash_file, hash_value
@@ -293,6 +294,7 @@ def train_sae(x: torch.Tensor, p: DiffLensParams, generator: torch.Generator) ->
     opt = torch.optim.Adam(sae.parameters(), lr=p.sae_lr)
     history, running, order, cursor = [], [], torch.randperm(len(x), generator=generator), 0
     report_every = max(1, p.sae_steps // 10)
+    bar = training_bars.bar(p.sae_steps, "difflens SAE training")
     for step in range(p.sae_steps):
         if cursor + p.sae_batch > len(order):  # next epoch: a fresh permutation
             order, cursor = torch.randperm(len(x), generator=generator), 0
@@ -305,9 +307,12 @@ def train_sae(x: torch.Tensor, p: DiffLensParams, generator: torch.Generator) ->
         opt.step()
         sae.set_decoder_norm()
         running.append(loss.item())
+        bar.set_postfix(fvu=f"{running[-1]:.4f}", refresh=False)
+        bar.update(1)
         if (step + 1) % report_every == 0:
             history.append(sum(running) / len(running))
             running = []
+    bar.close()
     return sae.eval().requires_grad_(False), history
 
 
@@ -606,6 +611,7 @@ class DiffLens(Method):
             seeds += image_seeds(self.params.seed, f"difflens-prepare-{j}", self.params.samples_per_prompt)
         images, acts = [], []
         batch = 64
+        bar = training_bars.bar(len(prompts), "difflens recording vanilla samples", unit="img")
         for start in range(0, len(prompts), batch):
             per_step: list[torch.Tensor] = []
 
@@ -614,6 +620,8 @@ class DiffLens(Method):
 
             images.append(sample(base, prompts[start:start + batch], seeds[start:start + batch], mid_block_fn=keep))
             acts.append(torch.stack(per_step, dim=1))
+            bar.update(len(images[-1]))
+        bar.close()
         return np.concatenate(images), torch.cat(acts)
 
     def _train(self, base: Components, data: MethodData) -> tuple[dict[str, torch.Tensor], dict]:

@@ -63,6 +63,7 @@ from diffusers import DDPMScheduler, UNet2DConditionModel
 from diffusers.models.unets.unet_2d_condition import UNet2DConditionOutput
 from diffusers.optimization import get_scheduler
 
+from benchmark import progress as training_bars
 from benchmark.components import Components
 from benchmark.errors import BenchError, ConfigError, DataError
 from benchmark.hashing import hash_module, hash_value
@@ -455,6 +456,7 @@ def train_guide(base_unet: torch.nn.Module, guide: torch.nn.Module, data: Traini
     history: list[float] = []
     order = torch.randperm(n, generator=gen)
     cursor = 0
+    bar = training_bars.bar(params.train_steps, "invdiff guidance training")
     for _ in range(params.train_steps):
         if cursor + params.batch_size > n:
             order, cursor = torch.randperm(n, generator=gen), 0
@@ -482,6 +484,9 @@ def train_guide(base_unet: torch.nn.Module, guide: torch.nn.Module, data: Traini
         optimiser.step()
         lr_schedule.step()
         history.append(float(loss.detach()))
+        bar.set_postfix(loss=f"{history[-1]:.4f}", refresh=False)
+        bar.update(1)
+    bar.close()
     guide.eval()
     tenth = max(1, len(history) // 10)
     start = float(np.mean(history[:tenth])) if history else float("nan")

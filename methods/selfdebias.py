@@ -73,6 +73,7 @@ from scipy.optimize import linear_sum_assignment
 from torch import nn
 from torchvision.transforms.v2 import functional as TF
 
+from benchmark import progress as training_bars
 from benchmark.components import Components
 from benchmark.config import number_list
 from benchmark.errors import ConfigError
@@ -498,7 +499,11 @@ class SelfDebias(Method):
         """Record vanilla samples, train the projection, discover the modes; returns tensors and a report."""
         p = self.params
         t0 = time.perf_counter()
-        recordings = [self.record(base, prompt) for prompt in prompts]
+        with training_bars.bar(len(prompts), "selfdebias recording vanilla samples", unit="prompt") as bar:
+            recordings = []
+            for prompt in prompts:
+                recordings.append(self.record(base, prompt))
+                bar.update(1)
         t_record = time.perf_counter() - t0
 
         gen = torch.Generator().manual_seed(p.seed)
@@ -551,6 +556,7 @@ class SelfDebias(Method):
             opt = torch.optim.Adam(proj.parameters(), lr=p.lr)
             gen = torch.Generator().manual_seed(p.seed)
             proj.train()
+            bar = training_bars.bar(p.epochs, "selfdebias projection training", unit="epoch")
             for _ in range(p.epochs):
                 order = torch.randperm(len(flat_h), generator=gen)
                 total, count = 0.0, 0
@@ -566,6 +572,9 @@ class SelfDebias(Method):
                     total += loss.item() * len(idx)
                     count += len(idx)
                 losses.append(total / count)
+                bar.set_postfix(loss=f"{losses[-1]:.4f}", refresh=False)
+                bar.update(1)
+            bar.close()
         return proj.cpu().eval(), losses
 
     @torch.no_grad()

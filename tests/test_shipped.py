@@ -83,7 +83,7 @@ def test_exported_artefacts_let_a_fresh_cache_skip_training(tiny_config, trained
     second = _runner(tiny_config, tmp_path / "fresh-cache", stores=[store])
     second.prepare()
     assert trained.trainings == 1, "the shipped artefacts were not used"
-    assert second.method_info["trained"]["shipped"] is True
+    assert second.artefacts_source["trained"] == "shipped"
     assert second.method_info["trained"]["fingerprint"] == first.method_info["trained"]["fingerprint"]
     # the training time is the one measured when the artefacts were made, not this run's loading
     assert second.cost["trained"]["train_seconds"] == first.cost["trained"]["train_seconds"]
@@ -94,7 +94,7 @@ def test_a_store_for_other_parameters_is_not_used(tiny_config, trained, tmp_path
     _runner(tiny_config, tmp_path / "cache").prepare(export_to=store)
     other = _runner(tiny_config, tmp_path / "fresh-cache", stores=[store], params={"scale": 2.0})
     other.prepare()
-    assert trained.trainings == 2 and other.method_info["trained"]["shipped"] is False
+    assert trained.trainings == 2 and other.artefacts_source["trained"] == "trained"
 
 
 def test_a_corrupt_shipped_file_is_an_error_naming_it(tiny_config, trained, tmp_path) -> None:
@@ -116,16 +116,53 @@ def test_world_suite_ships_every_methods_artefacts(variant: str) -> None:
     """`debias-bench run` on the world (either variant) trains nothing: every method of the suite,
     with its world defaults, has a shipped folder for exactly its key, and its files are intact.
     Changing a default (or the world) without re-exporting (`debias-bench prepare --export`) fails here."""
-    runner = Runner(load_config(None, {"variant": variant}), progress=False)
+    _assert_every_method_is_shipped(Runner(load_config(None, {"variant": variant}), progress=False))
+
+
+def _assert_every_method_is_shipped(runner: Runner) -> None:
     base = runner.components()
     for spec in runner.config.methods:
         method = METHODS.get(spec.name).from_config(spec.params)
         key = runner.artefact_key(method, base)
         folder = shipped.find(runner.profile.artefact_stores, spec.name, key)
-        assert folder is not None, f"{variant}: no shipped artefacts for {spec.name} (key {key[:16]})"
+        assert folder is not None, f"{runner.config.variant}: no shipped artefacts for {spec.name} (key {key[:16]})"
         manifest = shipped.read_manifest(folder)
         shipped.verify(folder, manifest)
         assert manifest["train_seconds"] is not None
+
+
+def test_shipped_artefacts_do_not_depend_on_rendered_bytes(monkeypatch, tmp_path) -> None:
+    """Another CPU may round the renderer's floats differently. With one pixel of every rendered set
+    changed, the world's sets keep their fingerprints, every shipped folder is still found, and the
+    trained methods load their artefacts instead of training (their training entry points raise)."""
+    from benchmark.world import data as world_data
+    from methods import ddm, invdiff
+
+    clean = Runner(load_config(None, {}), progress=False).method_data()
+    render = world_data.render
+
+    def off_by_one(*args, **kwargs):
+        images = render(*args, **kwargs).copy()
+        images[0, 0, 0, 0] ^= 1
+        return images
+
+    monkeypatch.setattr(world_data, "render", off_by_one)
+    runner = Runner(load_config(None, {"cache_dir": str(tmp_path), "methods": [{"name": "ddm"}, {"name": "invdiff"}]}),
+                    progress=False)
+    data = runner.method_data()
+    for name in ("target", "nontarget"):
+        assert getattr(data, name).content_hash() != getattr(clean, name).content_hash()  # the bytes did change
+        assert getattr(data, name).fingerprint == getattr(clean, name).fingerprint
+    _assert_every_method_is_shipped(runner)
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("trained although shipped artefacts exist")
+
+    monkeypatch.setattr(ddm.DDMTrainer, "train", no_training)
+    monkeypatch.setattr(invdiff, "train_guide", no_training)
+    monkeypatch.setattr(invdiff, "per_sample_losses", no_training)
+    runner.prepare()
+    assert runner.artefacts_source == {"ddm": "shipped", "invdiff": "shipped"}
 
 
 def test_methods_are_prepared_on_every_prompt_that_leaves_the_attribute_open() -> None:
@@ -175,3 +212,16 @@ def test_artefact_key_hashes_only_the_parameters_training_reads(tiny_config, tra
     if sampling is not None:
         assert runner.artefact_key(METHODS.get(name).from_config(sampling), base) == key
     assert runner.artefact_key(METHODS.get(name).from_config(training), base) != key
+
+
+def test_training_inside_a_run_is_announced_and_recorded(tiny_config, trained, tmp_path, capsys) -> None:
+    """A run that has to train says so in one line before it starts (which method, why), and records
+    where each method's artefacts came from."""
+    first = _runner(tiny_config, tmp_path / "cache")
+    first.prepare()
+    err = capsys.readouterr().err
+    assert "training trained: no prepared artefacts for key" in err and "no recorded training time" in err
+    assert first.artefacts_source == {"trained": "trained"}
+    again = _runner(tiny_config, tmp_path / "cache")
+    again.prepare()
+    assert again.artefacts_source == {"trained": "cached"} and "training" not in capsys.readouterr().err

@@ -13,7 +13,7 @@ import numpy as np
 
 from benchmark.images import ImageSet
 from benchmark.world.config import DIGITS, WorldConfig
-from benchmark.world.render import COLOR_NAMES, SHADE_NAMES, SHAPES, render
+from benchmark.world.render import COLOR_NAMES, RENDERER_VERSION, SHADE_NAMES, SHAPES, render
 
 PROMPT_TEMPLATE = "a photo of a {}"
 SHADE_SUFFIX = " on a {} background"
@@ -63,12 +63,19 @@ def training_labels(config: WorldConfig, seed: int, per_class: int | None = None
     return {"content": np.concatenate(content), "color": np.concatenate(color), "shade": np.concatenate(shade)}
 
 
+def render_recipe(labels: dict[str, np.ndarray], seed: int, split: str) -> dict:
+    """What :func:`render` is a function of: the set's fingerprint, the same on every CPU."""
+    return {"renderer": RENDERER_VERSION, "seed": int(seed), "split": split,
+            "labels": {k: np.asarray(v, dtype=np.int64).tolist() for k, v in sorted(labels.items())}}
+
+
 def _imageset(name: str, labels: dict[str, np.ndarray], seed: int, split: str = "train",
               captions: list[str] | None = None) -> ImageSet:
     images = render(labels["content"], labels["color"], labels["shade"], seed=seed, split=split)
     if captions is None:
         captions = [plain_caption(int(c)) for c in labels["content"]]
-    return ImageSet(images, captions, name=name, labels={k: np.asarray(v) for k, v in labels.items()})
+    return ImageSet(images, captions, name=name, labels={k: np.asarray(v) for k, v in labels.items()},
+                    recipe=render_recipe(labels, seed, split))
 
 
 def training_set(config: WorldConfig, per_class: int | None = None) -> ImageSet:
@@ -83,9 +90,11 @@ def nontarget_set(config: WorldConfig, n: int | None = None) -> ImageSet:
     rng = np.random.default_rng(config.seed + 3)
     content = 10 + quota(n, np.ones(len(SHAPES)) / len(SHAPES), rng)
     shade = quota(n, np.ones(3) / 3, rng)
-    images = render(content, np.zeros(n, int), shade, seed=config.seed + 4)
+    drawn = {"content": content, "color": np.zeros(n, int), "shade": shade}  # shapes ignore the colour index
+    images = render(drawn["content"], drawn["color"], drawn["shade"], seed=config.seed + 4)
     labels = {"content": content, "color": np.full(n, -1), "shade": shade}
-    return ImageSet(images, [plain_caption(int(c)) for c in content], name="world-nontarget", labels=labels)
+    return ImageSet(images, [plain_caption(int(c)) for c in content], name="world-nontarget", labels=labels,
+                    recipe=render_recipe(drawn, config.seed + 4, "train"))
 
 
 def balanced_labels(per_class: int, seed: int) -> dict[str, np.ndarray]:

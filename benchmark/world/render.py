@@ -26,6 +26,9 @@ COLOR_NAMES = ["red", "blue"]
 SHADE_NAMES = ["light", "mid", "dark"]
 SHAPES = ["square", "ring"]
 SIZE = 8
+# Part of every rendered set's fingerprint (benchmark.images): bump it whenever a change here alters
+# what an image looks like, so caches and shipped artefacts keyed by the old renderer are not reused.
+RENDERER_VERSION = 1
 
 
 @lru_cache(maxsize=1)
