@@ -18,6 +18,7 @@ import importlib
 import logging
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import NoReturn
 
 from benchmark.errors import BenchError
@@ -146,6 +147,10 @@ def _cmd_report(args: argparse.Namespace) -> int:
 
 
 def _cmd_world(args: argparse.Namespace) -> int:
+    if args.action == "check":
+        from benchmark.world.check import main as check_main
+
+        return int(check_main(args.rest) or 0)
     from benchmark.world.build import main as build_main
 
     return int(build_main(args.rest) or 0)
@@ -159,6 +164,20 @@ def _cmd_method(args: argparse.Namespace) -> int:
     if not hasattr(module, "cli"):
         raise BenchError(f"method {args.name!r} has no commands of its own")
     return int(module.cli(list(args.rest)) or 0)
+
+
+def _cmd_verify(args: argparse.Namespace) -> int:
+    import json
+
+    from benchmark.verify import KEY_FIELDS, format_summary, verify
+
+    result, run_dir = verify(args.entry, cache_dir=args.cache_dir, output_dir=args.output_dir, progress=not args.quiet)
+    print(format_summary(result))
+    print(f"rerun: {run_dir}")
+    if args.json:
+        Path(args.json).write_text(json.dumps({"summary": result.summary(), "records": [
+            {**r, "key": dict(zip(KEY_FIELDS, r["key"], strict=True))} for r in result.rows]}, indent=1))
+    return 0 if result.passed else 1
 
 
 def _cmd_perf(args: argparse.Namespace) -> int:
@@ -180,10 +199,19 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("report", help="(re)write a run's report.html and print its summary")
     p.add_argument("run_dir")
     p.set_defaults(func=_cmd_report)
-    p = sub.add_parser("world", help="the controlled-bias world: `world build` rebuilds its weights")
-    p.add_argument("action", choices=["build"])
+    p = sub.add_parser("world", help="the controlled-bias world: `world build` rebuilds its weights, "
+                                     "`world check` compares this machine's renders with the shipped ones")
+    p.add_argument("action", choices=["build", "check"])
     p.add_argument("rest", nargs=argparse.REMAINDER)
     p.set_defaults(func=_cmd_world)
+    p = sub.add_parser("verify", help="re-run a leaderboard entry's recorded configuration from an empty cache "
+                                      "and check every number against it (exit 1 beyond the tolerance)")
+    p.add_argument("entry", help="a leaderboard entry or run folder (or its results.json)")
+    p.add_argument("--cache-dir", help="cache for the rerun (default: a new empty folder)")
+    p.add_argument("--output-dir", help="where the rerun's results go (default: a temporary folder)")
+    p.add_argument("--json", metavar="FILE", help="also write the summary and every record's comparison to FILE")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=_cmd_verify)
     p = sub.add_parser("perf", help="throughput of the harness vs a bare diffusers loop")
     from benchmark.perf import add_arguments
 

@@ -54,6 +54,9 @@ VERSIONED_PACKAGES = ["torch", "torchvision", "diffusers", "transformers", "toke
                       "clean-fid", "numpy", "scipy", "scikit-learn", "pandas", "pillow", "peft", "accelerate",
                       "safetensors"]
 THUMBNAILS_PER_PROMPT = 8
+# results.json fields that describe one execution (timings, when, where artefacts came from): two runs
+# of one config agree on everything else, bit for bit on one machine
+EXECUTION_FIELDS = frozenset({"cost", "created", "execution"})
 
 
 @dataclass

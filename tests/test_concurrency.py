@@ -18,6 +18,7 @@ import pandas as pd
 import pytest
 
 from benchmark.cache import Cache
+from benchmark.runner import EXECUTION_FIELDS
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -69,7 +70,7 @@ status["racers"] = [os.waitpid(pid, 0)[1] for pid in racers]
 print(json.dumps(status))
 """
 
-RUN_DEPENDENT = {"cost"}  # seconds, and how many images this process generated (the other may have cached some)
+RUN_DEPENDENT = EXECUTION_FIELDS  # seconds, images this process generated (the other may have cached some), times
 
 
 def _config(tones_file: Path) -> dict:

@@ -21,16 +21,14 @@ import pandas as pd
 import pytest
 
 from benchmark.cache import Cache
+from benchmark.runner import EXECUTION_FIELDS
 
 ROOT = Path(__file__).resolve().parent.parent
 DRIVER = ROOT / "tests" / "fault_driver.py"
 
-# Fields of results.json that legitimately differ between an uninterrupted and a resumed run.
-RUN_DEPENDENT = {
-    # wall-clock seconds (prepare, generate, per image) and the number of images *this process*
-    # generated: a resumed run generates only the ones its killed predecessor did not cache.
-    "cost",
-}
+# Fields of results.json that legitimately differ between an uninterrupted and a resumed run:
+# wall-clock seconds, the images *this process* generated, when it ran and where its artefacts came from.
+RUN_DEPENDENT = EXECUTION_FIELDS
 ALL_STAGES = ["generate", "write:images", "predict", "write:predictions", "score", "write:parquet",
               "write:samples", "write:results", "commit", "report"]
 

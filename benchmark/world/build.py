@@ -27,6 +27,7 @@ from benchmark.components import SamplerConfig
 from benchmark.errors import ConfigError
 from benchmark.hashing import hash_file
 from benchmark.world import MANIFEST, load_components, weights_dir
+from benchmark.world.check import record_rendered
 from benchmark.world.clip import ClipConfig, train_world_clip
 from benchmark.world.config import load_world_config
 from benchmark.world.data import balanced_labels, heldout_set, reference_set
@@ -203,7 +204,8 @@ def build_generator(config, out: Path, budget: Budget, progress: bool, generator
 def write_manifest(out: Path, manifest: dict) -> dict:
     files = {}
     for path in sorted(out.rglob("*")):
-        if path.is_file() and path.name != MANIFEST:
+        # methods/ holds prepared method artefacts, each folder with a manifest of its own
+        if path.is_file() and path.name != MANIFEST and path.relative_to(out).parts[0] != "methods":
             files[path.relative_to(out).as_posix()] = {"sha256": hash_file(path), "bytes": path.stat().st_size}
     manifest["files"] = files
     manifest["total_bytes"] = sum(f["bytes"] for f in files.values())
@@ -247,11 +249,12 @@ def build(config_name: str = "default", out: Path | None = None, budget_name: st
         ("clip", lambda: build_clip(config, out, budget, progress)),
         ("fid_reference", lambda: build_fid_reference(config, out)),
         ("generator", lambda: build_generator(config, out, budget, progress, generator_from)),
+        ("rendered", lambda: record_rendered(config, out)),
     ]
     for name, fn in steps:
         if name in skip:
             keys = {"classifiers": ["classifier", "classifier_weak"], "clip": ["clip"],
-                    "fid_reference": ["fid_reference"], "generator": ["generator"]}[name]
+                    "fid_reference": ["fid_reference"], "generator": ["generator"], "rendered": ["rendered"]}[name]
             manifest.update({k: old[k] for k in keys if k in old})
             timings[name] = old.get("timings", {}).get(name)
             continue
@@ -288,7 +291,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, help="output folder (default: the variant's shipped weights folder)")
     ap.add_argument("--budget", default="full", choices=sorted(BUDGETS))
     ap.add_argument("--generator-from", type=Path, help="copy an already trained generator folder instead of training")
-    ap.add_argument("--skip", action="append", default=[], choices=["classifiers", "clip", "fid_reference", "generator"],
+    ap.add_argument("--skip", action="append", default=[],
+                    choices=["classifiers", "clip", "fid_reference", "generator", "rendered"],
                     help="keep this step's existing output in --out (repeatable)")
     ap.add_argument("--threads", type=int, help="torch CPU threads")
     ap.add_argument("--sweep-images", type=int, help="images per prompt and guidance scale in the sweep")
