@@ -213,8 +213,8 @@ class Runner:
         records += cost_records(self.cost, [ps.name for ps in self.prompt_sets])
         self.truth = score_truth(cells, self.prompt_sets, self.classifiers, self.profile.truth, self.config)
         t1 = time.perf_counter()
-        self._write(run_dir, cells, records, base)
         self.phase_seconds["score"] = t1 - t0
+        self._write(run_dir, cells, records, base)
         self.phase_seconds["write"] = time.perf_counter() - t1
         return run_dir
 
@@ -438,8 +438,7 @@ class Runner:
             # how this execution went: like cost, it may differ between runs with equal numbers
             "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "execution": {"artefacts": dict(self.artefacts_source),
-                          "phase_seconds": {k: round(v, 3) for k, v in self.phase_seconds.items()
-                                            if k not in ("score", "write")},
+                          "phase_seconds": {k: round(v, 3) for k, v in self.phase_seconds.items() if k != "write"},
                           "machine": machine_info()},
         }
         # Everything is written into a private staging folder first and only then renamed into place

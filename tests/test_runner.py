@@ -122,7 +122,7 @@ def test_results_are_self_contained(tiny_config) -> None:
     assert palette["confusion"] == {}  # the palette rule has none; the world classifiers' are written out
     assert results["created"].endswith("+00:00")
     assert results["execution"]["artefacts"] == {"baseline": "none"}
-    assert set(results["execution"]["phase_seconds"]) == {"load", "prepare", "generate", "classify"}
+    assert set(results["execution"]["phase_seconds"]) == {"load", "prepare", "generate", "classify", "score"}
     assert results["execution"]["machine"]["cores"] >= 1
 
 
