@@ -24,7 +24,7 @@ Sources for the presets: the models' cards and ``scheduler_config.json`` files (
 PNDM, ε-prediction, 512 px; SD 2.1: DDIM, v-prediction, 768 px; SDXL base 1.0: EulerDiscrete,
 ε-prediction, 1024 px), and the pipelines' ``__call__`` defaults (``StableDiffusionPipeline``: 50
 steps, guidance 7.5; ``StableDiffusionXLPipeline``: 50 steps, guidance 5.0). Per-method paper
-settings are in :data:`PAPER_SAMPLING` (docs/method-notes.md); they are recorded for reference,
+settings are in :data:`PAPER_SAMPLING` (docs/methods/); they are recorded for reference,
 while the benchmark samples every method with one sampler so that their images stay comparable seed
 for seed.
 """
@@ -76,7 +76,7 @@ PRESETS: dict[str, Preset] = {p.name: p for p in (
            guidance=SDXL_GUIDANCE),
 )}
 
-# What each method's paper/code sampled with (docs/method-notes.md §1–4), for the record.
+# What each method's paper/code sampled with (each method's page in docs/methods/), for the record.
 PAPER_SAMPLING: dict[str, dict[str, Any]] = {
     "ddm": {"model": "sd15", "scheduler": "PNDMScheduler", "steps": 40, "guidance": 7.5, "resolution": 512},
     "invdiff": {"model": "sd14", "scheduler": "PNDMScheduler", "steps": 50, "guidance": 7.5, "resolution": 512},

@@ -39,7 +39,7 @@ GENDER = {"male": "Man", "female": "Woman"}
 RACE6 = ["white", "black", "asian", "indian", "middle eastern", "latino hispanic"]
 RACE = ["white", "black", "asian", "indian"]
 AGE = ["young", "adult", "old"]
-AGE_EDGES = (20, 60)  # young < 20 ≤ adult < 60 ≤ old, as FairFace's age bins grouped in method-notes
+AGE_EDGES = (20, 60)  # young < 20 ≤ adult < 60 ≤ old: FairFace's age bins grouped as classifiers/fairface.py does
 INSTALL_HINT = 'pip install "debias-bench[faces]" (deepface, werkzeug)'
 
 

@@ -10,7 +10,7 @@ Weights: ``FairFace(weights=PATH)`` or ``$DEBIAS_BENCH_FAIRFACE_WEIGHTS``; a ``.
 a state dict read with ``torch.load(weights_only=True)`` (an arbitrary pickle is refused, never run).
 
 Attributes: ``race7``, ``gender``, ``age9`` (FairFace's own classes) and the groups the benchmark's
-prompt sets use (docs/method-notes.md §4, DiffLens): ``race4`` = White / Black / Asian (East +
+prompt sets use (as in the DiffLens paper's evaluation): ``race4`` = White / Black / Asian (East +
 Southeast Asian) / Indian, and ``age3`` = young (0–19) / adult (20–59) / old (60+). ``race`` and
 ``age`` are the same arrays as ``race4`` and ``age3`` under the names the prompt sets use.
 

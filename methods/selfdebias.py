@@ -21,7 +21,7 @@ The method needs no attribute labels and no attribute classifier, only an image 
    The changed ``h`` goes into the up-blocks; skip connections are untouched.
 
 Conventions (the official scripts mix them up; this module implements the intent, see
-``docs/method-notes.md`` §3): one step index everywhere, ``StepInfo.index`` (0 = noisiest, sampling
+``docs/methods/selfdebias.md``): one step index everywhere, ``StepInfo.index`` (0 = noisiest, sampling
 order) for recording, training, clustering and guidance; branches split with
 :func:`benchmark.hooks.split_branches` (batch ``[uncond; cond]``), each with its own centroids; the
 projection and centroids are loaded once in :meth:`SelfDebias.prepare`.

@@ -54,7 +54,7 @@ def test_fd_k2_is_sqrt2_times_gap(p):
 
 
 def test_fd_difflens_example():
-    # method-notes §5.1: M:F = 33.9:66.1 gives FD ≈ 0.227.
+    # DiffLens paper's worked example: M:F = 33.9:66.1 gives FD ≈ 0.227.
     assert fairness_discrepancy([0.339, 0.661]) == pytest.approx(0.227, abs=1e-3)
 
 
