@@ -12,8 +12,8 @@ from pathlib import Path
 
 from benchmark.errors import BenchError
 
-DEFAULT_ENTRIES = Path("leaderboard") / "entries"
-DEFAULT_SITE = Path("leaderboard") / "site"
+# The project's own leaderboard, wherever the command runs from (never the working directory's).
+DEFAULT_ENTRIES = Path(__file__).resolve().parent / "entries"
 
 
 def _tolerance(text: str) -> float:
@@ -62,7 +62,8 @@ def cmd_gate(args: argparse.Namespace) -> int:
 
     if not Path(args.current).exists():
         raise BenchError(f"{args.current}: current run not found")
-    return run_gate(args.current, args.baseline, args.tolerance, args.require_baseline, not args.only_moved)
+    return run_gate(args.current, args.baseline, args.tolerance, args.require_baseline, args.all,
+                    args.relative_tolerance, args.json)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -75,7 +76,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("leaderboard", help="add a bundle to the leaderboard, or rebuild its tables and page")
     p.add_argument("action", choices=["add", "build"])
     p.add_argument("bundle", nargs="?", help="bundle to add (for `add`)")
-    p.add_argument("--entries", default=str(DEFAULT_ENTRIES), help="entries directory (default: %(default)s)")
+    p.add_argument("--entries", default=str(DEFAULT_ENTRIES), help="entries directory (default: the project's)")
     p.add_argument("--out", help="output directory for index.html and tables/ (default: <entries>/../site)")
     p.set_defaults(func=cmd_leaderboard)
 
@@ -84,6 +85,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--baseline", required=True, help="baseline run directory (or its results.json)")
     p.add_argument("--tolerance", type=_tolerance, default=0.0,
                    help="extra absolute slack added to the combined CI half-widths (default: %(default)s)")
+    p.add_argument("--relative-tolerance", type=_tolerance, default=0.05,
+                   help="slack for metrics without an interval (FID, KID), as a fraction of the baseline's value "
+                        "(default: %(default)s)")
     p.add_argument("--require-baseline", action="store_true", help="fail when the baseline is missing")
-    p.add_argument("--only-moved", action="store_true", help="list only metrics that moved or are missing")
+    p.add_argument("--all", action="store_true", help="list every metric, not only those that moved or are missing")
+    p.add_argument("--json", metavar="FILE", help="write the full comparison (every metric) as JSON to FILE")
     p.set_defaults(func=cmd_gate)

@@ -3,13 +3,16 @@
 For every set-level record (``prompt_id`` null) present in the baseline, with d = current − baseline and
 the bad direction given by the record's ``higher_is_better``::
 
-    margin = hw(current) + hw(baseline) + tolerance        hw = (ci_high − ci_low) / 2, 0 without a CI
+    margin = hw(current) + hw(baseline) + tolerance        hw = (ci_high − ci_low) / 2
+    margin = relative_tolerance · |baseline| + tolerance   for a metric without a CI (FID, KID)
     worse      if d moved in the bad direction by more than margin
     better     if d moved in the good direction by more than margin
     unchanged  otherwise
 
 Adding the two half-widths is deliberately conservative (it is the overlap test of two intervals): a
-move the intervals can explain is not a regression. A record that disappeared counts as ``missing``
+move the intervals can explain is not a regression. A metric without an interval gets the relative
+tolerance instead (default 5 %, the cross-machine tolerance of ``debias-bench verify``), so a faithful
+rerun whose FID differs in the last digit passes. A record that disappeared counts as ``missing``
 and fails the gate like ``worse``; wall-clock metrics are shown but not gated (they measure the machine).
 """
 
@@ -26,6 +29,7 @@ from leaderboard.rundir import RESULTS_FILE, load_run
 NOT_GATED = frozenset({"seconds_per_image", "unet_evals"})
 KEY_FIELDS = ("method", "prompt_set", "classifier", "attribute", "metric", "variant")
 FAILING = ("worse", "missing")
+RELATIVE_TOLERANCE = 0.05  # for metrics without an interval
 
 
 @dataclass(frozen=True)
@@ -60,10 +64,19 @@ def _set_level(results: dict[str, Any]) -> dict[tuple, dict[str, Any]]:
     return {tuple(r.get(k) for k in KEY_FIELDS): r for r in results.get("metrics") or [] if r.get("prompt_id") is None}
 
 
-def classify(base: dict[str, Any], cur: dict[str, Any], tolerance: float) -> tuple[str, float]:
+def _has_interval(rec: dict[str, Any]) -> bool:
+    lo, hi = rec.get("ci_low"), rec.get("ci_high")
+    return isinstance(lo, (int, float)) and isinstance(hi, (int, float)) and math.isfinite(lo) and math.isfinite(hi)
+
+
+def classify(base: dict[str, Any], cur: dict[str, Any], tolerance: float,
+             relative_tolerance: float = RELATIVE_TOLERANCE) -> tuple[str, float]:
     """(status, margin) for one pair of records, by the rule in the module docstring."""
-    margin = half_width(base) + half_width(cur) + tolerance
     b, c = base.get("value"), cur.get("value")
+    if _has_interval(base) or _has_interval(cur):
+        margin = half_width(base) + half_width(cur) + tolerance
+    else:
+        margin = relative_tolerance * abs(b if isinstance(b, (int, float)) and math.isfinite(b) else 0.0) + tolerance
     if b is None or c is None or not (math.isfinite(b) and math.isfinite(c)):
         return ("missing" if c is None or not math.isfinite(c) else "unchanged"), margin
     bad = (b - c) if bool(base.get("higher_is_better")) else (c - b)
@@ -78,6 +91,7 @@ def classify(base: dict[str, Any], cur: dict[str, Any], tolerance: float) -> tup
 class GateResult:
     changes: list[Change]
     tolerance: float
+    relative_tolerance: float = RELATIVE_TOLERANCE
 
     def count(self, status: str) -> int:
         return sum(c.status == status for c in self.changes)
@@ -89,7 +103,16 @@ class GateResult:
     def summary(self) -> str:
         parts = [f"{self.count(s)} {s}" for s in ("worse", "missing", "better", "unchanged", "new", "not gated") if self.count(s)]
         verdict = "FAIL" if self.failed else "pass"
-        return f"gate {verdict}: {', '.join(parts) or 'nothing to compare'} (tolerance {self.tolerance:g})"
+        return (f"gate {verdict}: {', '.join(parts) or 'nothing to compare'} (tolerance {self.tolerance:g}; "
+                f"{self.relative_tolerance:.0%} relative for metrics without an interval)")
+
+    def to_json(self) -> dict[str, Any]:
+        """The full comparison, one object per metric (``debias-bench gate --json``)."""
+        return {"passed": not self.failed, "tolerance": self.tolerance, "relative_tolerance": self.relative_tolerance,
+                "counts": {s: self.count(s) for s in ("worse", "missing", "better", "unchanged", "new", "not gated")},
+                "changes": [{**dict(zip(KEY_FIELDS, c.key, strict=True)), "status": c.status, "baseline": c.baseline,
+                             "current": c.current, "delta": c.delta, "margin": c.margin,
+                             "higher_is_better": c.higher_is_better} for c in self.changes]}
 
     def table(self, only_moved: bool = False) -> str:
         """A fixed-width text table, failures first."""
@@ -97,12 +120,14 @@ class GateResult:
         rows = sorted(self.changes, key=lambda c: (order.get(c.status, 9), tuple(str(k or "") for k in c.key)))
         if only_moved:
             rows = [c for c in rows if c.status not in ("unchanged", "not gated")]
-        header = ["status", "method", "prompt set", "attribute", "metric", "variant", "baseline", "current", "delta", "margin"]
+        header = ["status", "method", "prompt set", "classifier", "attribute", "metric", "variant", "baseline",
+                  "current", "delta", "margin"]
         body = [
             [
                 c.status,
                 _clean(c.field("method")),
                 _clean(c.field("prompt_set")),
+                _clean(c.field("classifier") or "-"),
                 _clean(c.field("attribute") or "-"),
                 _clean(c.field("metric")) + (" ↑" if c.higher_is_better else " ↓"),
                 _clean(c.field("variant") or "-"),
@@ -139,10 +164,12 @@ def compare_results(
     not_gated: frozenset[str] = NOT_GATED,
     method: str | None = None,
     prompt_set: str | None = None,
+    relative_tolerance: float = RELATIVE_TOLERANCE,
 ) -> GateResult:
     """Compare two parsed results.json documents (optionally one method / prompt set)."""
-    if not math.isfinite(tolerance) or tolerance < 0:
-        raise BenchError(f"gate: tolerance must be a finite number ≥ 0, got {tolerance}")
+    for name, value in (("tolerance", tolerance), ("relative tolerance", relative_tolerance)):
+        if not math.isfinite(value) or value < 0:
+            raise BenchError(f"gate: {name} must be a finite number ≥ 0, got {value}")
     base, cur = _set_level(baseline), _set_level(current)
 
     def wanted(key: tuple) -> bool:
@@ -157,14 +184,14 @@ def compare_results(
         if c is None:
             changes.append(Change(key, "missing", b.get("value"), None, 0.0, hib))
             continue
-        status, margin = classify(b, c, tolerance)
+        status, margin = classify(b, c, tolerance, relative_tolerance)
         if key[4] in not_gated:
             status = "not gated"
         changes.append(Change(key, status, b.get("value"), c.get("value"), margin, hib))
     for key, c in cur.items():
         if key not in base and wanted(key):
             changes.append(Change(key, "new", None, c.get("value"), 0.0, bool(c.get("higher_is_better"))))
-    return GateResult(changes, tolerance)
+    return GateResult(changes, tolerance, relative_tolerance)
 
 
 def baseline_exists(path: str | Path) -> bool:
@@ -182,15 +209,23 @@ def run_gate(
     baseline: str | Path,
     tolerance: float = 0.0,
     require_baseline: bool = False,
-    show_unchanged: bool = True,
+    show_unchanged: bool = False,
+    relative_tolerance: float = RELATIVE_TOLERANCE,
+    json_path: str | Path | None = None,
 ) -> int:
-    """The ``debias-bench gate`` command: print the table, return 1 when anything got worse."""
+    """The ``debias-bench gate`` command: print what moved (everything with ``show_unchanged``), return 1
+    when anything got worse; ``json_path`` receives the full comparison."""
     if not baseline_exists(baseline):
         if require_baseline:
             raise BenchError(f"{baseline}: baseline not found (no results.json) and --require-baseline was given")
         print(f"first run: nothing to compare (no baseline at {baseline}); gate passes")
         return 0
-    result = compare_runs(current, baseline, tolerance)
-    print(result.table(only_moved=not show_unchanged))
+    result = compare_runs(current, baseline, tolerance, relative_tolerance=relative_tolerance)
+    if show_unchanged or any(c.status not in ("unchanged", "not gated") for c in result.changes):
+        print(result.table(only_moved=not show_unchanged))
     print(result.summary())
+    if json_path is not None:
+        import json
+
+        Path(json_path).write_text(json.dumps(result.to_json(), indent=1))
     return 1 if result.failed else 0

@@ -34,7 +34,9 @@ def _gate(argv: list[str]) -> int:
         (_rec(0.10, 0.08, 0.12), _rec(0.20, 0.18, 0.22), 0.0, "worse"),  # moved 0.10 > 0.04
         (_rec(0.10, 0.08, 0.12), _rec(0.20, 0.18, 0.22), 0.07, "unchanged"),  # tolerance absorbs it
         (_rec(0.30, 0.29, 0.31), _rec(0.10, 0.09, 0.11), 0.0, "better"),
-        (_rec(0.10, None, None), _rec(0.1001, None, None), 0.0, "worse"),  # no CI: any bad move counts
+        (_rec(4.5258, None, None), _rec(4.5258 + 1e-12, None, None), 0.0, "unchanged"),  # no CI: a faithful rerun
+        (_rec(4.0, None, None), _rec(4.19, None, None), 0.0, "unchanged"),  # no CI: within 5 % of the baseline
+        (_rec(4.0, None, None), _rec(4.21, None, None), 0.0, "worse"),  # no CI: beyond 5 %
         (_rec(0.90, 0.85, 0.95, higher=True), _rec(0.70, 0.65, 0.75, higher=True), 0.0, "worse"),  # entropy fell
         (_rec(0.70, 0.65, 0.75, higher=True), _rec(0.90, 0.85, 0.95, higher=True), 0.0, "better"),
     ],
@@ -84,14 +86,24 @@ def test_noise_passes_and_degradation_fails(runs: dict[str, Path]) -> None:
 
 
 def test_gate_command_output_and_exit_codes(runs: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
-    assert _gate([str(runs["noise"]), "--baseline", str(runs["base"])]) == 0
-    assert _gate([str(runs["degraded"]), "--baseline", str(runs["base"])]) == 1
+    assert _gate([str(runs["base"]), "--baseline", str(runs["base"])]) == 0
+    faithful = capsys.readouterr().out
+    assert faithful.startswith("gate pass:") and "status" not in faithful  # nothing moved: no table
+    assert _gate([str(runs["degraded"]), "--baseline", str(runs["base"]), "--json", str(tmp_path / "gate.json")]) == 1
     out = capsys.readouterr().out
     first = out.splitlines()[0].split()
-    assert first[:4] == ["status", "method", "prompt", "set"]
+    assert first[:5] == ["status", "method", "prompt", "set", "classifier"]
     worse_lines = [line for line in out.splitlines() if line.startswith("worse")]
     assert worse_lines and all(" ddm " in line for line in worse_lines)
-    assert "gate FAIL:" in out and "gate pass:" in out
+    assert any(" synthclf " in line for line in worse_lines)  # fairness rows name their classifier
+    assert not any(line.startswith("unchanged") for line in out.splitlines())  # by default only what moved
+    assert "gate FAIL:" in out
+    full = json.loads((tmp_path / "gate.json").read_text())
+    assert full["passed"] is False and len(full["changes"]) == full["counts"]["unchanged"] + sum(
+        v for k, v in full["counts"].items() if k != "unchanged")
+    assert "synthclf" in {c["classifier"] for c in full["changes"]}
+    assert _gate([str(runs["noise"]), "--baseline", str(runs["base"]), "--all"]) == 0
+    assert "unchanged" in capsys.readouterr().out
     # A huge tolerance forgives the regression.
     assert _gate([str(runs["degraded"]), "--baseline", str(runs["base"]), "--tolerance", "10"]) == 0
     # First run: no baseline yet.
