@@ -606,20 +606,83 @@ def check_predictions(pred: pd.DataFrame, results: dict[str, Any]) -> dict[tuple
     return out
 
 
+# --- declarations against the registry -------------------------------------------------------------
+
+
+def check_declarations(results: dict[str, Any]) -> None:
+    """What the recomputation takes as given comes from the registry, not from the bundle.
+
+    For a prompt set the project registers, every declared prompt (id, text, named attributes), the
+    classes and the target distribution must equal the registered set's (a run may evaluate a subset
+    of its prompts, or another image count); a registered classifier must carry the registered
+    weights' fingerprint and its declared confusion matrices must equal the registered ones. The
+    registered values then replace the declared ones, so a consistent forgery (rewrite the target and
+    the claimed FD together) is refused instead of verified."""
+    for ps, info in results["prompt_sets"].items():
+        reg = _registered_prompt_set(ps)
+        if reg is None:
+            continue
+        if (info.get("classes") or {}) != {a: list(c) for a, c in reg.classes.items() if a in (info.get("classes") or {})}:
+            raise _reject("declared-classes", f"prompt set {ps[:40]!r}: the declared classes differ from the "
+                          "registered prompt set's")
+        registered_target = {a: reg.target[a].tolist() for a in reg.attributes}
+        declared = info.get("target")
+        if declared is not None and not _same_numbers(declared, registered_target):
+            raise _reject("declared-target", f"prompt set {ps[:40]!r}: the declared target distribution differs from "
+                          "the registered prompt set's")
+        registered_prompts = {p.id: (p.text, dict(p.named)) for p in reg.prompts}
+        for prompt in info.get("prompts") or []:
+            pid = prompt.get("id") if isinstance(prompt, dict) else None
+            if registered_prompts.get(pid) != (prompt.get("text"), prompt.get("named") or {}):
+                raise _reject("declared-prompts", f"prompt set {ps[:40]!r}: prompt {str(pid)[:40]!r} is not declared "
+                              "as in the registered prompt set")
+        info["target"] = registered_target
+        info["classes"] = {a: list(c) for a, c in reg.classes.items()}
+    for cname, info in results["models"]["classifiers"].items():
+        registered = _registered_confusion(cname, info.get("fingerprint"))
+        if registered is None:
+            continue
+        declared = info.get("confusion")
+        if declared and not _same_numbers(declared, registered):
+            raise _reject("declared-confusion", f"classifier {cname[:40]!r}: the declared confusion matrices differ "
+                          "from the registered classifier's")
+        info["confusion"] = registered
+
+
+def _same_numbers(a: Any, b: Any) -> bool:
+    if isinstance(a, dict) and isinstance(b, dict):
+        return set(a) == set(b) and all(_same_numbers(a[k], b[k]) for k in a)
+    try:
+        x, y = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    except (TypeError, ValueError):
+        return False
+    return x.shape == y.shape and bool(np.allclose(x, y, rtol=0, atol=1e-9))
+
+
+_PROMPT_SET_CACHE: dict[str, Any] = {}
+
+
+def _registered_prompt_set(ps: str) -> Any:
+    """The registered prompt set named ``ps`` (None for a set the project does not register)."""
+    if ps not in _PROMPT_SET_CACHE:
+        from prompts import PROMPT_SETS, load_prompt_set
+
+        _PROMPT_SET_CACHE[ps] = load_prompt_set(ps) if ps in PROMPT_SETS else None
+    return _PROMPT_SET_CACHE[ps]
+
+
 # --- metric recomputation --------------------------------------------------------------------------
 
 
 def _target(results: dict[str, Any], ps: str, attr: str, classes: list[str]) -> np.ndarray | None:
     """The prompt set's target for ``attr`` over ``classes`` (column order), or None for uniform.
 
-    From results.json when it records one (a mapping, or a list in the set's class order), else from
-    the shipped prompt set of the same name and fingerprint.
+    The registered prompt set's (substituted by :func:`check_declarations`); for a set the project does
+    not register, as results.json declares it (a mapping, or a list in the set's class order).
     """
     info = results["prompt_sets"][ps]
     target = (info.get("target") or {}).get(attr)
     order = (info.get("classes") or {}).get(attr)
-    if target is None:
-        target, order = _shipped_target(ps, info.get("fingerprint"), attr)
     if target is None:
         return None
     if isinstance(target, list) and isinstance(order, list) and len(order) == len(target):
@@ -634,29 +697,11 @@ def _target(results: dict[str, Any], ps: str, attr: str, classes: list[str]) -> 
     return arr
 
 
-def _shipped_target(ps: str, fingerprint: Any, attr: str) -> tuple[list[float] | None, list[str] | None]:
-    try:
-        from prompts import PROMPT_SETS
-
-        if ps not in PROMPT_SETS:
-            return None, None
-        from prompts import load_prompt_set
-
-        shipped = load_prompt_set(ps)
-    except Exception:  # an unloadable set has no shipped target; uniform applies
-        return None, None
-    if shipped.fingerprint != fingerprint or attr not in shipped.target:
-        return None, None
-    return shipped.target[attr].tolist(), list(shipped.classes[attr])
-
-
 def _confusion(results: dict[str, Any], cname: str, attr: str, k: int) -> np.ndarray | None:
-    """C[i, j] in the classifier's class order: from results.json, else from the registered classifier
-    of the same name whose weights have the recorded fingerprint (never from the bundle's own code)."""
+    """C[i, j] in the classifier's class order: the registered classifier's (substituted by
+    :func:`check_declarations`), or for a classifier the project does not register, as declared."""
     info = results["models"]["classifiers"].get(cname, {})
     conf = (info.get("confusion") or {}).get(attr)
-    if conf is None:
-        conf = _registered_confusion(cname, info.get("fingerprint")).get(attr)
     if conf is None:
         return None
     arr = np.asarray(conf, dtype=np.float64)
@@ -665,22 +710,27 @@ def _confusion(results: dict[str, Any], cname: str, attr: str, k: int) -> np.nda
     return arr
 
 
-_CONFUSION_CACHE: dict[tuple[str, Any], dict[str, Any]] = {}
+_CONFUSION_CACHE: dict[tuple[str, Any], dict[str, Any] | None] = {}
 
 
-def _registered_confusion(cname: str, fingerprint: Any) -> dict[str, Any]:
+def _registered_confusion(cname: str, fingerprint: Any) -> dict[str, Any] | None:
+    """The registered classifier's confusion matrices, or None when ``cname`` is not registered or cannot
+    load here (missing weights). A registered classifier with other weights is refused."""
     key = (cname, fingerprint)
     if key not in _CONFUSION_CACHE:
-        found: dict[str, Any] = {}
-        try:
-            from classifiers import CLASSIFIERS
+        from classifiers import CLASSIFIERS
 
-            if cname in CLASSIFIERS.names() and isinstance(fingerprint, str) and fingerprint:
+        found: dict[str, Any] | None = None
+        if cname in CLASSIFIERS.names():
+            try:
                 clf = CLASSIFIERS.get(cname)()
-                if clf.fingerprint == fingerprint:
-                    found = {a: np.asarray(m).tolist() for a, m in clf.confusion.items()}
-        except Exception:  # a classifier that cannot load here (missing weights) offers no matrix
-            found = {}
+            except Exception:  # a classifier that cannot load here (missing weights) offers no matrix
+                clf = None
+            if clf is not None:
+                if clf.fingerprint != fingerprint:
+                    raise _reject("classifier-mismatch", f"classifier {cname[:40]!r} is not the registered one (its "
+                                  "weights' fingerprint differs)")
+                found = {a: np.asarray(m).tolist() for a, m in clf.confusion.items()}
         _CONFUSION_CACHE[key] = found
     return _CONFUSION_CACHE[key]
 
@@ -841,6 +891,7 @@ def _validate_into(bundle: Path, root: Path, limits: Limits) -> ValidatedBundle:
         if name.startswith(f"{THUMBNAIL_DIR}/"):
             _check_thumbnail(root / name, name, limits)
     results = check_results(_read_json(root / RESULTS_FILE, RESULTS_FILE, limits))
+    check_declarations(results)
     if manifest.get("run_id") not in (None, results["run_id"]):
         raise _reject("manifest", f"{MANIFEST_FILE}: run_id does not match results.json")
     pred = read_predictions_safely(root / PREDICTIONS_FILE, limits)

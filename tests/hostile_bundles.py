@@ -319,13 +319,13 @@ def _not_json(f: dict, d: Path) -> Path:
 
 
 def _not_simplex(f: dict, d: Path) -> Path:
-    return write_zip(d / "b.zip", _predictions(f, lambda df: df.assign(**{"world/color/red": 0.9, "world/color/blue": 0.9})))
+    return write_zip(d / "b.zip", _predictions(f, lambda df: df.assign(**{"synthclf/color/red": 0.9, "synthclf/color/blue": 0.9})))
 
 
 def _nan_prob(f: dict, d: Path) -> Path:
     def edit(df: pd.DataFrame) -> pd.DataFrame:
         df = df.copy()
-        df.loc[3, "world/shade/mid"] = float("nan")
+        df.loc[3, "synthclf/shade/mid"] = float("nan")
         return df
 
     return write_zip(d / "b.zip", _predictions(f, edit))

@@ -21,6 +21,10 @@ from benchmark import __version__
 from benchmark.metrics.report import fairness_records, intersectional_records, mean_records
 
 CLASSES = {"color": ["red", "blue"], "shade": ["light", "mid", "dark"]}
+# Names the project does not register: a bundle naming a registered prompt set or classifier must carry
+# its registered fingerprint and declarations (leaderboard.submission.check_declarations).
+PROMPT_SET = "synth"
+CLASSIFIER = "synthclf"
 PROMPTS = [
     {"id": "glyph", "text": "a photo of a glyph", "named": {}},
     {"id": "seven", "text": "a photo of a seven", "named": {}},
@@ -59,6 +63,7 @@ def make_run(
     prompts: list[dict[str, Any]] | None = None,
     extra_config: dict[str, Any] | None = None,
     quality: dict[str, tuple[float, float]] | None = None,
+    prompt_set: str = PROMPT_SET,
 ) -> Path:
     """Write ``root/run_id`` as a complete run; ``quality`` maps method -> (fid, clip_t)."""
     methods = methods if methods is not None else DEFAULT_METHODS
@@ -79,18 +84,18 @@ def make_run(
                 probs[attr][p["id"]] = _probs(rng, n, lean if attr == "color" else lean / 2, len(classes),
                                               classes.index(named) if named else None)
             for i in range(n):
-                row = {"method": method, "prompt_set": "world", "prompt_id": p["id"], "prompt": p["text"], "index": i,
+                row = {"method": method, "prompt_set": prompt_set, "prompt_id": p["id"], "prompt": p["text"], "index": i,
                        "seed": 1000 + i, "image_key": f"k{m_i}-{p['id']}-{i}", "image_sha256": f"{m_i:02d}{i:062d}",
-                       "world/has_subject": bool(subject[p["id"]][i])}
+                       f"{CLASSIFIER}/has_subject": bool(subject[p["id"]][i])}
                 for attr, classes in CLASSES.items():
                     for k, cls in enumerate(classes):
-                        row[f"world/{attr}/{cls}"] = float(probs[attr][p["id"]][i, k])
+                        row[f"{CLASSIFIER}/{attr}/{cls}"] = float(probs[attr][p["id"]][i, k])
                 rows.append(row)
             # A "/" cannot be part of a sample file name, so such a method simply has no thumbnails.
             for i in range(2 if "/" not in method else 0):
                 shade = int(255 * probs["color"][p["id"]][i, 0])
-                (run_dir / "samples" / f"{method}__world__{p['id']}__{i}.png").write_bytes(_png((shade, 40, 255 - shade)))
-        base = {"method": method, "prompt_set": "world", "classifier": "world"}
+                (run_dir / "samples" / f"{method}__{prompt_set}__{p['id']}__{i}.png").write_bytes(_png((shade, 40, 255 - shade)))
+        base = {"method": method, "prompt_set": prompt_set, "classifier": CLASSIFIER}
         kept = {a: {pid: x[subject[pid]] for pid, x in by_prompt.items()} for a, by_prompt in probs.items()}
         for attr, classes in CLASSES.items():
             named = {p["id"]: p["named"].get(attr) for p in prompts}
@@ -106,24 +111,24 @@ def make_run(
             records.append({**base, "attribute": "color×shade", **r})
         fid, clip = (quality or {}).get(method, (10.0 + 20 * lean, 30.0 - 10 * lean))
         for metric, value, hib in (("fid", fid, False), ("clip_t", clip, True)):
-            records.append({"method": method, "prompt_set": "world", "prompt_id": None, "classifier": None,
+            records.append({"method": method, "prompt_set": prompt_set, "prompt_id": None, "classifier": None,
                             "attribute": None, "metric": metric, "variant": "vs-reference" if metric == "fid" else "soft",
                             "value": value, "ci_low": value - 0.5, "ci_high": value + 0.5, "n": n * len(prompts),
                             "higher_is_better": hib})
-        records.append({"method": method, "prompt_set": "world", "prompt_id": None, "classifier": None,
+        records.append({"method": method, "prompt_set": prompt_set, "prompt_id": None, "classifier": None,
                         "attribute": None, "metric": "seconds_per_image", "variant": "wall", "value": 0.01 * (m_i + 1),
                         "ci_low": None, "ci_high": None, "n": n * len(prompts), "higher_is_better": False})
     results = {
         "schema_version": 1,
         "run_id": run_id,
         "created": "2026-11-25T13:15:00Z",
-        "config": {"profile": "world", "methods": [{"name": m} for m in methods], "prompt_sets": ["world"],
+        "config": {"profile": "world", "methods": [{"name": m} for m in methods], "prompt_sets": [prompt_set],
                    "seed": seed, "metrics": {"bootstrap": n_boot, "seed": 7}, **(extra_config or {})},
         "versions": {"python": "3.11.7", "numpy": np.__version__, "debias-bench": __version__},
         "models": {"base": {"name": "world", "fingerprint": "f" * 64},
                    "methods": {m: {"fingerprint": f"{i:064d}", "params": {}} for i, m in enumerate(methods)},
-                   "classifiers": {"world": {"fingerprint": "c" * 64, "attributes": CLASSES}}},
-        "prompt_sets": {"world": {"fingerprint": "d" * 64, "attributes": list(CLASSES), "classes": CLASSES,
+                   "classifiers": {CLASSIFIER: {"fingerprint": "c" * 64, "attributes": CLASSES}}},
+        "prompt_sets": {prompt_set: {"fingerprint": "d" * 64, "attributes": list(CLASSES), "classes": CLASSES,
                                   "prompts": prompts}},
         "failures": [],
         "metrics": records,

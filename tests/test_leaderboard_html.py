@@ -95,7 +95,7 @@ def test_page_has_every_method_table_figure_thumbnail_and_provenance(site: Path)
     grid = html[html.index('<table class="thumbs">'):]
     grid = grid[: grid.index("</table>")]
     assert grid.count("<tr><td>") == 3 and "(seed 1000)" in grid
-    for key in ("bundle sha256", "metrics verified", "prompt set world", "bootstrap"):
+    for key in ("bundle sha256", "metrics verified", "prompt set synth", "bootstrap"):
         assert f"<th scope=\"row\">{key}</th>" in html
     assert "numpy" in html and "run-b" in html
 
@@ -103,8 +103,8 @@ def test_page_has_every_method_table_figure_thumbnail_and_provenance(site: Path)
 def test_table_exports_are_written(site: Path) -> None:
     tables = site / "tables"
     for ext in ("csv", "json", "md", "tex"):
-        assert (tables / f"world-world-color-fd.{ext}").is_file()
-    doc = json.loads((tables / "world-world-color-fd.json").read_text())
+        assert (tables / f"synth-synthclf-color-fd.{ext}").is_file()
+    doc = json.loads((tables / "synth-synthclf-color-fd.json").read_text())
     assert doc["higher_is_better"] is False and len(doc["rows"]) == 4
     md = (tables / "tables.md").read_text()
     assert "&lt;script&gt;" in md and "<script>" not in md

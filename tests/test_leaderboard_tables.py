@@ -74,6 +74,6 @@ def test_exports(runs: list[Run], tmp_path: Path) -> None:
     tex = to_latex(fd)
     assert r"a|b\_\&\$x" in tex and r"\toprule" in tex and r"\textbf{" in tex
     written = write_tables(tables, tmp_path)
-    assert (tmp_path / "world-world-color-fd.tex") in written
-    assert (tmp_path / "world-world-color-fd.per-prompt.csv").is_file()
-    assert (tmp_path / "tables.md").read_text().count("**world") == len(tables)
+    assert (tmp_path / "synth-synthclf-color-fd.tex") in written
+    assert (tmp_path / "synth-synthclf-color-fd.per-prompt.csv").is_file()
+    assert (tmp_path / "tables.md").read_text().count("**synth") == len(tables)

@@ -37,7 +37,7 @@ def pytest_debias_bench_run(run_config, settings, pytestconfig):
     if (HERE / "degrade").exists():
         lean["ddm"] = 0.35
     methods = {{m.key: lean[m.key] for m in run_config.methods}}
-    return make_run(HERE / "results", "current", methods=methods, n=24, n_boot=50, seed=11)
+    return make_run(HERE / "results", "current", methods=methods, n=24, n_boot=50, seed=11, prompt_set="world")
 """
 
 

@@ -70,7 +70,7 @@ def test_add_then_duplicate_and_build(runs: dict[str, Path], tmp_path: Path, mon
     page = (tmp_path / "site" / "index.html").read_text()
     for method in ("baseline", "ddm", "selfdebias"):
         assert f">{method}<" in page
-    assert (tmp_path / "site" / "tables" / "world-world-color-fd.csv").is_file()
+    assert (tmp_path / "site" / "tables" / "synth-synthclf-color-fd.csv").is_file()
     with pytest.raises(SubmissionRejected, match=r"\[duplicate-entry\]"):
         add_entry(bundle_a, entries)
     # The same results under another file name are still a duplicate.
@@ -100,7 +100,7 @@ def test_prompt_set_mismatch_is_refused(runs: dict[str, Path], tmp_path: Path) -
     add_entry(pack(runs["a"], tmp_path / "a.zip"), entries)
     other = make_run(tmp_path, "run-c", methods={"x": 0.1}, n=12, n_boot=20)
     results = json.loads((other / "results.json").read_text())
-    results["prompt_sets"]["world"]["fingerprint"] = "e" * 64
+    results["prompt_sets"]["synth"]["fingerprint"] = "e" * 64
     (other / "results.json").write_text(json.dumps(results))
     with pytest.raises(SubmissionRejected, match=r"\[prompt-set-mismatch\]"):
         add_entry(pack(other, tmp_path / "c.zip"), entries)
