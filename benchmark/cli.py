@@ -1,4 +1,4 @@
-"""The ``debias-bench`` command.
+"""debias-bench: measure how fair text-to-image diffusion models are, and how well debiasing methods fix them.
 
     debias-bench run [CONFIG] [--methods baseline,ddm] [--images-per-prompt 50] ...
     debias-bench prepare [CONFIG] [--export DIR]   (train or load artefacts only; DIR receives copies)
@@ -26,7 +26,11 @@ from benchmark.errors import BenchError
 
 class _Parser(argparse.ArgumentParser):
     """argparse with the harness's error style: one ``error:`` line on stderr, exit status 2
-    (argparse's own prints the whole usage block first)."""
+    (argparse's own prints the whole usage block first); help shows every flag's default."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        kwargs.setdefault("formatter_class", argparse.ArgumentDefaultsHelpFormatter)
+        super().__init__(*args, **kwargs)
 
     def error(self, message: str) -> NoReturn:
         self.exit(2, f"error: {self.prog}: {' '.join(message.split())} (see `{self.prog} --help`)\n")
@@ -37,25 +41,29 @@ def _csv(value: str) -> list[str]:
 
 
 def _add_run(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("run", help="run methods × prompt sets, classify, score, write results/<run-id>/")
+    p = sub.add_parser("run", help="run methods × prompt sets, classify, score, write results/<run-id>/",
+                       description="Generate, classify and score; flags override the config file's fields. "
+                                   "Unset flags (None) keep the config's value or its default.")
     p.add_argument("config", nargs="?", help="run config (.yaml/.yml/.toml); default: the world suite")
-    p.add_argument("--profile", choices=["world", "real", "tiny"])
+    p.add_argument("--profile", choices=["world", "real", "tiny"], help="base model family (config default: world)")
     p.add_argument("--model", help="real profile: diffusers model id (in the local HF cache) or local path")
-    p.add_argument("--variant", help="world variant (default, alt)")
-    p.add_argument("--methods", type=_csv, help="comma-separated method names")
-    p.add_argument("--prompt-sets", type=_csv, help="comma-separated prompt-set names or YAML paths")
-    p.add_argument("--classifiers", type=_csv, help="comma-separated classifier names")
+    p.add_argument("--variant", help="world variant: default or alt")
+    p.add_argument("--methods", type=_csv, help="comma-separated method names (`debias-bench list methods`); "
+                                                "default: all five")
+    p.add_argument("--prompt-sets", type=_csv, help="comma-separated prompt-set names or YAML paths (default: world)")
+    p.add_argument("--classifiers", type=_csv, help="comma-separated classifier names (default: world,world-weak)")
     p.add_argument("--debias-attribute", help="attribute methods debias (default: the first prompt set's first)")
-    p.add_argument("--images-per-prompt", type=int)
-    p.add_argument("--max-prompts", type=int, help="use only the first N prompts of each set (quick runs)")
-    p.add_argument("--batch-size", type=int)
-    p.add_argument("--seed", type=int)
-    p.add_argument("--steps", type=int, help="number of inference steps")
-    p.add_argument("--guidance", type=float, help="classifier-free guidance scale")
-    p.add_argument("--bootstrap", type=int, help="bootstrap resamples for CIs (0: none)")
-    p.add_argument("--output-dir")
-    p.add_argument("--cache-dir")
-    p.add_argument("--run-id")
+    p.add_argument("--images-per-prompt", type=int, help="images per prompt (default: the prompt set's own)")
+    p.add_argument("--max-prompts", type=int, help="evaluate only the first N prompts of each set (quick runs; "
+                                                   "methods stay prepared on the full sets)")
+    p.add_argument("--batch-size", type=int, help="images per generation batch (default: 100)")
+    p.add_argument("--seed", type=int, help="image seed base (default: 0)")
+    p.add_argument("--steps", type=int, help="number of inference steps (default: the profile's sampler)")
+    p.add_argument("--guidance", type=float, help="classifier-free guidance scale (default: the profile's sampler)")
+    p.add_argument("--bootstrap", type=int, help="bootstrap resamples for intervals, 0 for none (default: 1000)")
+    p.add_argument("--output-dir", help="where results/<run-id>/ goes (default: results)")
+    p.add_argument("--cache-dir", help="image, prediction and artefact cache (default: .debias-cache)")
+    p.add_argument("--run-id", help="name of the run folder (default: profile + hash of the resolved config)")
     p.add_argument("--device", help="where the world's models run (cuda, cuda:1); default: the CPU")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=_cmd_run)
@@ -64,9 +72,9 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
 def _add_prepare(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("prepare", help="train or load every method's artefacts without generating; --export ships them")
     p.add_argument("config", nargs="?", help="run config (.yaml/.yml/.toml); default: the world suite")
-    p.add_argument("--variant", help="world variant (default, alt)")
-    p.add_argument("--methods", type=_csv, help="comma-separated method names")
-    p.add_argument("--cache-dir")
+    p.add_argument("--variant", help="world variant: default or alt")
+    p.add_argument("--methods", type=_csv, help="comma-separated method names (default: all five)")
+    p.add_argument("--cache-dir", help="artefact cache (default: .debias-cache)")
     p.add_argument("--device", help="where the world's models run (cuda, cuda:1); default: the CPU")
     p.add_argument("--export", metavar="DIR",
                    help="copy each prepared artefact folder with its manifest to DIR/<method>/<key>/ "
@@ -119,19 +127,37 @@ def _cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_list(args: argparse.Namespace) -> int:
-    if args.what == "methods":
-        from methods import METHODS as reg
-    elif args.what == "classifiers":
-        from classifiers import CLASSIFIERS as reg
-    elif args.what == "profiles":
-        from benchmark.profiles import PROFILES as reg
-    else:
-        from prompts import list_prompt_sets
+PROFILES_DESCRIBED = {
+    "world": "the embedded controlled-bias world (default): shipped weights, prompt set `world`",
+    "real": "Stable Diffusion 1.x/2.x/XL from a diffusers id or folder (--model); faces and occupations",
+    "tiny": "a random tiny SD model for smoke runs of the loop (classifier `palette`)",
+}
 
-        print("\n".join(list_prompt_sets()))
+
+def _cmd_list(args: argparse.Namespace) -> int:
+    if args.what == "prompts":
+        import yaml
+
+        from prompts import PROMPT_SETS
+
+        for name, resource in PROMPT_SETS.items():
+            raw = yaml.safe_load(resource.read_text(encoding="utf-8")) or {}
+            count = len(raw.get("prompts") or []) or "templated"
+            print(f"{name:<12} {count!s:>9} prompts  attributes: {', '.join(raw.get('attributes') or [])}  "
+                  f"- {' '.join(str(raw.get('description', '')).split())}")
         return 0
-    print("\n".join(reg.names()))
+    if args.what == "profiles":
+        described = PROFILES_DESCRIBED
+    elif args.what == "methods":
+        from methods import METHODS
+
+        described = {n: METHODS.descriptions.get(n, "") for n in METHODS.names()}
+    else:
+        from classifiers import CLASSIFIERS
+
+        described = {n: CLASSIFIERS.descriptions.get(n, "") for n in CLASSIFIERS.names()}
+    for name, text in described.items():
+        print(f"{name:<12} {text}")
     return 0
 
 
@@ -187,7 +213,11 @@ def _cmd_perf(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="debias-bench", description=__doc__.splitlines()[0] if __doc__ else None)
+    from benchmark import __version__
+
+    parser = _Parser(prog="debias-bench", description=__doc__.splitlines()[0] if __doc__ else None,
+                     epilog="Each command has its own --help. Errors print one line and exit with status 2.")
+    parser.add_argument("--version", action="version", version=f"debias-bench {__version__}")
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress messages")
     sub = parser.add_subparsers(dest="command", required=True)

@@ -6,10 +6,12 @@ import dataclasses
 import hashlib
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
+
+if TYPE_CHECKING:  # torch is imported where a module is hashed, not by every user of this file
+    import torch
 
 
 def _default(obj: Any) -> Any:
@@ -49,6 +51,8 @@ def hash_file(path: str | Path, chunk: int = 1 << 20) -> str:
 
 def hash_module(module: torch.nn.Module) -> str:
     """Hash of a module's parameters and buffers (names, dtypes, shapes and values)."""
+    import torch
+
     h = hashlib.sha256()
     for name, tensor in sorted(module.state_dict().items()):
         t = tensor.detach().to("cpu").contiguous()

@@ -17,19 +17,21 @@ import json
 import tempfile
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import numpy as np
-import torch
+if TYPE_CHECKING:  # the heavy imports happen when a measurement starts, not when `--help` is printed
+    import numpy as np
 
-from benchmark.components import Components
-from benchmark.config import load_config
-from benchmark.profiles import load_profile
-from benchmark.runner import Runner
-from benchmark.sampling import encode_condition, initial_latents, unet_eps
+    from benchmark.components import Components
 
 
 def bare_loop(components: Components, prompts: list[str], seeds: list[int]) -> np.ndarray:
     """What a user writes by hand: diffusers' pipeline, or its loop for a pixel-space model."""
+    import numpy as np
+    import torch
+
+    from benchmark.sampling import encode_condition, initial_latents, unet_eps
+
     cfg = components.sampler
     latents = initial_latents(components, seeds, cfg)
     if components.vae is not None:
@@ -84,6 +86,13 @@ def measure(profile_name: str, images: int, batch_size: int, repeats: int) -> di
 
 
 def _measure(base_cfg: dict, repeats: int) -> dict:
+    import numpy as np
+    import torch
+
+    from benchmark.config import load_config
+    from benchmark.profiles import load_profile
+    from benchmark.runner import Runner
+
     profile_name, images, batch_size = base_cfg["profile"], base_cfg["images_per_prompt"], base_cfg["batch_size"]
     profile = load_profile(load_config(None, base_cfg))
     comps = profile.components
@@ -115,10 +124,10 @@ def _measure(base_cfg: dict, repeats: int) -> dict:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--profile", default="world", choices=["world", "tiny"])
-    parser.add_argument("--images", type=int, default=200)
-    parser.add_argument("--batch-size", type=int, default=100)
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--profile", default="world", choices=["world", "tiny"], help="base model to measure")
+    parser.add_argument("--images", type=int, default=200, help="images per repeat")
+    parser.add_argument("--batch-size", type=int, default=100, help="images per generation batch")
+    parser.add_argument("--repeats", type=int, default=3, help="repeats; the median is reported")
     parser.add_argument("--json", type=Path, help="also write the numbers to this file")
 
 

@@ -14,10 +14,13 @@ T = TypeVar("T")
 class Registry(Generic[T]):
     """Maps a name to ``"module:attribute"`` and imports it on first use."""
 
-    def __init__(self, kind: str, entries: dict[str, str] | None = None) -> None:
+    def __init__(self, kind: str, entries: dict[str, str] | None = None,
+                 descriptions: dict[str, str] | None = None) -> None:
         self.kind = kind
         self._paths: dict[str, str] = dict(entries or {})
         self._loaded: dict[str, T] = {}
+        # one line per name, for `debias-bench list` (readable without importing anything)
+        self.descriptions: dict[str, str] = dict(descriptions or {})
 
     def register(self, name: str, target: str | T) -> None:
         if isinstance(target, str):

@@ -84,7 +84,7 @@ def _within(value: float, record: dict[str, Any]) -> bool | None:
     lo, hi = _number(record.get("ci_low")), _number(record.get("ci_high"))
     if lo is None or hi is None:
         return None
-    slack = 1e-12 * max(1.0, abs(value))
+    slack = 1e-9 + 1e-6 * abs(value)  # float noise at an interval's edge (an interval may end at its value)
     return bool(lo - slack <= value <= hi + slack)
 
 

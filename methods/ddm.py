@@ -9,7 +9,7 @@ and indicator are trained jointly by one AdamW on
 
 with z_t the forward-noised latent of the image (z_0 = VAE latent, or the image itself in pixel
 space). The paper's text speaks of "denoised latents"; the official code, followed here, feeds the
-raw noise prediction ε̂ (the README's DDM findings measure both readings on the world). No
+raw noise prediction ε̂ (docs/methods/ddm.md measures both readings on the world). No
 sensitive-attribute labels are used. At sampling time the LoRA is merged into the
 weights (``merge_and_unload``) and the plain sampler runs: no guidance term, no indicator.
 

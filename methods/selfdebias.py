@@ -96,7 +96,7 @@ class SelfDebiasParams:
     # paper: ~1.5-2k vanilla samples per prompt (face runs). With 128 (the earlier world default), a
     # rare colour forms one mode among 3-4 colour x shade modes, which caps its share under uniform
     # guidance; 512 splits it (most prompts: 5-6 modes). Full world runs, cap 0.6: colour soft FD -46 % -> -48 %
-    # (default), -45 % -> -49 % (alt); 256 did not help. See the README, finding (5). Preparing with 512
+    # (default), -45 % -> -49 % (alt); 256 did not help. See docs/methods/selfdebias.md, finding 5. Preparing with 512
     # on 2 CPU cores would take about 50 min (4x the 128-sample times); the shipped artefacts were
     # made with `debias-bench prepare --device cuda` in 3 min.
     num_samples: int = 512

@@ -10,10 +10,32 @@ from benchmark.cli import main
 
 
 def test_list_methods_and_prompts(capsys) -> None:
+    """One line per item: its name, then what it is (and for prompt sets, size and attributes)."""
+    from methods import METHODS
+
     assert main(["list", "methods"]) == 0
-    assert capsys.readouterr().out.split() == ["baseline", "ddm", "difflens", "invdiff", "selfdebias"]
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split()[0] for line in lines] == METHODS.names() == ["baseline", "ddm", "difflens", "invdiff",
+                                                                      "selfdebias"]
+    assert all(len(line.split()) > 3 for line in lines)  # every method is described
     assert main(["list", "prompts"]) == 0
-    assert "occupations" in capsys.readouterr().out.split()
+    world = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("world "))
+    assert "14 prompts" in world and "color, shade" in world
+    for what in ("classifiers", "profiles"):
+        assert main(["list", what]) == 0
+        assert all(len(line.split()) > 3 for line in capsys.readouterr().out.splitlines())
+
+
+def test_help_shows_defaults_and_version(capsys) -> None:
+    from benchmark import __version__
+
+    assert main(["--version"]) == 0
+    assert capsys.readouterr().out.strip() == f"debias-bench {__version__}"
+    assert main(["run", "--help"]) == 0
+    text = " ".join(capsys.readouterr().out.split())
+    assert "--max-prompts" in text and "methods stay prepared on the full sets" in text
+    assert main(["gate", "--help"]) == 0
+    assert "(default: 0.05)" in " ".join(capsys.readouterr().out.split())
 
 
 @pytest.mark.parametrize("argv,expected", [

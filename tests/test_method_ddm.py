@@ -285,7 +285,7 @@ def test_world_sweep_setting_loads_every_variant(variant):
 
 @pytest.mark.slow
 @pytest.mark.xfail(strict=True, reason="DDM's indicator shifts the colour share by a seed-dependent amount in either "
-                   "direction, not towards balance (README: Results on the world, DDM); full suite −14 %, "
+                   "direction, not towards balance (docs/methods/ddm.md); full suite −14 %, "
                    "seeds 0/1/2 at 64 images −8 % / +7 % / −7 %")
 def test_world_ddm_reaches_target():
     """Soft FD at least 40 % below the baseline's; FID vs reference at most 1.5x the baseline's."""
