@@ -26,6 +26,7 @@ from benchmark.metrics import (
     load_reference_stats,
     make_record,
     mean_records,
+    paired_delta_records,
     reference_stats,
 )
 from classifiers import Classifier
@@ -88,9 +89,35 @@ def fairness_for(cells: Sequence[Cell], ps: PromptSet, name: str, clf: Classifie
     return records
 
 
+def deltas_for(cells: Sequence[Cell], baseline: Sequence[Cell], ps: PromptSet, name: str, clf: Classifier,
+               config: RunConfig) -> list[dict]:
+    """Paired FD differences against the baseline (``delta_fd``), on the images where both show a subject."""
+    base_of = {c.prompt_id: c for c in baseline}
+    boot = {"n_boot": config.metrics.bootstrap, "seed": config.metrics.seed}
+    records: list[dict] = []
+    for attr in (a for a in ps.attributes if a in clf.attributes):
+        cols = _columns(clf, ps, attr)
+        mine, theirs = {}, {}
+        for cell in cells:
+            other = base_of.get(cell.prompt_id)
+            if other is None or other.seeds != cell.seeds:
+                continue
+            keep = cell.has_subject[name] & other.has_subject[name]
+            if keep.any():
+                mine[cell.prompt_id] = cell.predictions[name][attr][keep][:, cols]
+                theirs[cell.prompt_id] = other.predictions[name][attr][keep][:, cols]
+        named = {p.id: p.named.get(attr) for p in ps.prompts if p.id in mine}
+        if mine:
+            recs = paired_delta_records(mine, theirs, ps.classes[attr], ps.target.get(attr), named, **boot)
+            records += _label(recs, classifier=name, attribute=attr)
+    return records
+
+
 def quality_for(cells: Sequence[Cell], baseline: Sequence[Cell] | None, profile: Profile, config: RunConfig,
-                reference: Any) -> list[dict]:
-    """FID (vs reference, vs baseline) and CLIP-T / CLIP-I records of one method on one prompt set."""
+                reference: Any, clip_scores: dict[tuple[str, str, str], np.ndarray] | None = None) -> list[dict]:
+    """FID (vs reference, vs baseline) and CLIP-T / CLIP-I records of one method on one prompt set.
+    ``clip_scores`` keeps per-image CLIP-T scores by (method, prompt set, prompt) across calls, so the
+    baseline's are computed once for every method's paired ``delta_clip_t``."""
     records: list[dict] = []
     images = np.concatenate([c.images for c in cells])
     n = len(images)
@@ -107,10 +134,22 @@ def quality_for(cells: Sequence[Cell], baseline: Sequence[Cell] | None, profile:
                 records.append({**none, **make_record(None, metric, "vs-baseline", value, n, None)})
     if config.metrics.clip and profile.embedder is not None:
         boot = {"n_boot": config.metrics.bootstrap, "seed": config.metrics.seed}
-        scores = {c.prompt_id: clip_t(profile.embedder, c.images, c.prompt) for c in cells}
+        known = clip_scores if clip_scores is not None else {}
+
+        def scores_of(cell: Cell) -> np.ndarray:
+            key = (cell.method, cell.prompt_set, cell.prompt_id)
+            if key not in known:
+                known[key] = clip_t(profile.embedder, cell.images, cell.prompt)
+            return known[key]
+
+        scores = {c.prompt_id: scores_of(c) for c in cells}
         records += _label(mean_records(scores, "clip_t", "mean", True, **boot), **none)
         if baseline is not None:
             base_of = {c.prompt_id: c for c in baseline}
+            paired = {c.prompt_id: scores[c.prompt_id] - scores_of(base_of[c.prompt_id])
+                      for c in cells if c.prompt_id in base_of and base_of[c.prompt_id].seeds == c.seeds}
+            if paired:
+                records += _label(mean_records(paired, "delta_clip_t", "mean", True, p_value=True, **boot), **none)
             pairs = {c.prompt_id: clip_i(profile.embedder, c.images, base_of[c.prompt_id].images)
                      for c in cells if c.prompt_id in base_of}
             if pairs:
@@ -171,6 +210,7 @@ def score(cells: Sequence[Cell], prompt_sets: Sequence[PromptSet], classifiers: 
         elif profile.reference is not None:
             reference = reference_stats(profile.reference.images, profile.features, key=profile.reference.fingerprint)
     records: list[dict] = []
+    clip_scores: dict[tuple[str, str, str], np.ndarray] = {}
     methods = list(dict.fromkeys(c.method for c in cells))
     for ps in prompt_sets:
         baseline = [c for c in cells if c.method == BASELINE and c.prompt_set == ps.name and not c.failed]
@@ -179,10 +219,12 @@ def score(cells: Sequence[Cell], prompt_sets: Sequence[PromptSet], classifiers: 
             if not done:
                 continue
             recs = []
+            comparable = baseline if method != BASELINE and len(baseline) == len(done) else None
             for name, clf in classifiers.items():
                 recs += fairness_for(done, ps, name, clf, config)
-            comparable = baseline if method != BASELINE and len(baseline) == len(done) else None
-            recs += quality_for(done, comparable, profile, config, reference)
+                if comparable is not None:
+                    recs += deltas_for(done, comparable, ps, name, clf, config)
+            recs += quality_for(done, comparable, profile, config, reference, clip_scores)
             records += _label(recs, method=method, prompt_set=ps.name)
     return records
 

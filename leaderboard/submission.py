@@ -784,6 +784,46 @@ def recompute_fairness(results: dict[str, Any], pred: pd.DataFrame, groups: dict
                        for pid, g in rows.groupby("prompt_id", sort=False)}
             for r in mean_records(missing, "no_subject_rate", "detector", False, n_boot=n_boot, seed=seed):
                 out.append({"method": method, "prompt_set": ps, "classifier": cname, "attribute": None, **r})
+    out += _recompute_deltas(results, pred, groups, n_boot, seed)
+    return out
+
+
+def _recompute_deltas(results: dict[str, Any], pred: pd.DataFrame, groups: dict[tuple[str, str], list[str]],
+                      n_boot: int, seed: int) -> list[dict]:
+    """``delta_fd`` of every method against the baseline, paired by prompt and seed, on the images where
+    both show a subject (as :func:`benchmark.scoring.deltas_for` does)."""
+    from benchmark.metrics.report import paired_delta_records
+    from benchmark.scoring import BASELINE
+
+    out: list[dict] = []
+    for ps, rows in pred.groupby("prompt_set", sort=False):
+        base = rows[rows["method"] == BASELINE]
+        if base.empty:
+            continue
+        wanted = set(results["prompt_sets"][ps].get("attributes") or [a for _, a in groups])
+        named_all = {p["id"]: (p.get("named") or {}) for p in results["prompt_sets"][ps]["prompts"]}
+        for method, part in rows[rows["method"] != BASELINE].groupby("method", sort=False):
+            for cname, attr in [g for g in sorted(groups) if g[1] in wanted]:
+                cols, subject = groups[(cname, attr)], f"{cname}/has_subject"
+                mine, theirs = {}, {}
+                for pid, mrows in part.groupby("prompt_id", sort=False):
+                    both = mrows.merge(base[base["prompt_id"] == pid], on=["prompt_id", "index", "seed"],
+                                       suffixes=("", "@base"))
+                    if len(both) != len(mrows) or len(both) == 0:
+                        continue  # not sampled on the baseline's seeds: nothing to pair
+                    if subject in both.columns:
+                        both = both[both[subject].astype(bool) & both[f"{subject}@base"].astype(bool)]
+                    if len(both):
+                        both = both.sort_values("index", kind="stable")
+                        mine[str(pid)] = both[cols].to_numpy(np.float64)
+                        theirs[str(pid)] = both[[f"{c}@base" for c in cols]].to_numpy(np.float64)
+                if not mine:
+                    continue
+                classes = [c.split("/", 2)[2] for c in cols]
+                named = {pid: named_all.get(pid, {}).get(attr) for pid in mine}
+                recs = paired_delta_records(mine, theirs, classes, _target(results, ps, attr, classes), named,
+                                            n_boot=n_boot, seed=seed)
+                out += [{"method": method, "prompt_set": ps, "classifier": cname, "attribute": attr, **r} for r in recs]
     return out
 
 
@@ -822,7 +862,7 @@ def check_metrics(results: dict[str, Any], recomputed: list[dict]) -> int:
         mine = fresh.get(key)
         if mine is None:
             raise _reject("unverifiable-metric", f"metrics[{i}] ({_key_text(key)}) cannot be recomputed from {PREDICTIONS_FILE}")
-        for field_name in ("value", "ci_low", "ci_high"):
+        for field_name in ("value", "ci_low", "ci_high", "p_value"):
             if not _close(rec.get(field_name), mine.get(field_name)):
                 raise _reject("metric-mismatch", f"metrics[{i}] ({_key_text(key)}): {field_name} {rec.get(field_name)} "
                               f"but {PREDICTIONS_FILE} gives {mine.get(field_name)}")

@@ -35,7 +35,9 @@ def test_interval_width_matches_normal_theory():
     assert ci.high - ci.low == pytest.approx(2 * 1.96 / math.sqrt(400), rel=0.1)
 
 
-def test_set_interval_matches_fairness_records():
+def test_set_interval_of_fairness_records_is_a_conservative_cover_of_the_percentile_one():
+    """fairness_records' set interval (Bonferroni over the prompts' regions, valid at the boundary)
+    contains the stratified percentile interval of the same draws, and the same value."""
     rng = np.random.default_rng(3)
     probs = {f"p{i}": rng.dirichlet([3, 1], size=50 + 10 * i) for i in range(4)}
     ci = bootstrap_set_ci(probs, lambda r: fairness_discrepancy(r.mean(axis=-2)), n_boot=300, seed=9, vectorized=True)
@@ -45,7 +47,7 @@ def test_set_interval_matches_fairness_records():
         if r["prompt_id"] is None and r["metric"] == "fd" and r["variant"] == "soft"
     )
     assert rec["value"] == pytest.approx(ci.value)
-    assert rec["ci_low"] == pytest.approx(ci.low) and rec["ci_high"] == pytest.approx(ci.high)
+    assert rec["ci_low"] <= ci.low < ci.high <= rec["ci_high"]
 
 
 def test_set_interval_is_narrower_than_a_single_prompt():
@@ -57,7 +59,8 @@ def test_set_interval_is_narrower_than_a_single_prompt():
 
 
 def test_coverage_of_fd_near_nominal():
-    """200 seeded trials: the 95 % interval of hard FD (per prompt) and of the set mean covers the truth."""
+    """200 seeded trials: the 95 % interval of hard FD covers the truth per prompt near the nominal rate;
+    the set interval is simultaneous over the prompts, so it covers at least as often."""
     rng = np.random.default_rng(11)
     p_true = [0.7, 0.62, 0.8]
     true_fd = [math.sqrt(2) * abs(p - 0.5) for p in p_true]
@@ -75,7 +78,7 @@ def test_coverage_of_fd_near_nominal():
         hit_prompt += fd["p0"]["ci_low"] <= true_fd[0] <= fd["p0"]["ci_high"]
         hit_set += fd[None]["ci_low"] <= np.mean(true_fd) <= fd[None]["ci_high"]
     assert 0.90 <= hit_prompt / trials <= 0.99
-    assert 0.90 <= hit_set / trials <= 0.99
+    assert hit_set / trials >= 0.95
 
 
 def test_empty_and_bad_input():

@@ -61,16 +61,19 @@ def test_schema_and_json():
     for r in records:
         assert set(r) == KEYS
         assert isinstance(r["value"], float) and isinstance(r["n"], int)
-        assert r["ci_low"] <= r["ci_high"]
+        if r["metric"] != "target_p":  # a p-value has no interval
+            assert r["ci_low"] <= r["value"] <= r["ci_high"]
     json.loads(json.dumps(records, allow_nan=False))
     got = {(r["metric"], r["variant"]) for r in records}
     assert got == {
         ("fd", "soft"), ("fd", "hard"), ("spd", "proportion-gap"), ("entropy", "soft"), ("entropy", "hard"),
         ("kl", "soft"), ("kl", "hard"), ("deviation_ratio", "hard"), ("invdiff_bias", "hard"),
+        ("target_p", "chi-square"), ("target_p", "chi-square-fisher"),
     }  # fmt: skip
-    # Every (metric, variant) has one record per prompt and one set record whose value is the prompt mean.
+    # Every (metric, variant) has one record per prompt and one set record whose value is the prompt mean
+    # (the p-values combine instead: test_target_p_is_pearsons_chi_square_and_fishers_combination).
     rec = _index(records)
-    for metric, variant in got:
+    for metric, variant in got - {("target_p", "chi-square"), ("target_p", "chi-square-fisher")}:
         per = [rec[(f"p{i}", metric, variant)]["value"] for i in range(3)]
         assert rec[(None, metric, variant)]["value"] == pytest.approx(np.mean(per))
 
@@ -178,3 +181,76 @@ def test_bad_input_one_line_error(probs, kwargs, match):
     with pytest.raises(DataError, match=match) as err:
         fairness_records(probs, CLASSES, **kwargs)
     assert "\n" not in str(err.value)
+
+
+def _draw(rng: np.random.Generator, shares: list[float], n: int) -> np.ndarray:
+    """n images of a classifier that is right: one-hot-ish probabilities of labels drawn from ``shares``."""
+    labels = rng.choice(len(shares), size=n, p=shares)
+    probs = np.full((n, len(shares)), 0.02 / (len(shares) - 1))
+    probs[np.arange(n), labels] = 0.98
+    return probs
+
+
+def test_fd_interval_reaches_zero_when_the_truth_is_fair():
+    """A percentile bootstrap interval of FD almost never contains 0 when the truth is exactly fair
+    (FD is a norm); the region interval does, at about its nominal rate, per prompt and per set."""
+    rng = np.random.default_rng(0)
+    prompt_hits = set_hits = 0
+    reps = 40
+    for r in range(reps):
+        probs = {f"p{i}": _draw(rng, [0.5, 0.5], 200) for i in range(4)}
+        rec = _index(fairness_records(probs, CLASSES, n_boot=400, seed=r))
+        prompt_hits += rec[("p0", "fd", "soft")]["ci_low"] == 0.0
+        set_hits += rec[(None, "fd", "soft")]["ci_low"] == 0.0
+    assert prompt_hits >= 0.85 * reps and set_hits >= 0.85 * reps
+
+
+def test_fd_interval_covers_a_biased_truth_and_excludes_zero():
+    rng = np.random.default_rng(1)
+    hits = excluded = 0
+    for r in range(40):
+        rec = _index(fairness_records({"p": _draw(rng, [0.75, 0.25], 200)}, CLASSES, n_boot=400, seed=r))[("p", "fd", "hard")]
+        truth = fairness_discrepancy([0.75, 0.25])
+        hits += rec["ci_low"] <= truth <= rec["ci_high"]
+        excluded += rec["ci_low"] > 0
+    assert hits >= 34 and excluded == 40
+
+
+def test_target_p_is_pearsons_chi_square_and_fishers_combination():
+    from scipy.stats import chisquare, combine_pvalues
+
+    probs = _probs()
+    rec = _index(fairness_records(probs, CLASSES, n_boot=0))
+    ps = []
+    for pid in ("p0", "p1"):
+        counts = np.bincount(probs[pid].argmax(axis=1), minlength=2)
+        ps.append(chisquare(counts).pvalue)
+        assert rec[(pid, "target_p", "chi-square")]["value"] == pytest.approx(ps[-1])
+    assert rec[(None, "target_p", "chi-square-fisher")]["value"] == pytest.approx(combine_pvalues(ps).pvalue)
+
+
+def test_paired_deltas_against_the_baseline():
+    from benchmark.metrics import paired_delta_records
+
+    rng = np.random.default_rng(2)
+    base = {f"p{i}": _draw(rng, [0.8, 0.2], 200) for i in range(3)}
+    same = _index(paired_delta_records(base, base, CLASSES, n_boot=300))
+    assert same[(None, "delta_fd", "soft")]["value"] == 0.0
+    assert same[(None, "delta_fd", "soft")]["ci_low"] == same[(None, "delta_fd", "soft")]["ci_high"] == 0.0
+    assert same[(None, "delta_fd", "soft")]["p_value"] == 1.0
+    # A method that moves 40 of 200 images of each prompt from red to blue, on the same seeds.
+    fairer = {}
+    for pid, p in base.items():
+        q = p.copy()
+        red = np.flatnonzero(q.argmax(axis=1) == 0)[:40]
+        q[red] = q[red][:, ::-1]
+        fairer[pid] = q
+    rec = _index(paired_delta_records(fairer, base, CLASSES, n_boot=300))[(None, "delta_fd", "hard")]
+    expected = np.mean([fairness_discrepancy(np.bincount(fairer[p].argmax(1), minlength=2) / 200)
+                        - fairness_discrepancy(np.bincount(base[p].argmax(1), minlength=2) / 200) for p in base])
+    assert rec["value"] == pytest.approx(expected) and rec["ci_high"] < 0 and rec["p_value"] < 0.01
+    # Pairing: the interval is narrower than the two methods' own intervals would suggest.
+    own = _index(fairness_records(fairer, CLASSES, n_boot=300))[(None, "fd", "hard")]
+    assert rec["ci_high"] - rec["ci_low"] < (own["ci_high"] - own["ci_low"]) / 2
+    with pytest.raises(DataError, match="baseline"):
+        paired_delta_records({"p0": fairer["p0"][:10]}, base, CLASSES)

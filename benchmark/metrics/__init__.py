@@ -34,7 +34,13 @@ from benchmark.metrics.fid import (
     load_reference_stats,
     reference_stats,
 )
-from benchmark.metrics.report import fairness_records, intersectional_records, make_record, mean_records
+from benchmark.metrics.report import (
+    fairness_records,
+    intersectional_records,
+    make_record,
+    mean_records,
+    paired_delta_records,
+)
 
 __all__ = [
     "FairnessMetric",
@@ -69,6 +75,7 @@ __all__ = [
     "kl_divergence",
     "make_record",
     "mean_records",
+    "paired_delta_records",
     "named_class_rate",
     "normalized_entropy",
     "load_reference_stats",

@@ -24,8 +24,27 @@ Fairness metrics and variants (formulas in ``fairness.py`` / ``cleam.py``):
 Prompts that name a class of the attribute (``named``) aim at that class, not at π, so they are left out
 of the distribution metrics and feed only the group-conditioned SPD.
 
-Set-level value = mean over prompts of the per-prompt values; its interval resamples images within every
-prompt at once (stratified). The image count ``n`` of a set record is the total over the prompts used.
+Set-level value = mean over prompts of the per-prompt values. The image count ``n`` of a set record is
+the total over the prompts used.
+
+Intervals of the distribution metrics (everything in the table above but the group-conditioned SPD)
+are valid at the boundary, where the truth is fair: FD, KL, SPD and the rest are distances from the
+target, so when the truth sits on the target their sampling distribution lies entirely on one side,
+and a percentile bootstrap interval of the metric almost never reaches the fair value. Instead, per
+prompt, the bootstrap draws of the class shares p̂* define a confidence region for the true shares
+(points within the ``level`` quantile of their Mahalanobis distance from p̂, in the K − 1 free
+coordinates, and never less than the χ²(K − 1) quantile), and the interval is the range of the metric over that region: over the draws inside
+it, points on its surface, the estimate itself, and the target π and the uniform distribution when the region contains them
+(for the CLEAM variants, the observed shares Cᵀπ and Cᵀu that correct to them). It reaches the fair
+value exactly when the data cannot rule the target out. A set's interval takes every prompt's range at
+the Bonferroni level 1 − (1 − level)/P and averages the bounds: all P regions cover together with
+probability at least ``level``, so the mean of the metric over prompts lies in the averaged range.
+Such intervals are conservative (wider than a percentile interval away from the boundary); compare two
+methods with the paired differences of :func:`paired_delta_records`, which are much narrower.
+
+``target_p`` (per prompt, higher = more consistent with the target) is the p-value of Pearson's
+chi-square test of the hard counts against π; the set record combines the prompts' p-values by
+Fisher's method (all prompts consistent with the target).
 """
 
 from __future__ import annotations
@@ -68,6 +87,9 @@ HIGHER_IS_BETTER = {
     "clip_i": True,
     "unet_evals": False,
     "seconds_per_image": False,
+    "target_p": True,
+    "delta_fd": False,
+    "delta_clip_t": True,
 }
 
 
@@ -120,32 +142,109 @@ def _prompt_data(pid: str, probs: np.ndarray, labels: np.ndarray, n_boot: int, s
     return _PromptData(pid, soft, hard, soft_boot, hard_boot, labels, idx, n)
 
 
-def _distribution_metrics(
-    target: np.ndarray, confusion: np.ndarray | None
-) -> list[tuple[str, str, Callable[[np.ndarray, np.ndarray], np.ndarray]]]:
-    """(metric, variant, f(soft p̂, hard p̂)) for every distribution metric, batched over leading axes."""
-    specs: list[tuple[str, str, Callable]] = [
-        ("fd", "soft", lambda s, h: fairness_discrepancy(s, target)),
-        ("fd", "hard", lambda s, h: fairness_discrepancy(h, target)),
-    ]
+@dataclass(frozen=True)
+class _Spec:
+    """One distribution metric: ``f`` of the shares taken from ``source`` ("soft" or "hard"), after the
+    CLEAM correction with ``confusion`` when it is given."""
+
+    metric: str
+    variant: str
+    source: str
+    f: Callable[[np.ndarray], np.ndarray]
+    confusion: np.ndarray | None = None
+
+    def __call__(self, shares: np.ndarray) -> np.ndarray:
+        return self.f(shares if self.confusion is None else corrected_distribution(shares, self.confusion))
+
+    def observed(self, truth: np.ndarray) -> np.ndarray:
+        """The shares the classifier is expected to report when the true shares are ``truth``."""
+        return truth if self.confusion is None else self.confusion.T @ truth
+
+
+def _distribution_metrics(target: np.ndarray, confusion: np.ndarray | None) -> list[_Spec]:
+    """Every distribution metric, batched over leading axes."""
+    def fd(d):
+        return fairness_discrepancy(d, target)
+
+    specs = [_Spec("fd", "soft", "soft", fd), _Spec("fd", "hard", "hard", fd)]
     if confusion is not None:
-        specs += [
-            ("fd", "soft-cleam", lambda s, h: fairness_discrepancy(corrected_distribution(s, confusion), target)),
-            ("fd", "hard-cleam", lambda s, h: fairness_discrepancy(corrected_distribution(h, confusion), target)),
-        ]
+        specs += [_Spec("fd", "soft-cleam", "soft", fd, confusion), _Spec("fd", "hard-cleam", "hard", fd, confusion)]
     specs += [
-        ("spd", "proportion-gap", lambda s, h: statistical_parity_difference(h)),
-        ("entropy", "soft", lambda s, h: normalized_entropy(s)),
-        ("entropy", "hard", lambda s, h: normalized_entropy(h)),
+        _Spec("spd", "proportion-gap", "hard", statistical_parity_difference),
+        _Spec("entropy", "soft", "soft", normalized_entropy),
+        _Spec("entropy", "hard", "hard", normalized_entropy),
     ]
     if (target > 0).all():
         specs += [
-            ("kl", "soft", lambda s, h: kl_divergence(s, target)),
-            ("kl", "hard", lambda s, h: kl_divergence(h, target)),
-            ("deviation_ratio", "hard", lambda s, h: deviation_ratio(h, target)),
+            _Spec("kl", "soft", "soft", lambda d: kl_divergence(d, target)),
+            _Spec("kl", "hard", "hard", lambda d: kl_divergence(d, target)),
+            _Spec("deviation_ratio", "hard", "hard", lambda d: deviation_ratio(d, target)),
         ]
-    specs.append(("invdiff_bias", "hard", lambda s, h: invdiff_bias(h)))
+    specs.append(_Spec("invdiff_bias", "hard", "hard", invdiff_bias))
     return specs
+
+
+class _Region:
+    """Bootstrap-calibrated confidence region for one prompt's class shares (see the module doc).
+
+    For hard shares (counts of ``n`` images) a point's membership is Pearson's chi-square test of the
+    counts against it (the score test, whose covariance is the point's own and which holds its level
+    better at small n than the draws' spread); for soft shares it is the Mahalanobis distance."""
+
+    def __init__(self, center: np.ndarray, boot: np.ndarray, n: int | None = None) -> None:
+        self.center = center
+        self.n = n
+        free = boot[:, :-1] - center[:-1]
+        cov = np.atleast_2d(np.cov(free, rowvar=False))
+        self.precision = np.linalg.pinv(cov, rcond=1e-10, hermitian=True)
+        self.projector = cov @ self.precision  # onto the directions the draws vary in
+        self.distance = np.einsum("bi,ij,bj->b", free, self.precision, free)
+        self.dof = max(int(np.linalg.matrix_rank(self.precision)), 1)
+        self._thresholds: dict[float, float] = {}
+
+    def threshold(self, level: float) -> float:
+        # The bootstrap quantile, floored at the asymptotic χ²(K − 1) one: with few images or a
+        # discrete (hard) statistic the draws alone make the region too small at the boundary.
+        if level not in self._thresholds:
+            from scipy.stats import chi2
+
+            self._thresholds[level] = max(float(np.quantile(self.distance, level, method="higher")),
+                                          float(chi2.ppf(level, self.dof)))
+        return self._thresholds[level]
+
+    def contains(self, point: np.ndarray, level: float) -> bool:
+        if self.n is not None:
+            from scipy.stats import chi2
+
+            if (self.center[point <= 0] > 0).any():
+                return False  # counts in a class the point rules out
+            pos = point > 0
+            stat = self.n * float((((self.center - point) ** 2)[pos] / point[pos]).sum())
+            return stat <= float(chi2.ppf(level, max(int(pos.sum()) - 1, 1))) + 1e-12
+        x = point[:-1] - self.center[:-1]
+        if np.abs(x - self.projector @ x).max() > 1e-9:  # off the directions the data can move in
+            return False
+        return float(x @ self.precision @ x) <= self.threshold(level) + 1e-12
+
+
+    def boundary(self, boot: np.ndarray, level: float) -> np.ndarray:
+        """Points on the region's surface: each draw moved along its direction from the centre until its
+        distance is the threshold (kept on the simplex), so the range reaches the region's edge."""
+        moved = self.distance > 0
+        scale = np.sqrt(self.threshold(level) / self.distance[moved])[:, None]
+        points = np.clip(self.center + (boot[moved] - self.center) * scale, 0.0, None)
+        return points / points.sum(axis=1, keepdims=True)
+
+
+def _region_interval(spec: _Spec, value: float, boot: np.ndarray, boot_values: np.ndarray, region: _Region,
+                     level: float, special: list[tuple[np.ndarray, float]]) -> tuple[float, float]:
+    """Range of ``spec`` over the region: the draws inside it, points on its surface, the estimate, and
+    the special points (true shares, metric value) whose observed shares the region contains."""
+    inside = boot_values[region.distance <= region.threshold(level)]
+    edge = region.boundary(boot, level)
+    candidates = [value, *inside.tolist(), *(np.atleast_1d(spec(edge)).tolist() if len(edge) else [])]
+    candidates += [v for truth, v in special if region.contains(spec.observed(truth), level)]
+    return float(min(candidates)), float(max(candidates))
 
 
 def _ci(samples: np.ndarray | None, level: float) -> tuple[float, float] | None:
@@ -183,24 +282,35 @@ def _records_from_labels(
             raise DataError(f"fairness: prompt {pid!r} names class {cls!r}, not one of {classes}")
 
     data = {pid: _prompt_data(pid, soft_by_prompt[pid], labels_by_prompt[pid], n_boot, seed) for pid in soft_by_prompt}
-    free = [pid for pid in soft_by_prompt if named.get(pid) is None]  # prompts aiming at the target π
+    free = sorted(pid for pid in soft_by_prompt if named.get(pid) is None)  # prompts aiming at the target π
     records: list[Record] = []
+    regions = {} if n_boot == 0 else {
+        (pid, src): _Region(getattr(data[pid], src), getattr(data[pid], f"{src}_boot"), data[pid].n if src == "hard" else None)
+        for pid in free for src in ("soft", "hard")}
+    set_level = 1 - (1 - level) / max(len(free), 1)  # Bonferroni: all prompts' regions at once
+    uniform = np.full(k, 1.0 / k)
 
-    for metric, variant, f in _distribution_metrics(t, c):
-        values, samples = {}, {}
+    for spec in _distribution_metrics(t, c):
+        special = [(t, float(spec.f(t))), (uniform, float(spec.f(uniform)))]
+        values, set_bounds = {}, []
         for pid in free:
             d = data[pid]
-            values[pid] = float(f(d.soft, d.hard))
-            samples[pid] = None if d.soft_boot is None else np.asarray(f(d.soft_boot, d.hard_boot))
-            records.append(make_record(pid, metric, variant, values[pid], d.n, _ci(samples[pid], level)))
+            values[pid] = float(spec(getattr(d, spec.source)))
+            ci = None
+            if n_boot:
+                shares = getattr(d, f"{spec.source}_boot")
+                boot = np.asarray(spec(shares))
+                region = regions[(pid, spec.source)]
+                ci = _region_interval(spec, values[pid], shares, boot, region, level, special)
+                set_bounds.append(_region_interval(spec, values[pid], shares, boot, region, set_level, special))
+            records.append(make_record(pid, spec.metric, spec.variant, values[pid], d.n, ci))
         if free:
             # Sorted ids make the float sums independent of the caller's prompt order.
-            ids = sorted(free)
-            set_samples = None if n_boot == 0 else np.mean([samples[p] for p in ids], axis=0)
-            set_value = float(np.mean([values[p] for p in ids]))
-            records.append(
-                make_record(None, metric, variant, set_value, sum(data[p].n for p in ids), _ci(set_samples, level))
-            )
+            set_ci = None if not n_boot else (float(np.mean([b[0] for b in set_bounds])),
+                                              float(np.mean([b[1] for b in set_bounds])))
+            set_value = float(np.mean([values[p] for p in free]))
+            records.append(make_record(None, spec.metric, spec.variant, set_value, sum(data[p].n for p in free), set_ci))
+    records += _target_tests(data, free, t)
 
     groups: dict[str, list[str]] = {}
     for pid in sorted(p for p in soft_by_prompt if named.get(p) is not None):
@@ -218,6 +328,26 @@ def _records_from_labels(
         value = float(statistical_parity_difference(np.array(rates)))
         ci = None if not n_boot else _ci(np.asarray(statistical_parity_difference(np.stack(rate_samples, 1))), level)
         records.append(make_record(None, "spd", "group-conditioned", value, n_total, ci))
+    return records
+
+
+def _target_tests(data: Mapping[str, _PromptData], free: list[str], target: np.ndarray) -> list[Record]:
+    """Pearson's chi-square test of each prompt's hard counts against π, and Fisher's combination."""
+    from scipy.stats import chisquare, combine_pvalues
+
+    records, pvalues = [], []
+    for pid in free:
+        d = data[pid]
+        counts = d.hard * d.n
+        expected = target * d.n
+        keep = expected > 0  # a class the target rules out carries no information here
+        p = float(chisquare(counts[keep], expected[keep] * counts[keep].sum() / expected[keep].sum()).pvalue)
+        p = 1.0 if not np.isfinite(p) else p
+        pvalues.append(p)
+        records.append(make_record(pid, "target_p", "chi-square", p, d.n))
+    if free:
+        combined = float(combine_pvalues(np.clip(pvalues, 1e-300, 1.0), method="fisher").pvalue)
+        records.append(make_record(None, "target_p", "chi-square-fisher", combined, sum(data[p].n for p in free)))
     return records
 
 
@@ -291,6 +421,62 @@ def intersectional_records(
     )
 
 
+def _paired_p(samples: np.ndarray) -> float:
+    """Two-sided bootstrap p-value of "the difference is 0": twice the smaller tail, (count + 1)/(B + 1)."""
+    b = len(samples)
+    low, high = (np.count_nonzero(samples <= 0) + 1) / (b + 1), (np.count_nonzero(samples >= 0) + 1) / (b + 1)
+    return float(min(1.0, 2 * min(low, high)))
+
+
+def paired_delta_records(
+    probs_by_prompt: dict[str, np.ndarray],
+    base_by_prompt: dict[str, np.ndarray],
+    classes: list[str],
+    target: np.ndarray | None = None,
+    named: dict[str, str | None] | None = None,
+    n_boot: int = DEFAULT_N_BOOT,
+    seed: int = 0,
+    level: float = DEFAULT_LEVEL,
+) -> list[Record]:
+    """Paired difference of soft and hard FD, method − baseline (``delta_fd``), per prompt and set.
+
+    Row i of a prompt's two arrays must come from the same seed (the runner samples every method on
+    the baseline's seeds). Each bootstrap draw resamples the same image indices in both, so the
+    interval reflects the difference, not the two methods' separate noise. Records carry
+    ``p_value``: the two-sided bootstrap p-value of "no difference". Prompts naming a class are left
+    out, as for FD.
+    """
+    k = len(classes)
+    t = target_or_uniform(target, k)
+    named = named or {}
+    free = sorted(p for p in probs_by_prompt if p in base_by_prompt and named.get(p) is None)
+    records: list[Record] = []
+    for variant in ("soft", "hard"):
+        values, samples, ns = {}, {}, {}
+        for pid in free:
+            pm = check_probs(probs_by_prompt[pid], f"probs[{pid!r}]", k)
+            pb = check_probs(base_by_prompt[pid], f"baseline probs[{pid!r}]", k)
+            if pm.shape != pb.shape:
+                raise DataError(f"paired: prompt {pid!r} has {len(pm)} images but the baseline {len(pb)}")
+            dm, db = (_prompt_data(pid, p, p.argmax(axis=1), n_boot, seed) for p in (pm, pb))  # same draws
+            values[pid] = float(fairness_discrepancy(getattr(dm, variant), t) - fairness_discrepancy(getattr(db, variant), t))
+            ns[pid] = dm.n
+            samples[pid] = None if not n_boot else (np.asarray(fairness_discrepancy(getattr(dm, f"{variant}_boot"), t))
+                                                    - np.asarray(fairness_discrepancy(getattr(db, f"{variant}_boot"), t)))
+        for pid in [*free, None]:
+            if pid is None:
+                if not free:
+                    break
+                value, boot, n = float(np.mean([values[p] for p in free])), (
+                    None if not n_boot else np.mean([samples[p] for p in free], axis=0)), sum(ns.values())
+            else:
+                value, boot, n = values[pid], samples[pid], ns[pid]
+            rec = make_record(pid, "delta_fd", variant, value, n, _ci(boot, level))
+            rec["p_value"] = None if boot is None else _paired_p(boot)
+            records.append(rec)
+    return records
+
+
 def mean_records(
     values_by_prompt: dict[str, np.ndarray],
     metric: str,
@@ -299,8 +485,12 @@ def mean_records(
     n_boot: int = DEFAULT_N_BOOT,
     seed: int = 0,
     level: float = DEFAULT_LEVEL,
+    p_value: bool = False,
 ) -> list[Record]:
-    """Records for a per-image score averaged per prompt and over prompts (e.g. clip_t, clip_i, no_subject_rate)."""
+    """Records for a per-image score averaged per prompt and over prompts (e.g. clip_t, clip_i, no_subject_rate).
+
+    With ``p_value`` (for paired differences, e.g. ``delta_clip_t``) each record also carries the
+    two-sided bootstrap p-value of "the mean is 0"."""
     if not values_by_prompt:
         raise DataError(f"{metric}: no prompts (empty input)")
     records, values, samples, ns = [], {}, {}, {}
@@ -330,4 +520,8 @@ def mean_records(
             higher_is_better,
         )
     )
+    if p_value:
+        for rec, pid in zip(records, [*values_by_prompt, None], strict=True):
+            boot = set_samples if pid is None else samples[pid]
+            rec["p_value"] = None if boot is None else _paired_p(boot)
     return records
