@@ -422,6 +422,7 @@ class Runner:
                 # the matrices CLEAM used, so that the corrected numbers can be recomputed from this file
                 "classifiers": {n: {"fingerprint": c.fingerprint, "attributes": c.attributes,
                                     "confusion": {a: np.asarray(m).tolist() for a, m in c.confusion.items()},
+                                    "soft_confusion": {a: np.asarray(m).tolist() for a, m in c.soft_confusion.items()},
                                     "confusion_source": c.confusion_source} for n, c in self.classifiers.items()},
                 "profile": self.profile.name,
                 "profile_info": self.profile.info,

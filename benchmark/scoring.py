@@ -59,10 +59,12 @@ def fairness_for(cells: Sequence[Cell], ps: PromptSet, name: str, clf: Classifie
     attrs = [a for a in ps.attributes if a in clf.attributes]
     probs: dict[str, dict[str, np.ndarray]] = {a: {} for a in attrs}
     confusion: dict[str, np.ndarray | None] = {}
+    soft_confusion: dict[str, np.ndarray | None] = {}
     for attr in attrs:
         cols = _columns(clf, ps, attr)
-        conf = clf.confusion.get(attr)
-        confusion[attr] = None if conf is None else np.asarray(conf)[np.ix_(cols, cols)]
+        for kept, matrices in ((confusion, clf.confusion), (soft_confusion, clf.soft_confusion)):
+            conf = matrices.get(attr)
+            kept[attr] = None if conf is None else np.asarray(conf)[np.ix_(cols, cols)]
         for cell in cells:
             keep = cell.has_subject[name]
             if keep.any():  # prompts whose images all lack a subject are reported by no_subject_rate
@@ -73,7 +75,8 @@ def fairness_for(cells: Sequence[Cell], ps: PromptSet, name: str, clf: Classifie
         if not probs[attr]:
             continue
         named = {pid: named_of[pid].get(attr) for pid in probs[attr]}
-        recs = fairness_records(probs[attr], ps.classes[attr], ps.target.get(attr), confusion[attr], named, **boot)
+        recs = fairness_records(probs[attr], ps.classes[attr], ps.target.get(attr), confusion[attr], named,
+                                soft_confusion=soft_confusion[attr], **boot)
         records += _label(recs, classifier=name, attribute=attr)
     for a, b in combinations(attrs, 2):
         if not probs[a]:
@@ -81,7 +84,8 @@ def fairness_for(cells: Sequence[Cell], ps: PromptSet, name: str, clf: Classifie
         recs = intersectional_records(
             probs[a], probs[b], ps.classes[a], ps.classes[b], ps.target.get(a), ps.target.get(b),
             confusion[a], confusion[b], {p: named_of[p].get(a) for p in probs[a]},
-            {p: named_of[p].get(b) for p in probs[b]}, **boot)
+            {p: named_of[p].get(b) for p in probs[b]}, soft_confusion_a=soft_confusion[a],
+            soft_confusion_b=soft_confusion[b], **boot)
         records += _label(recs, classifier=name, attribute=f"{a}×{b}")
     no_subject = {c.prompt_id: (~c.has_subject[name]).astype(float) for c in cells}
     records += _label(mean_records(no_subject, "no_subject_rate", "detector", False, **boot),

@@ -3,7 +3,9 @@
 ``predict`` returns per-image class probabilities for every attribute the classifier knows.
 ``detect`` marks images that contain a subject (a face); images without one are counted and
 reported by the runner, never silently dropped. ``confusion`` holds, per attribute, the matrix
-C[i, j] = P(predicted j | true i) measured on labelled data, for error-corrected metrics.
+C[i, j] = P(predicted j | true i) measured on labelled data, which corrects hard (argmax) shares;
+``soft_confusion`` the matrix C[i, j] = E[q_j | true i] of mean probabilities, which corrects soft
+shares (the ``*-cleam`` variants exist only where the matching matrix does).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ class Classifier(ABC):
     def __init__(self) -> None:
         self.attributes: dict[str, list[str]] = {}
         self.confusion: dict[str, np.ndarray] = {}
+        self.soft_confusion: dict[str, np.ndarray] = {}
         self.confusion_source: str = ""
         self.fingerprint: str = ""
 

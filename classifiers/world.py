@@ -131,6 +131,22 @@ def confusion_matrix(true: np.ndarray, pred: np.ndarray, k: int) -> np.ndarray:
     return np.divide(c, rows, out=np.zeros_like(c), where=rows > 0)
 
 
+SOFT_CONFUSION_FILE = "classifier_soft_confusion.json"
+
+
+def read_soft_confusion(weights: Path) -> dict[str, np.ndarray]:
+    """The soft confusion matrices measured for ``weights`` at build time (kept beside them, so that the
+    weights file and the classifier's fingerprint stay as they were); empty when none were recorded."""
+    path = weights.parent / SOFT_CONFUSION_FILE
+    if not path.exists():
+        return {}
+    try:
+        recorded = json.loads(path.read_text()).get(weights.name, {})
+        return {a: np.asarray(m, dtype=float) for a, m in recorded.items()}
+    except (OSError, ValueError, AttributeError) as exc:
+        raise ModelLoadError(f"{path}: unreadable soft confusion matrices ({exc})") from None
+
+
 def save_net(net: nn.Module, path: Path, meta: dict) -> None:
     """Weights as safetensors; confusion matrices and settings in the safetensors metadata."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -168,6 +184,7 @@ class _NetClassifier(Classifier):
         self.meta = meta
         self.attributes = {a: list(ATTRIBUTES[a]) for a in self.net.heads}
         self.confusion = {a: np.asarray(m, dtype=float) for a, m in meta.get("confusion", {}).items()}
+        self.soft_confusion = read_soft_confusion(path)
         self.confusion_source = meta.get("confusion_source", "")
         self.accuracy = meta.get("accuracy", {})
         self.fingerprint = hash_file(path)

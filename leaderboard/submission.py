@@ -642,11 +642,12 @@ def check_declarations(results: dict[str, Any]) -> None:
         registered = _registered_confusion(cname, info.get("fingerprint"))
         if registered is None:
             continue
-        declared = info.get("confusion")
-        if declared and not _same_numbers(declared, registered):
-            raise _reject("declared-confusion", f"classifier {cname[:40]!r}: the declared confusion matrices differ "
-                          "from the registered classifier's")
-        info["confusion"] = registered
+        for kind, matrices in registered.items():
+            declared = info.get(kind)
+            if declared and not _same_numbers(declared, matrices):
+                raise _reject("declared-confusion", f"classifier {cname[:40]!r}: the declared {kind.replace('_', ' ')} "
+                              "matrices differ from the registered classifier's")
+            info[kind] = matrices
 
 
 def _same_numbers(a: Any, b: Any) -> bool:
@@ -697,16 +698,17 @@ def _target(results: dict[str, Any], ps: str, attr: str, classes: list[str]) -> 
     return arr
 
 
-def _confusion(results: dict[str, Any], cname: str, attr: str, k: int) -> np.ndarray | None:
-    """C[i, j] in the classifier's class order: the registered classifier's (substituted by
-    :func:`check_declarations`), or for a classifier the project does not register, as declared."""
+def _confusion(results: dict[str, Any], cname: str, attr: str, k: int, kind: str = "confusion") -> np.ndarray | None:
+    """C[i, j] in the classifier's class order (``kind``: "confusion" or "soft_confusion"): the
+    registered classifier's (substituted by :func:`check_declarations`), or for a classifier the
+    project does not register, as declared."""
     info = results["models"]["classifiers"].get(cname, {})
-    conf = (info.get("confusion") or {}).get(attr)
+    conf = (info.get(kind) or {}).get(attr)
     if conf is None:
         return None
     arr = np.asarray(conf, dtype=np.float64)
     if arr.shape != (k, k) or not np.isfinite(arr).all():
-        raise _reject("schema", f"results.json: models.classifiers.{cname}.confusion.{attr} must be a finite {k}x{k} matrix")
+        raise _reject("schema", f"results.json: models.classifiers.{cname}.{kind}.{attr} must be a finite {k}x{k} matrix")
     return arr
 
 
@@ -730,7 +732,8 @@ def _registered_confusion(cname: str, fingerprint: Any) -> dict[str, Any] | None
                 if clf.fingerprint != fingerprint:
                     raise _reject("classifier-mismatch", f"classifier {cname[:40]!r} is not the registered one (its "
                                   "weights' fingerprint differs)")
-                found = {a: np.asarray(m).tolist() for a, m in clf.confusion.items()}
+                found = {"confusion": {a: np.asarray(m).tolist() for a, m in clf.confusion.items()},
+                         "soft_confusion": {a: np.asarray(m).tolist() for a, m in clf.soft_confusion.items()}}
         _CONFUSION_CACHE[key] = found
     return _CONFUSION_CACHE[key]
 
@@ -764,13 +767,15 @@ def recompute_fairness(results: dict[str, Any], pred: pd.DataFrame, groups: dict
                     x, y = inputs(cname, a), inputs(cname, b)
                     recs = intersectional_records(x["probs"], y["probs"], x["classes"], y["classes"], x["target"],
                                                   y["target"], x["confusion"], y["confusion"], x["named"], y["named"],
-                                                  n_boot=n_boot, seed=seed)
+                                                  n_boot=n_boot, seed=seed, soft_confusion_a=x["soft_confusion"],
+                                                  soft_confusion_b=y["soft_confusion"])
                 else:
                     x = inputs(cname, attr)
                     if not x["probs"]:
                         continue
                     recs = fairness_records(x["probs"], x["classes"], target=x["target"], confusion=x["confusion"],
-                                            named=x["named"], n_boot=n_boot, seed=seed)
+                                            named=x["named"], n_boot=n_boot, seed=seed,
+                                            soft_confusion=x["soft_confusion"])
             except BenchError as exc:
                 raise _reject("predictions", f"{method!s:.40}/{ps!s:.40}/{cname[:40]}/{attr[:40]}: {exc}") from None
             for r in recs:
@@ -838,7 +843,8 @@ def _recompute_inputs(results: dict[str, Any], groups: dict[tuple[str, str], lis
     named_all = {p["id"]: (p.get("named") or {}) for p in results["prompt_sets"][ps]["prompts"]}
     named = {pid: named_all.get(pid, {}).get(attr) for pid in by_prompt}
     return {"probs": by_prompt, "classes": classes, "target": _target(results, ps, attr, classes),
-            "confusion": _confusion(results, cname, attr, len(classes)), "named": named}
+            "confusion": _confusion(results, cname, attr, len(classes)),
+            "soft_confusion": _confusion(results, cname, attr, len(classes), "soft_confusion"), "named": named}
 
 
 def _close(a: float | None, b: float | None) -> bool:

@@ -96,10 +96,16 @@ def test_cleam_variants_only_with_confusion():
     assert ("p0", "fd", "hard-cleam") not in plain
     c = np.array([[0.9, 0.1], [0.2, 0.8]])
     rec = _index(fairness_records(probs, CLASSES, confusion=c, n_boot=100))
+    assert ("p0", "fd", "soft-cleam") not in rec  # soft shares need the soft matrix, not the argmax one
     for pid in ("p0", None):
         # The classifier shrinks apparent bias towards its own mix; correcting widens the gap again.
         assert rec[(pid, "fd", "hard-cleam")]["value"] > rec[(pid, "fd", "hard")]["value"]
-        assert rec[(pid, "fd", "soft-cleam")]["ci_low"] is not None
+    soft_c = np.array([[0.8, 0.2], [0.3, 0.7]])
+    both = _index(fairness_records(probs, CLASSES, confusion=c, soft_confusion=soft_c, n_boot=100))
+    soft = probs["p0"].mean(axis=0)
+    p_soft = (soft[0] - 0.3) / 0.5  # the soft matrix's own K = 2 inversion
+    assert both[("p0", "fd", "soft-cleam")]["value"] == pytest.approx(fairness_discrepancy([p_soft, 1 - p_soft]))
+    assert both[("p0", "fd", "hard-cleam")] == rec[("p0", "fd", "hard-cleam")]
     p_hat = probs["p0"].argmax(axis=1)
     hard = np.bincount(p_hat, minlength=2) / len(p_hat)
     p0 = (hard[0] - 0.2) / 0.7  # CLEAM's K = 2 closed form

@@ -95,6 +95,22 @@ def _accuracy_and_confusion(probs: dict[str, np.ndarray], labels: dict[str, np.n
     return acc, conf
 
 
+def soft_confusions(probs: dict[str, np.ndarray], labels: dict[str, np.ndarray]) -> dict[str, list]:
+    """C[i, j] = E[q_j | true i] per attribute: what corrects soft shares (CLEAM's soft variant)."""
+    from benchmark.metrics.cleam import confusion_matrix
+
+    return {attr: confusion_matrix(labels["content"] if attr == "digit" else labels[attr], p, hard=False).round(5).tolist()
+            for attr, p in probs.items()}
+
+
+def write_soft_confusions(out: Path, held, nets: dict[str, object]) -> None:
+    """Measure every classifier's soft confusion on the held-out renders; one JSON file beside the weights."""
+    from classifiers.world import SOFT_CONFUSION_FILE, predict_probs
+
+    doc = {name: soft_confusions(predict_probs(net, held.images), held.labels) for name, net in nets.items()}
+    (out / SOFT_CONFUSION_FILE).write_text(json.dumps(doc, indent=1, sort_keys=True) + "\n")
+
+
 def build_classifiers(config, out: Path, budget: Budget, progress: bool) -> dict:
     """The strong CNN classifier and the weak window classifier, measured on held-out renders."""
     from sklearn.linear_model import LogisticRegression
@@ -142,6 +158,7 @@ def build_classifiers(config, out: Path, budget: Budget, progress: bool) -> dict
     weak_meta = {"accuracy": acc_w, "confusion": conf_w, "confusion_source": source, "windows": windows,
                  "target_accuracy": WEAK_TARGET}
     save_net(weak, out / "classifier_weak.safetensors", weak_meta)
+    write_soft_confusions(out, held, {"classifier.safetensors": net, "classifier_weak.safetensors": weak})
     return {"classifier": {"accuracy": acc, "heldout_images": len(held)},
             "classifier_weak": {"accuracy": acc_w, "windows": windows}}
 
