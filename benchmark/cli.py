@@ -199,7 +199,8 @@ def _cmd_verify(args: argparse.Namespace) -> int:
 
     result, run_dir = verify(args.entry, cache_dir=args.cache_dir, output_dir=args.output_dir, progress=not args.quiet)
     print(format_summary(result))
-    print(f"rerun: {run_dir}")
+    if run_dir is not None:
+        print(f"rerun: {run_dir}")
     if args.json:
         Path(args.json).write_text(json.dumps({"summary": result.summary(), "records": [
             {**r, "key": dict(zip(KEY_FIELDS, r["key"], strict=True))} for r in result.rows]}, indent=1))

@@ -125,21 +125,28 @@ def read_results(entry: str | Path) -> dict[str, Any]:
 
 
 def verify(entry: str | Path, cache_dir: str | Path | None = None, output_dir: str | Path | None = None,
-           progress: bool = True) -> tuple[Verification, Path]:
-    """Re-run ``entry``'s configuration (from an empty cache unless ``cache_dir`` is given) and compare."""
+           progress: bool = True) -> tuple[Verification, Path | None]:
+    """Re-run ``entry``'s configuration (from an empty cache unless ``cache_dir`` is given) and compare.
+    Returns the comparison and the rerun's folder (None when no ``output_dir`` asked to keep it; the
+    temporary cache and results are removed)."""
+    import shutil
+
     from benchmark.config import validate_config
     from benchmark.runner import run
 
     results = read_results(entry)
     work = Path(tempfile.mkdtemp(prefix="debias-bench-verify-"))
-    recorded = {k: v for k, v in results["config"].items() if k not in ("output_dir", "cache_dir", "run_id")}
-    config = validate_config({**recorded, "cache_dir": str(cache_dir or work / "cache"),
-                              "output_dir": str(output_dir or work / "results"),
-                              "run_id": f"{results.get('run_id') or 'entry'}-verify"[:100]},
-                             source=f"{entry} (recorded config)")
-    run_dir = run(config, progress=progress)
-    rerun = json.loads((run_dir / "results.json").read_text())
-    return compare(results, rerun), run_dir
+    try:
+        recorded = {k: v for k, v in results["config"].items() if k not in ("output_dir", "cache_dir", "run_id")}
+        config = validate_config({**recorded, "cache_dir": str(cache_dir or work / "cache"),
+                                  "output_dir": str(output_dir or work / "results"),
+                                  "run_id": f"{results.get('run_id') or 'entry'}-verify"[:100]},
+                                 source=f"{entry} (recorded config)")
+        run_dir = run(config, progress=progress)
+        rerun = json.loads((run_dir / "results.json").read_text())
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return compare(results, rerun), (run_dir if output_dir is not None else None)
 
 
 def format_summary(v: Verification) -> str:
