@@ -114,16 +114,18 @@ def _overrides(args: argparse.Namespace) -> dict:
 
 def _cmd_run(args: argparse.Namespace) -> int:
     from benchmark.config import load_config
-    from benchmark.report import load_results, summary_table, truth_table
+    from benchmark.report import headline_table, load_results
     from benchmark.runner import run
 
     config = load_config(args.config, _overrides(args))
     run_dir = run(config, progress=not args.quiet)
-    truth = truth_table(load_results(run_dir))
-    if truth:
-        print(truth + "\n")
-    print(summary_table(run_dir))
-    print(f"\nresults: {run_dir}/results.json\nreport:  {run_dir}/report.html")
+    results = load_results(run_dir)
+    print(headline_table(results))
+    for failure in results.get("failures", []):
+        print(f"FAILED {failure['stage']}: {failure['method']} on {failure['prompt_set']}/{failure['prompt_id']}: "
+              f"{failure['error']}")
+    print(f"\nevery metric: `debias-bench report {run_dir}`; measured vs configured shares (world): "
+          f"results.json → truth\nresults: {run_dir}/results.json\nreport:  {run_dir}/report.html")
     return 0
 
 

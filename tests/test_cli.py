@@ -66,7 +66,8 @@ def test_run_prints_summary_and_writes_results(tiny_config, tones_file, tmp_path
             "--output-dir", str(tmp_path / "out"), "--cache-dir", str(tmp_path / "cache"), "--run-id", "r1"]
     assert main(argv) == 0
     out = capsys.readouterr().out
-    assert "fd:soft:tone" in out and "baseline" in out
+    assert "tones · tone · classifier palette" in out and "\nbaseline " in out
+    assert max(len(line) for line in out.splitlines() if not line.startswith(("results:", "report:", "every"))) <= 100
     results = json.loads((tmp_path / "out" / "r1" / "results.json").read_text())
     assert results["config"]["images_per_prompt"] == 2
 
