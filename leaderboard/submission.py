@@ -961,8 +961,19 @@ def entry_dirs(entries_dir: str | Path) -> list[Path]:
     return sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".") and (p / RESULTS_FILE).is_file())
 
 
+def predictions_digest(path: Path) -> str:
+    """sha256 of a predictions file's content (rows in a fixed order, columns by name), independent of
+    how the parquet was encoded: the same predictions give the same digest under any run id."""
+    frame = pd.read_parquet(path)
+    keys = [c for c in ("method", "prompt_set", "prompt_id", "index") if c in frame.columns]
+    frame = frame.sort_values(keys, kind="stable").reset_index(drop=True)
+    frame = frame[sorted(c for c in frame.columns if c not in ("image_key",))]
+    return hash_bytes(pd.util.hash_pandas_object(frame, index=False).to_numpy().tobytes())
+
+
 def _check_against_entries(ok: ValidatedBundle, entries_dir: Path) -> None:
     results_sha = hash_file(ok.root / RESULTS_FILE)
+    digest = predictions_digest(ok.root / PREDICTIONS_FILE)
     for d in entry_dirs(entries_dir):
         if d.name == ok.run_id:
             raise _reject("duplicate-entry", f"an entry with run_id {ok.run_id!r} is already on the leaderboard")
@@ -970,6 +981,11 @@ def _check_against_entries(ok: ValidatedBundle, entries_dir: Path) -> None:
         info = json.loads(info_path.read_text(encoding="utf-8")) if info_path.is_file() else {}
         if info.get("results_sha256") == results_sha:
             raise _reject("duplicate-entry", f"the same results are already on the leaderboard as {d.name!r}")
+        theirs = info.get("predictions_digest") or (
+            predictions_digest(d / PREDICTIONS_FILE) if (d / PREDICTIONS_FILE).is_file() else None)
+        if theirs == digest:
+            raise _reject("duplicate-entry", f"the same predictions are already on the leaderboard as {d.name!r} "
+                          "(a rerun of an entry is checked with `debias-bench verify`, not added again)")
         existing = json.loads((d / RESULTS_FILE).read_text(encoding="utf-8")).get("prompt_sets", {})
         for ps, meta in ok.results["prompt_sets"].items():
             theirs = existing.get(ps, {}).get("fingerprint")
@@ -998,6 +1014,7 @@ def add_entry(bundle: str | Path, entries_dir: str | Path, limits: Limits = DEFA
                 "run_id": ok.run_id,
                 "bundle_sha256": ok.sha256,
                 "results_sha256": hash_file(ok.root / RESULTS_FILE),
+                "predictions_digest": predictions_digest(ok.root / PREDICTIONS_FILE),
                 "verified_metrics": ok.verified_metrics,
                 "accepted": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
                 "leaderboard_version": __version__,

@@ -88,6 +88,21 @@ def test_the_same_run_in_another_archive_format_is_a_duplicate(runs: dict[str, P
         add_entry(write_tar(tmp_path / "a.tar.gz", good_files(runs["a"])), entries)
 
 
+def test_the_same_predictions_under_another_run_id_are_a_duplicate(runs: dict[str, Path], tmp_path: Path) -> None:
+    """A faithful rerun (or a copy) of an entry renamed to a new run id is refused: same predictions."""
+    import shutil
+
+    entries = tmp_path / "entries"
+    add_entry(pack(runs["a"], tmp_path / "a.zip"), entries)
+    copy = tmp_path / "run-copy"
+    shutil.copytree(runs["a"], copy)
+    results = json.loads((copy / "results.json").read_text())
+    results["run_id"] = "run-copy"
+    (copy / "results.json").write_text(json.dumps(results))
+    with pytest.raises(SubmissionRejected, match=r"same predictions are already on the leaderboard as 'run-a'"):
+        add_entry(pack(copy, tmp_path / "copy.zip"), entries)
+
+
 def test_tar_gz_bundles_are_accepted(runs: dict[str, Path], tmp_path: Path) -> None:
     bundle = write_tar(tmp_path / "b.tar.gz", good_files(runs["b"]))
     with tarfile.open(bundle) as tf:
