@@ -48,7 +48,7 @@ import pyarrow.parquet as pq
 from benchmark import __version__
 from benchmark.errors import BenchError
 from benchmark.hashing import hash_bytes, hash_file
-from leaderboard.rundir import PREDICTIONS_FILE, RESULTS_FILE, probability_columns
+from leaderboard.rundir import MAX_RESULTS_BYTES, PREDICTIONS_FILE, RESULTS_FILE, probability_columns
 
 MANIFEST_FILE = "manifest.json"
 THUMBNAIL_DIR = "thumbnails"
@@ -98,7 +98,7 @@ class Limits:
     max_members: int = 5000
     max_ratio: float = 200.0
     ratio_floor_bytes: int = 1 << 20  # small members compress arbitrarily well; only judge large ones
-    max_json_bytes: int = 32 << 20
+    max_json_bytes: int = MAX_RESULTS_BYTES  # the page builder's own limit: what is accepted can be built
     max_thumbnail_bytes: int = 4 << 20
     max_thumbnail_side: int = 2048
     max_rows: int = 5_000_000

@@ -205,8 +205,27 @@ def _none(x: object) -> float | None:
     return None if math.isnan(x) else x
 
 
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def _neutral(value: object) -> object:
+    """A text cell a spreadsheet would run as a formula, prefixed with ' (OWASP's CSV-injection advice)."""
+    return "'" + value if isinstance(value, str) and value.startswith(FORMULA_STARTS) else value
+
+
+def safe_csv(frame: pd.DataFrame) -> str:
+    """CSV of ``frame`` with every text cell and label neutralised (names come from submissions)."""
+    frame = frame.copy()
+    frame.index = frame.index.map(_neutral)
+    frame.columns = frame.columns.map(_neutral)
+    for column in frame.columns:
+        if frame[column].dtype == object or pd.api.types.is_string_dtype(frame[column]):
+            frame[column] = frame[column].map(_neutral)
+    return frame.to_csv(float_format="%.6g")
+
+
 def to_csv(table: Table) -> str:
-    return table.frame.to_csv(float_format="%.6g")
+    return safe_csv(table.frame)
 
 
 def _md_cell(text: object) -> str:
@@ -284,7 +303,7 @@ def write_tables(tables: list[Table], out_dir: str | Path) -> list[Path]:
             written.append(path)
         if not table.per_prompt.empty:
             path = out / f"{table.key}.per-prompt.csv"
-            path.write_text(table.per_prompt.to_csv(float_format="%.6g"), encoding="utf-8")
+            path.write_text(safe_csv(table.per_prompt), encoding="utf-8")
             written.append(path)
     index = out / "tables.md"
     index.write_text("\n".join(to_markdown(t) for t in tables), encoding="utf-8")

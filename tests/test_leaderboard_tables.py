@@ -77,3 +77,22 @@ def test_exports(runs: list[Run], tmp_path: Path) -> None:
     assert (tmp_path / "synth-synthclf-color-fd.tex") in written
     assert (tmp_path / "synth-synthclf-color-fd.per-prompt.csv").is_file()
     assert (tmp_path / "tables.md").read_text().count("**synth") == len(tables)
+
+
+def test_csv_cells_cannot_become_spreadsheet_formulas() -> None:
+    import pandas as pd
+
+    from leaderboard.tables import safe_csv
+
+    frame = pd.DataFrame({"note": ["=HYPERLINK(1)", "plain", "-1+2", "@SUM(A1)"], "value": [-0.5, 1.0, 2.0, 3.0]},
+                         index=pd.Index(["+evil", "baseline", "ddm", "x"], name="method"))
+    text = safe_csv(frame)
+    assert "'=HYPERLINK(1)" in text and "'-1+2" in text and "'@SUM(A1)" in text and "'+evil" in text
+    assert ",-0.5" in text  # numbers stay numbers
+
+
+def test_the_validator_accepts_no_results_file_the_page_builder_refuses() -> None:
+    from leaderboard.rundir import MAX_RESULTS_BYTES
+    from leaderboard.submission import DEFAULT_LIMITS
+
+    assert DEFAULT_LIMITS.max_json_bytes <= MAX_RESULTS_BYTES
