@@ -14,6 +14,7 @@ import tomllib
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from benchmark import yamlfile
 from benchmark.errors import ConfigError
 
 MAX_CONFIG_BYTES = 1 << 20
@@ -227,7 +228,7 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
             data = tomllib.loads(text)
             return data.get("tool", {}).get("debias-bench", data) if path.name == "pyproject.toml" else data
         if path.suffix in {".yaml", ".yml"}:
-            return yaml.safe_load(text)
+            return yamlfile.load(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}" if mark is not None else "syntax"

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 
 import yaml
 
+from benchmark import yamlfile
 from benchmark.errors import ConfigError, UnknownNameError
 from prompts.schema import Prompt, PromptSet, parse_prompt_set, slugify
 
@@ -79,7 +80,7 @@ def _load(source: Traversable | Path, label: str, stem: str, path: Path) -> Prom
     except UnicodeDecodeError as exc:
         raise ConfigError(f"{label}: not UTF-8 text (byte {exc.start})") from None
     try:
-        data = yaml.safe_load(text)
+        data = yamlfile.load(text)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         where = f"line {mark.line + 1}: " if mark is not None else ""

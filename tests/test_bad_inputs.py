@@ -66,6 +66,9 @@ CASES: list[tuple[str, dict[str, str | bytes], list[str], str, list[str]]] = [
     ("config-is-a-folder", {"dir.yaml/keep": ""}, ["dir.yaml"], "dir.yaml: config file not found", []),
     ("config-json-suffix", {"run.json": "{}"}, ["run.json"], "run.json: unsupported config type", []),
     ("top-level-list", {"run.yaml": "- a\n- b\n"}, ["run.yaml"], "run.yaml: (top level): expected a mapping", []),
+    ("duplicate-key", {"run.yaml": "seed: 1\nseed: 2\n"}, ["run.yaml"], "run.yaml: line 2", ["duplicate key 'seed'"]),
+    ("duplicate-method-name", {"run.yaml": "methods:\n  - {name: baseline, name: ddm}\n"}, ["run.yaml"],
+     "run.yaml: line 2", ["duplicate key 'name'"]),
     # -- run configs: fields -------------------------------------------------------------------
     ("unknown-field", {"run.yaml": cfg(bogus=1)}, ["run.yaml"], "run.yaml: bogus: unknown field", []),
     ("unknown-nested-field", {"run.yaml": cfg(sampler={"steps": 3})}, ["run.yaml"], "run.yaml: sampler.steps: unknown field", []),
@@ -116,6 +119,8 @@ CASES: list[tuple[str, dict[str, str | bytes], list[str], str, list[str]]] = [
      "run.yaml: methods[0].params.unet_targets", []),
     # -- prompt files -------------------------------------------------------------------------------
     ("prompt-yaml-syntax", run_with("name: p\nprompts: [\n"), ["run.yaml"], "p.yaml: line", ["invalid YAML"]),
+    ("prompt-duplicate-key", run_with("name: p\nimages_per_prompt: 2\nimages_per_prompt: 3\n"), ["run.yaml"],
+     "p.yaml: line 3", ["duplicate key 'images_per_prompt'"]),
     ("prompt-empty", run_with(""), ["run.yaml"], "p.yaml: file is empty", []),
     ("prompt-not-utf8", run_with(b"name: \xff\xfe\n"), ["run.yaml"], "p.yaml: not UTF-8", []),
     ("prompt-too-large", run_with("# " + "x" * 1_000_001), ["run.yaml"], "p.yaml: file larger than", []),

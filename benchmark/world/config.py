@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 import yaml
 
+from benchmark import yamlfile
 from benchmark.errors import ConfigError, UnknownNameError
 from benchmark.hashing import hash_value
 
@@ -62,7 +63,7 @@ def load_world_config(path_or_variant: str | Path = "default") -> WorldConfig:
     if not path.exists():
         raise ConfigError(f"{path}: world config not found")
     try:
-        raw = yaml.safe_load(path.read_text())
+        raw = yamlfile.load(path.read_text())
     except yaml.YAMLError as exc:
         raise _fail(path, f"not valid YAML ({str(exc).splitlines()[0]})") from None
     if not isinstance(raw, dict):
