@@ -14,11 +14,11 @@ from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Annotated, Any, ClassVar
 
 import numpy as np
 import torch
-from pydantic import TypeAdapter, ValidationError
+from pydantic import Field, TypeAdapter, ValidationError
 from safetensors.torch import load_file, save_file
 
 from benchmark.components import Components
@@ -34,6 +34,16 @@ class ParamError(ConfigError):
     def __init__(self, method: str, param: str, problem: str) -> None:
         self.method, self.field, self.problem = method, param, problem
         super().__init__(f"method {method!r}: params{'.' + param if param else ''}: {problem}")
+
+
+# Ranges of method parameters, declared once on each Params field (pydantic reads them): a value out of
+# range is a one-line ParamError naming the field before anything loads, not a failure deep in training.
+Positive = Annotated[float, Field(gt=0, allow_inf_nan=False)]
+PositiveInt = Annotated[int, Field(ge=1)]
+NonNegative = Annotated[float, Field(ge=0, allow_inf_nan=False)]
+NonNegativeInt = Annotated[int, Field(ge=0)]
+Probability = Annotated[float, Field(ge=0, le=1, allow_inf_nan=False)]
+Dropout = Annotated[float, Field(ge=0, lt=1, allow_inf_nan=False)]  # also Adam's betas
 
 
 @functools.cache

@@ -59,7 +59,7 @@ from benchmark.hashing import hash_value
 from benchmark.images import ImageSet, to_tensor
 from benchmark.sampling import encode_condition, sample, unet_eps
 from benchmark.seeding import image_seeds
-from methods.base import Method, MethodData
+from methods.base import Dropout, Method, MethodData, NonNegative, NonNegativeInt, Positive, PositiveInt
 
 ARTEFACT = "ddm"
 
@@ -68,42 +68,35 @@ ARTEFACT = "ddm"
 class DDMParams:
     """Hyper-parameters. Defaults are the world's values; comments give the official ones."""
 
-    alpha: float = 0.05  # indicator weight w_ind; official example 0.05 (argparse default 0)
+    alpha: NonNegative = 0.05  # indicator weight w_ind; official example 0.05 (argparse default 0)
     w_rec: float | None = None  # None = 1 − α (example: 0.95 with α = 0.05); DEVIATION: see module doc
-    lora_rank: int = 8  # official 8
-    lora_alpha: float = 32.0  # official 32
-    lora_dropout: float = 0.0  # official 0
+    lora_rank: PositiveInt = 8  # official 8
+    lora_alpha: Positive = 32.0  # official 32
+    lora_dropout: Dropout = 0.0  # official 0
     unet_targets: tuple[str, ...] = ("to_q", "to_v")  # official to_q, to_v (+ legacy query, value)
     train_text_encoder: bool = True  # official example: True (LoRA on q_proj, v_proj)
     text_targets: tuple[str, ...] = ("q_proj", "v_proj")  # official q_proj, v_proj
     indicator_hidden: tuple[int, ...] = (1024, 512)  # official Linear(d→1024)→ReLU→Linear(1024→512)→ReLU→Linear(512→2)
-    learning_rate: float = 1e-3  # official example 1e-5 (argparse default 5e-6); world: tiny model, few steps
-    adam_betas: tuple[float, float] = (0.9, 0.999)  # official (0.9, 0.999)
-    weight_decay: float = 1e-2  # official 1e-2
-    adam_eps: float = 1e-8  # official 1e-8
-    clip_value: float = 1.0  # official clip_grad_value_ 1.0 (value clipping, not norm)
-    batch_size: int = 64  # official 1; world: 8x8 images make large batches cheap
-    grad_accum: int = 1  # official 4
-    max_steps: int = 300  # official example 4000
+    learning_rate: Positive = 1e-3  # official example 1e-5 (argparse default 5e-6); world: tiny model, few steps
+    adam_betas: tuple[Dropout, Dropout] = (0.9, 0.999)  # official (0.9, 0.999)
+    weight_decay: NonNegative = 1e-2  # official 1e-2
+    adam_eps: Positive = 1e-8  # official 1e-8
+    clip_value: Positive = 1.0  # official clip_grad_value_ 1.0 (value clipping, not norm)
+    batch_size: PositiveInt = 64  # official 1; world: 8x8 images make large batches cheap
+    grad_accum: PositiveInt = 1  # official 4
+    max_steps: NonNegativeInt = 300  # official example 4000
     seed: int = 0  # official: accelerate set_seed
     balance_sets: bool = True  # official: False (one shuffled pool); DEVIATION: see TrainingData
-    sample_batch: int = 256  # images per sampler call at generation time (does not change images)
-    entropy_images: int = 256  # images per set for the indicator-entropy diagnostic
+    sample_batch: PositiveInt = 256  # images per sampler call at generation time (does not change images)
+    entropy_images: PositiveInt = 256  # images per set for the indicator-entropy diagnostic
 
     def __post_init__(self) -> None:
         self.unet_targets = tuple(self.unet_targets)
         self.text_targets = tuple(self.text_targets)
         self.indicator_hidden = tuple(int(h) for h in self.indicator_hidden)
         self.adam_betas = tuple(float(b) for b in self.adam_betas)  # type: ignore[assignment]
-        if self.alpha < 0:
-            raise ValueError(f"alpha must be >= 0, got {self.alpha}")
         if self.w_rec is not None and self.w_rec < 0:
             raise ValueError(f"w_rec must be >= 0, got {self.w_rec}")
-        for name in ("lora_rank", "batch_size", "grad_accum", "sample_batch", "entropy_images"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.max_steps < 0:
-            raise ValueError(f"max_steps must be >= 0, got {self.max_steps}")
 
     @property
     def reconstruction_weight(self) -> float:

@@ -82,7 +82,7 @@ from benchmark.sampling import (
 )
 from benchmark.seeding import image_seeds
 from classifiers.base import Classifier
-from methods.base import Method, MethodData
+from methods.base import Dropout, Method, MethodData, NonNegative, NonNegativeInt, Positive, PositiveInt, Probability
 
 log = logging.getLogger(__name__)
 
@@ -100,28 +100,28 @@ class DiffLensParams:
     # which classifier attribute to debias; None: MethodData.attribute, else the classifier's first
     attribute: str | None = None
     # vanilla samples per prompt for SAE, probes and attribution (paper: 1000 per class; 500 for locate)
-    samples_per_prompt: int = 48
+    samples_per_prompt: PositiveInt = 48
     seed: int = 0  # seeds of the preparation samples (a tag keeps them apart from evaluation seeds)
 
     # SAE (paper SD: expansion 4 -> 5120 latents, k 1024 per 8x8 kernel; P2: expansion 8, k 32 per position)
-    expansion: int = 4
-    k: int = 32
-    sae_lr: float = 1e-3  # paper: 1e-3
-    sae_batch: int = 512  # positions per batch (paper P2: 8 images x 64 positions = 512)
-    sae_steps: int = 1500  # optimiser steps (paper: one pass over activations collected on the fly)
+    expansion: PositiveInt = 4
+    k: PositiveInt = 32
+    sae_lr: Positive = 1e-3  # paper: 1e-3
+    sae_batch: PositiveInt = 512  # positions per batch (paper P2: 8 images x 64 positions = 512)
+    sae_steps: NonNegativeInt = 1500  # optimiser steps (paper: one pass over activations collected on the fly)
 
     # probes (paper P2: Adam lr 0.01, batch 32, 3 epochs, 10 % validation; SD: 30 epochs)
-    probe_lr: float = 0.01
-    probe_batch: int = 32
-    probe_epochs: int = 10
-    probe_val_fraction: float = 0.1
+    probe_lr: Positive = 0.01
+    probe_batch: PositiveInt = 32
+    probe_epochs: NonNegativeInt = 10
+    probe_val_fraction: Dropout = 0.1
 
     # attribution (paper: 10 path points; T = 8 gender / 1 race, age (P2), 1000 (SD); steps 40-49 of 50 (P2), 1-48 (SD))
-    ig_points: int = 10
-    ig_temperature: float = 1.0
-    attribution_skip_first: int = 1
-    attribution_skip_last: int = 0
-    keep_features: int = 100  # paper: top-100 per class
+    ig_points: PositiveInt = 10
+    ig_temperature: Positive = 1.0
+    attribution_skip_first: NonNegativeInt = 1
+    attribution_skip_last: NonNegativeInt = 0
+    keep_features: PositiveInt = 100  # paper: top-100 per class
 
     # intervention (paper SD age: add_all_probability, K = (10, 0, 30), r = (+30, 0, +50);
     # P2 gender: multiply, K = 30, r = (x1.43, x1.0))
@@ -134,15 +134,15 @@ class DiffLensParams:
     # steps (edits in the second half alone leave it). Top features are ranked per class, so K up to
     # ``keep_features`` (100) is available.
     mode: str = "add_probability"
-    features_per_class: int = 80  # K_c for every class, unless class_features is given
-    ratio: float = 1.0  # r_c for every class, unless class_ratios is given
+    features_per_class: NonNegativeInt = 80  # K_c for every class, unless class_features is given
+    ratio: NonNegative = 1.0  # r_c for every class, unless class_ratios is given
     class_features: tuple[int, ...] | None = None
     class_ratios: tuple[float, ...] | None = None
-    edit_skip_first: int = 1  # paper: every step but the first (SD: steps 1-48 of 0-49)
-    edit_skip_last: int = 0  # paper: 0 (P2) / 1 (SD)
+    edit_skip_first: NonNegativeInt = 1  # paper: every step but the first (SD: steps 1-48 of 0-49)
+    edit_skip_last: NonNegativeInt = 0  # paper: 0 (P2) / 1 (SD)
     # edit only steps before this fraction of the schedule (paper: 1.0, all; world: the first half,
     # steps 1-9 of 0-19), as a fraction so that one setting fits samplers of any length
-    edit_stop_fraction: float = 0.5
+    edit_stop_fraction: Probability = 0.5
     # the add offset is in units of each feature's mean active value (paper: absolute offsets)
     add_relative: bool = True
     # DEVIATION (paper: None, every image edited at every edited step): an image gets a class's edit

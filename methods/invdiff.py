@@ -69,7 +69,7 @@ from benchmark.errors import BenchError, ConfigError, DataError
 from benchmark.hashing import hash_module, hash_value
 from benchmark.images import ImageSet, to_tensor
 from benchmark.sampling import TextCondition, encode_condition, encode_uncond, sample, unet_eps
-from methods.base import Method, MethodData
+from methods.base import Dropout, Method, MethodData, NonNegative, NonNegativeInt, Positive, PositiveInt, Probability
 
 logger = logging.getLogger(__name__)
 
@@ -83,27 +83,27 @@ class InvDiffParams:
 
     # -- group inference -------------------------------------------------------------------------
     grouping: str = "soft"  # paper: "soft" (inferred); "hard" = oracle groups from the training labels
-    num_groups: int = 8  # paper: soft 8 or 16 (hard 2/4/8 follow the labels); one of 2, 4, 8, 16 for soft
+    num_groups: PositiveInt = 8  # paper: soft 8 or 16 (hard 2/4/8 follow the labels); one of 2, 4, 8, 16 for soft
     oracle_attributes: tuple[str, ...] = ()  # hard groups: joint classes of these labels; () = data.attribute, else all
-    group_epochs: int = 500  # paper: 500 full-batch epochs
-    group_lr: float = 0.01  # paper: Adam lr 0.01
-    nonzero_weight: float = 0.0  # paper: loss_not_zero_weight in {0, 3, 5}, example 0
-    loss_draws: int = 8  # official: 1 (deviation: averaging over draws makes l_i a property of the image)
+    group_epochs: NonNegativeInt = 500  # paper: 500 full-batch epochs
+    group_lr: Positive = 0.01  # paper: Adam lr 0.01
+    nonzero_weight: NonNegative = 0.0  # paper: loss_not_zero_weight in {0, 3, 5}, example 0
+    loss_draws: PositiveInt = 8  # official: 1 (deviation: averaging over draws makes l_i a property of the image)
     loss_timesteps: str = "shared"  # official: "random" (one t per image); "shared": the same stratified t's for all
     loss_normalisation: str = "caption"  # official: "none"; "caption" divides l_i by its caption's mean loss
     # -- invariant training ----------------------------------------------------------------------
-    ratio: float = 0.4  # paper: delta_ratio r = 0.8 (sweep 0.4, 0.6, 0.8, 0.9); world: 0.4 (measured: 0.8 gave -68 % colour FD at 3.3x FID, 0.4 gives -39 % at 1.08x)
-    invariance_weight: float = 1.0  # paper: lambda = 1 (notebook also 0.1, 0.5, 10-100)
+    ratio: Probability = 0.4  # paper: delta_ratio r = 0.8 (sweep 0.4, 0.6, 0.8, 0.9); world: 0.4 (measured: 0.8 gave -68 % colour FD at 3.3x FID, 0.4 gives -39 % at 1.08x)
+    invariance_weight: NonNegative = 1.0  # paper: lambda = 1 (notebook also 0.1, 0.5, 10-100)
     guide_init: str = "scratch"  # paper: lightweight fresh module ("scratch"); soft-group script: "copy" of the base
-    guide_width: float = 0.5  # paper: code's small3 is ~0.25 of SD's widths; "copy" needs 1.0
-    train_steps: int = 600  # paper: 10k steps
-    batch_size: int = 64  # paper: 64
-    learning_rate: float = 2e-3  # paper: 1e-4 (deviation: a from-scratch toy-size module needs a larger step)
-    lr_warmup_steps: int = 50  # paper: 1000 (of 10k)
+    guide_width: Positive = 0.5  # paper: code's small3 is ~0.25 of SD's widths; "copy" needs 1.0
+    train_steps: NonNegativeInt = 600  # paper: 10k steps
+    batch_size: PositiveInt = 64  # paper: 64
+    learning_rate: Positive = 2e-3  # paper: 1e-4 (deviation: a from-scratch toy-size module needs a larger step)
+    lr_warmup_steps: NonNegativeInt = 50  # paper: 1000 (of 10k)
     lr_schedule: str = "cosine"  # paper: cosine
-    max_grad_norm: float = 1.0  # paper: 1
-    weight_decay: float = 1e-2  # paper: AdamW default 1e-2
-    caption_dropout: float = 0.1  # official: 0 (diffusers' train_text_to_image has none); see module docstring
+    max_grad_norm: Positive = 1.0  # paper: 1
+    weight_decay: NonNegative = 1e-2  # paper: AdamW default 1e-2
+    caption_dropout: Dropout = 0.1  # official: 0 (diffusers' train_text_to_image has none); see module docstring
     seed: int = 0
 
     def __post_init__(self) -> None:

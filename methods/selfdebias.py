@@ -81,7 +81,7 @@ from benchmark.hashing import hash_value
 from benchmark.hooks import split_branches
 from benchmark.sampling import StepInfo, sample, uses_cfg
 from benchmark.seeding import image_seeds
-from methods.base import Method, MethodData
+from methods.base import Dropout, Method, MethodData, NonNegative, NonNegativeInt, Positive, PositiveInt, Probability
 
 log = logging.getLogger(__name__)
 
@@ -99,16 +99,16 @@ class SelfDebiasParams:
     # (default), -45 % -> -49 % (alt); 256 did not help. See docs/methods/selfdebias.md, finding 5. Preparing with 512
     # on 2 CPU cores would take about 50 min (4x the 128-sample times); the shipped artefacts were
     # made with `debias-bench prepare --device cuda` in 3 min.
-    num_samples: int = 512
+    num_samples: PositiveInt = 512
     seed: int = 0  # seeds the vanilla samples, augmentations, training and clustering
     # -- projection P(h, s) -------------------------------------------------------------------
-    hidden_dim: int = 512  # paper: 2048
-    step_embed_dim: int = 128  # paper: 128
-    dropout: float = 0.2  # paper: 0.2
-    epochs: int = 10  # paper: 10
-    lr: float = 1e-3  # paper: 1e-4 (the world's h is 64x smaller, a larger rate trains it in seconds)
-    train_batch: int = 256  # paper: 64
-    loss_temperature: float = 0.1  # paper: 0.1 (the "/ 0.1" of the positives-only loss)
+    hidden_dim: PositiveInt = 512  # paper: 2048
+    step_embed_dim: PositiveInt = 128  # paper: 128
+    dropout: Dropout = 0.2  # paper: 0.2
+    epochs: NonNegativeInt = 10  # paper: 10
+    lr: Positive = 1e-3  # paper: 1e-4 (the world's h is 64x smaller, a larger rate trains it in seconds)
+    train_batch: PositiveInt = 256  # paper: 64
+    loss_temperature: Positive = 0.1  # paper: 0.1 (the "/ 0.1" of the positives-only loss)
     # -- augmented views of the final image (paper: torchvision at 224 px) ----------------------
     crop_scale: tuple[float, float] = (0.7, 1.0)  # paper: RandomResizedCrop(224, scale=(0.7, 1))
     flip: bool = True  # paper: RandomHorizontalFlip
@@ -117,16 +117,16 @@ class SelfDebiasParams:
     # (faces keep their gender under colour jitter); see paper() for the official value.
     jitter: tuple[float, float, float, float] = (0.0, 0.0, 0.0, 0.0)
     # -- mode discovery -------------------------------------------------------------------------
-    k_min: int = 2  # paper: 2
-    k_max: int = 8  # paper: 8
+    k_min: PositiveInt = 2  # paper: 2
+    k_max: PositiveInt = 8  # paper: 8
     num_modes: int | None = None  # None: silhouette choice; paper's simple variant: 2
-    n_neighbors: int = 5  # paper: 5 (spectral clustering affinity graph)
+    n_neighbors: PositiveInt = 5  # paper: 5 (spectral clustering affinity graph)
     # -- guidance ---------------------------------------------------------------------------------
-    lam: float = 2500.0  # paper: loss_strength 2500 (faces)
-    step_size: float = 2.6e7  # paper: scaling_strength 2600 x 1e4 = 2.6e7 (faces)
-    inner_steps: int = 3  # paper: 3
-    tau: float = 8.0  # paper: 8.0 (softmax of cosine / tau)
-    guide_below: float = 0.85  # paper: t < 850 of 1000 train timesteps
+    lam: NonNegative = 2500.0  # paper: loss_strength 2500 (faces)
+    step_size: NonNegative = 2.6e7  # paper: scaling_strength 2600 x 1e4 = 2.6e7 (faces)
+    inner_steps: NonNegativeInt = 3  # paper: 3
+    tau: Positive = 8.0  # paper: 8.0 (softmax of cosine / tau)
+    guide_below: Probability = 0.85  # paper: t < 850 of 1000 train timesteps
     guidance_batch: int | None = 32  # paper: 32 (faces), 16 (H-distribution reproduction)
     # Largest change of one image's h per inner step, relative to its norm ||h||; None = no limit
     # (paper: no clipping). DEVIATION on the world, see SelfDebias._limit. Chosen as the largest cap
