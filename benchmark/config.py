@@ -80,8 +80,8 @@ class RunConfig(_Strict):
     seed: int = Field(default=0, ge=0, le=2**31 - 1)
     sampler: SamplerOverrides = Field(default_factory=SamplerOverrides)
     metrics: MetricsSpec = Field(default_factory=MetricsSpec)
-    output_dir: str = "results"
-    cache_dir: str = ".debias-cache"
+    output_dir: str = Field(default="results", min_length=1)
+    cache_dir: str = Field(default=".debias-cache", min_length=1)
     run_id: str | None = Field(default=None, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
     reference_dir: str | None = None
     reference_stats: str | None = None  # precomputed FID statistics (.npz: clean-fid's mu/sigma, or ours)

@@ -135,6 +135,7 @@ class Runner:
         self.prompt_sets = [self._evaluated(ps) for ps in self.full_prompt_sets]
         self.classifiers: dict[str, Classifier] = {name: CLASSIFIERS.get(name)() for name in config.classifiers}
         _check_compatible(self.prompt_sets, self.classifiers)
+        _check_writable(Path(config.cache_dir), "cache directory")  # before minutes of loading, not after
         self.profile = profile if profile is not None else load_profile(config)
         self.cache = Cache(config.cache_dir)
         self.failures: list[dict[str, str]] = []
@@ -521,14 +522,14 @@ def _check_compatible(prompt_sets: list[PromptSet], classifiers: dict[str, Class
                                       f"classifier {name!r}: {clf.attributes[attr]}")
 
 
-def _check_writable(run_dir: Path) -> None:
+def _check_writable(run_dir: Path, what: str = "output directory") -> None:
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
         probe = run_dir / f".write-probe-{os.getpid()}-{uuid.uuid4().hex[:8]}"  # unique: runs may share a folder
         probe.write_bytes(b"ok")
         probe.unlink()
     except OSError as exc:
-        raise CacheError(f"{run_dir}: output directory is not writable ({exc.strerror or exc})") from None
+        raise CacheError(f"{run_dir}: {what} is not writable ({exc.strerror or exc})") from None
 
 
 def run(config: RunConfig, profile: Profile | None = None, progress: bool = True) -> Path:
