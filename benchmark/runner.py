@@ -17,7 +17,6 @@ import shutil
 import sys
 import time
 import uuid
-from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
@@ -31,6 +30,7 @@ from tqdm.auto import tqdm
 from benchmark import progress as training_bars
 from benchmark import shipped
 from benchmark.cache import Cache, atomic_write, png_bytes
+from benchmark.cell import Cell
 from benchmark.components import Components
 from benchmark.config import MethodSpec, RunConfig
 from benchmark.counting import count_unet_evaluations
@@ -57,23 +57,6 @@ THUMBNAILS_PER_PROMPT = 8
 # results.json fields that describe one execution (timings, when, where artefacts came from): two runs
 # of one config agree on everything else, bit for bit on one machine
 EXECUTION_FIELDS = frozenset({"cost", "created", "execution"})
-
-
-@dataclass
-class Cell:
-    """The images of one (method, prompt set, prompt) with their predictions."""
-
-    method: str
-    prompt_set: str
-    prompt_id: str
-    prompt: str
-    seeds: list[int]
-    images: np.ndarray | None = None
-    shas: list[str] = field(default_factory=list)
-    keys: list[str] = field(default_factory=list)
-    predictions: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)  # classifier -> attr -> probs
-    has_subject: dict[str, np.ndarray] = field(default_factory=dict)  # classifier -> bool (N,)
-    failed: bool = False
 
 
 def package_versions() -> dict[str, str]:

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from benchmark.cell import Cell
 from benchmark.config import RunConfig
 from benchmark.errors import DataError
 from benchmark.metrics import (
@@ -30,14 +31,13 @@ from benchmark.metrics import (
     reference_stats,
 )
 from classifiers import Classifier
+from methods import BASELINE
 from prompts import PromptSet
 
 if TYPE_CHECKING:
     from benchmark.profiles import Profile
-    from benchmark.runner import Cell
 
 log = logging.getLogger(__name__)
-BASELINE = "baseline"
 
 
 def _label(records: list[dict], **keys: Any) -> list[dict]:

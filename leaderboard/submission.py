@@ -798,7 +798,7 @@ def _recompute_deltas(results: dict[str, Any], pred: pd.DataFrame, groups: dict[
     """``delta_fd`` of every method against the baseline, paired by prompt and seed, on the images where
     both show a subject (as :func:`benchmark.scoring.deltas_for` does)."""
     from benchmark.metrics.report import paired_delta_records
-    from benchmark.scoring import BASELINE
+    from methods import BASELINE
 
     out: list[dict] = []
     for ps, rows in pred.groupby("prompt_set", sort=False):

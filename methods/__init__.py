@@ -28,6 +28,10 @@ METHODS: Registry[type[Method]] = Registry(
 )
 
 
+# The method every other is compared with (paired deltas, FID and CLIP-I vs baseline, cost ratios).
+BASELINE = "baseline"
+
+
 def __getattr__(name: str) -> Any:
     # Method and MethodData import torch; `debias-bench --help` and `list` need neither.
     if name in ("Method", "MethodData"):
@@ -37,4 +41,4 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module 'methods' has no attribute {name!r}")
 
 
-__all__ = ["METHODS", "Method", "MethodData"]
+__all__ = ["BASELINE", "METHODS", "Method", "MethodData"]

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from benchmark.cell import Cell
 from benchmark.config import load_config
 from benchmark.report import truth_table
-from benchmark.runner import Cell
 from benchmark.scoring import score_truth
 from classifiers.base import Classifier
 from prompts import load_prompt_set
