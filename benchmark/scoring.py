@@ -18,6 +18,7 @@ from benchmark.cell import Cell
 from benchmark.config import RunConfig
 from benchmark.errors import DataError
 from benchmark.metrics import (
+    MemoizedExtractor,
     clip_i,
     clip_t,
     fairness_records,
@@ -118,7 +119,8 @@ def deltas_for(cells: Sequence[Cell], baseline: Sequence[Cell], ps: PromptSet, n
 
 
 def quality_for(cells: Sequence[Cell], baseline: Sequence[Cell] | None, profile: Profile, config: RunConfig,
-                reference: Any, clip_scores: dict[tuple[str, str, str], np.ndarray] | None = None) -> list[dict]:
+                reference: Any, clip_scores: dict[tuple[str, str, str], np.ndarray] | None = None,
+                features: Any = None) -> list[dict]:
     """FID (vs reference, vs baseline) and CLIP-T / CLIP-I records of one method on one prompt set.
     ``clip_scores`` keeps per-image CLIP-T scores by (method, prompt set, prompt) across calls, so the
     baseline's are computed once for every method's paired ``delta_clip_t``."""
@@ -126,15 +128,14 @@ def quality_for(cells: Sequence[Cell], baseline: Sequence[Cell] | None, profile:
     images = np.concatenate([c.images for c in cells])
     n = len(images)
     none = {"classifier": None, "attribute": None}
+    features = features if features is not None else profile.features
     if config.metrics.fid and profile.features is not None:
         if reference is not None:
-            for metric, value in fid_vs_reference(images, profile.features, reference, kid=True,
-                                                  seed=config.metrics.seed).items():
+            for metric, value in fid_vs_reference(images, features, reference, kid=True).items():
                 records.append({**none, **make_record(None, metric, "vs-reference", value, n, None)})
         if baseline is not None:
             base_images = np.concatenate([c.images for c in baseline])
-            for metric, value in fid_vs_baseline(images, base_images, profile.features, kid=True,
-                                                 seed=config.metrics.seed).items():
+            for metric, value in fid_vs_baseline(images, base_images, features, kid=True).items():
                 records.append({**none, **make_record(None, metric, "vs-baseline", value, n, None)})
     if config.metrics.clip and profile.embedder is not None:
         boot = {"n_boot": config.metrics.bootstrap, "seed": config.metrics.seed}
@@ -215,6 +216,8 @@ def score(cells: Sequence[Cell], prompt_sets: Sequence[PromptSet], classifiers: 
             reference = reference_stats(profile.reference.images, profile.features, key=profile.reference.fingerprint)
     records: list[dict] = []
     clip_scores: dict[tuple[str, str, str], np.ndarray] = {}
+    # the baseline's features serve every method's vs-baseline FID: extract each image set once
+    features = None if profile.features is None else MemoizedExtractor(profile.features)
     methods = list(dict.fromkeys(c.method for c in cells))
     for ps in prompt_sets:
         baseline = [c for c in cells if c.method == BASELINE and c.prompt_set == ps.name and not c.failed]
@@ -228,7 +231,7 @@ def score(cells: Sequence[Cell], prompt_sets: Sequence[PromptSet], classifiers: 
                 recs += fairness_for(done, ps, name, clf, config)
                 if comparable is not None:
                     recs += deltas_for(done, comparable, ps, name, clf, config)
-            recs += quality_for(done, comparable, profile, config, reference, clip_scores)
+            recs += quality_for(done, comparable, profile, config, reference, clip_scores, features)
             records += _label(recs, method=method, prompt_set=ps.name)
     return records
 

@@ -23,7 +23,8 @@ import pandas as pd
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
 from benchmark import __version__
-from leaderboard.rundir import FAMILIES, Run, load_run, probability_columns
+from benchmark.hashing import hash_file, hash_value
+from leaderboard.rundir import FAMILIES, PREDICTIONS_FILE, Run, load_run, probability_columns
 from leaderboard.submission import MANIFEST_FILE, entry_dirs, parse_sample_name
 from leaderboard.tables import Table, build_tables, combined_metrics, format_ci, write_tables
 
@@ -189,6 +190,9 @@ def _rank_text(x: Any) -> str:
 
 
 # --- figures ---------------------------------------------------------------------------------------
+
+
+FIGURE_CACHE = ".figures.json"  # beside report.html / index.html: figures drawn for the current content
 
 
 @dataclass
@@ -424,15 +428,41 @@ def provenance(run: Run) -> dict[str, Any]:
 
 
 def all_figures(runs: list[Run], df: pd.DataFrame, tables: list[Table],
-                labels: dict[tuple[str, str], str]) -> tuple[list[Figure], list[str]]:
-    """Every figure of the page, and notes on figures that could not be drawn."""
+                labels: dict[tuple[str, str], str], cache: Path | None = None) -> tuple[list[Figure], list[str]]:
+    """Every figure of the page, and notes on figures that could not be drawn.
+
+    With ``cache`` (a JSON file), figures are drawn once per content: the key hashes what they are drawn
+    from (each run's metrics and predictions file, the labels, this version), so re-writing the report
+    of a re-scored run with the same numbers reuses them."""
+    key = _figures_key(runs, labels) if cache is not None else None
+    if cache is not None and cache.is_file():
+        try:
+            stored = json.loads(cache.read_text(encoding="utf-8"))
+            if stored.get("key") == key:
+                return [Figure(**f) for f in stored["figures"]], list(stored["notes"])
+        except (OSError, ValueError, TypeError, KeyError):
+            pass  # an unreadable cache is redrawn
     figures = distribution_figures(runs, labels)
     trade, notes = tradeoff_figures(df) if len(df) else ([], [])
-    return figures + trade + heatmap_figures(tables), notes
+    figures = figures + trade + heatmap_figures(tables)
+    if cache is not None:
+        _atomic_write_text(cache, json.dumps({"key": key, "figures": [vars(f) for f in figures], "notes": notes}))
+    return figures, notes
 
 
-def render_page(runs: list[Run], title: str = "debias-bench leaderboard", subtitle: str = "") -> tuple[str, list[Table]]:
-    """The page's HTML and the tables it shows."""
+def _figures_key(runs: list[Run], labels: dict[tuple[str, str], str]) -> str:
+    parts = []
+    for run in runs:
+        predictions = run.path / PREDICTIONS_FILE
+        parts.append({"metrics": hash_value(run.results.get("metrics") or []),
+                      "predictions": hash_file(predictions) if predictions.is_file() else None,
+                      "entry": run.entry_id})
+    return hash_value({"runs": parts, "labels": sorted(map(list, labels.items())), "version": __version__})
+
+
+def render_page(runs: list[Run], title: str = "debias-bench leaderboard", subtitle: str = "",
+                figure_cache: Path | None = None) -> tuple[str, list[Table]]:
+    """The page's HTML and the tables it shows (``figure_cache``: see :func:`all_figures`)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -442,7 +472,7 @@ def render_page(runs: list[Run], title: str = "debias-bench leaderboard", subtit
     df = combined_metrics(runs)
     labels = {(e, m): r for e, m, r in df[["entry", "method", "row"]].drop_duplicates().itertuples(index=False)} if len(df) else {}
     tables = build_tables(df)
-    figures, notes = all_figures(runs, df, tables, labels)
+    figures, notes = all_figures(runs, df, tables, labels, figure_cache)
     families = sorted({FAMILIES.get(t.metric, "other") for t in tables})
     html = _env().get_template("page.html.j2").render(
         title=title,
@@ -469,7 +499,7 @@ def _atomic_write_text(path: Path, text: str) -> None:
 def render_report(run_dir: str | Path) -> Path:
     """Write ``run_dir/report.html`` (the full page for one run) and return its path."""
     run = load_run(run_dir)
-    html, _ = render_page([run], title=f"debias-bench run {run.run_id}")
+    html, _ = render_page([run], title=f"debias-bench run {run.run_id}", figure_cache=run.path / FIGURE_CACHE)
     out = run.path / "report.html"
     _atomic_write_text(out, html)
     return out
@@ -484,7 +514,7 @@ def build_leaderboard(entries_dir: str | Path, out_dir: str | Path) -> Path:
         runs.append(run)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    html, tables = render_page(runs, subtitle=f"{len(runs)} entries")
+    html, tables = render_page(runs, subtitle=f"{len(runs)} entries", figure_cache=out / FIGURE_CACHE)
     write_tables(tables, out / "tables")
     page = out / "index.html"
     _atomic_write_text(page, html)

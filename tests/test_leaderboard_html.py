@@ -184,3 +184,22 @@ def test_cost_table_relates_each_method_to_its_runs_baseline(tmp_path: Path) -> 
     assert HOSTILE_METHOD not in rows
     html, _ = render_page([run])
     assert '<h2 id="cost">Cost</h2>' in html and 'id="cost-table"' in html and ">66</td>" in html
+
+
+def test_figures_are_drawn_once_per_content(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Re-writing the report of a run whose numbers did not change reuses its figures; a changed
+    number redraws them."""
+    import leaderboard.html as page
+
+    run = make_run(tmp_path, "run-a", methods={"baseline": 0.3, "ddm": 0.05}, n=12, n_boot=20)
+    drawn = []
+    original = page.distribution_figures
+    monkeypatch.setattr(page, "distribution_figures", lambda *a: drawn.append(1) or original(*a))
+    first = render_report(run).read_text()
+    render_report(run)
+    assert len(drawn) == 1 and render_report(run).read_text() == first
+    results = json.loads((run / "results.json").read_text())
+    results["metrics"][0]["value"] += 0.01
+    (run / "results.json").write_text(json.dumps(results))
+    render_report(run)
+    assert len(drawn) == 2

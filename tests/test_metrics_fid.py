@@ -73,20 +73,25 @@ def test_kernel_distance_matches_direct_unbiased_mmd():
 
     kxx, kyy, kxy = k(x, x), k(y, y), k(x, y)
     direct = (kxx.sum() - np.trace(kxx) + kyy.sum() - np.trace(kyy)) / (m * (m - 1)) - 2 * kxy.sum() / m**2
-    # One subset of size m = all rows (a permutation), so clean-fid's estimate is this exact MMD².
-    assert kernel_distance(x, y, num_subsets=1, max_subset_size=m) == pytest.approx(direct, rel=1e-9)
+    assert kernel_distance(x, y) == pytest.approx(direct, rel=1e-9)
 
 
-def test_kernel_distance_is_seeded_and_leaves_global_state_alone():
+def test_kernel_distance_is_the_exact_value_clean_fid_estimates_by_subsets():
+    """clean-fid averages the same U-statistic over random subsets; its average over many subsets
+    converges to the exact all-pairs value computed here (block by block, any block size)."""
+    from cleanfid.fid import kernel_distance as subsets
+
+    from benchmark.metrics import fid
+
     rng = np.random.default_rng(2)
-    x, y = rng.normal(size=(50, 4)), rng.normal(size=(60, 4))
-    np.random.seed(123)
-    before = np.random.random()
-    np.random.seed(123)
-    k1 = kernel_distance(x, y, num_subsets=5, max_subset_size=20, seed=7)
-    assert np.random.random() == before
-    assert kernel_distance(x, y, num_subsets=5, max_subset_size=20, seed=7) == k1
-    assert kernel_distance(x, y, num_subsets=5, max_subset_size=20, seed=8) != k1
+    x, y = rng.normal(size=(120, 4)), rng.normal(loc=0.4, size=(150, 4))
+    exact = kernel_distance(x, y)
+    np.random.seed(0)
+    estimate = subsets(x, y, num_subsets=2000, max_subset_size=60)
+    assert estimate == pytest.approx(exact, rel=0.02)
+    assert fid._kernel_sum(x, y, False, block=7) == pytest.approx(fid._kernel_sum(x, y, False), rel=1e-12)
+    with pytest.raises(DataError, match="at least 2"):
+        kernel_distance(x[:1], y)
 
 
 @pytest.mark.parametrize("suffix", [".safetensors", ".npz"])

@@ -26,6 +26,7 @@ from benchmark.metrics.fid import (
     FeatureStats,
     FrechetDistance,
     InceptionFeatures,
+    MemoizedExtractor,
     extract_features,
     fid_vs_baseline,
     fid_vs_reference,
@@ -43,6 +44,7 @@ from benchmark.metrics.report import (
 )
 
 __all__ = [
+    "MemoizedExtractor",
     "FairnessMetric",
     "FeatureStats",
     "FrechetDistance",

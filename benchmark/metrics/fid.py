@@ -4,8 +4,8 @@ FID (Heusel et al., "GANs Trained by a Two Time-Scale Update Rule...", NeurIPS 2
     FID = ‖μ₁ − μ₂‖² + Tr(Σ₁ + Σ₂ − 2 (Σ₁ Σ₂)^{1/2})
 computed by ``cleanfid.fid.frechet_distance`` (Parmar et al., "On Aliased Resizing and Surprising
 Subtleties in GAN Evaluation", CVPR 2022). KID (Bińkowski et al., ICLR 2018) is the unbiased MMD² with
-the cubic polynomial kernel k(x, y) = (xᵀy / D + 1)³ averaged over random subsets
-(``cleanfid.fid.kernel_distance``).
+the cubic polynomial kernel k(x, y) = (xᵀy / D + 1)³, computed exactly over all images (the U-statistic
+that clean-fid's average over random subsets estimates: deterministic, and about 50x faster here).
 
 Variants (label them): ``vs-reference``, generated images against a reference image set (real images,
 or the world's ground-truth renders); ``vs-baseline``, a method's images against the baseline's images
@@ -177,19 +177,40 @@ def frechet_distance(a: FeatureStats | np.ndarray, b: FeatureStats | np.ndarray)
         return float(_fd(sa.mu, sa.sigma, sb.mu, sb.sigma))
 
 
-def kernel_distance(
-    a: FeatureStats | np.ndarray,
-    b: FeatureStats | np.ndarray,
-    num_subsets: int = 100,
-    max_subset_size: int = 1000,
-    seed: int = 0,
-) -> float:
-    """KID between two feature sets via ``cleanfid.fid.kernel_distance``, seeded.
+def _kernel_sum(x: np.ndarray, y: np.ndarray, exclude_diagonal: bool, block: int = 2048) -> float:
+    """Σ k(x_i, y_j) with k(u, v) = (uᵀv / D + 1)³, in row blocks so memory stays O(block · N)."""
+    d, total = x.shape[1], 0.0
+    for lo in range(0, len(x), block):
+        k = (x[lo:lo + block] @ y.T / d + 1.0) ** 3
+        total += float(k.sum())
+        if exclude_diagonal:
+            total -= float(np.trace(k[:, lo:lo + block]))
+    return total
 
-    clean-fid draws subsets from numpy's global generator; it is seeded here and restored afterwards.
+
+class MemoizedExtractor:
+    """A feature extractor that remembers the features of each image array it has seen (by content
+    hash), so the same images scored against several others are embedded once."""
+
+    def __init__(self, extractor: FeatureExtractor) -> None:
+        self.extractor = extractor
+        self.fingerprint = _fingerprint(extractor)
+        self._seen: dict[str, np.ndarray] = {}
+
+    def __call__(self, images: np.ndarray) -> np.ndarray:
+        import hashlib
+
+        key = hashlib.blake2b(np.ascontiguousarray(images).tobytes(), digest_size=16).hexdigest() + str(images.shape)
+        if key not in self._seen:
+            self._seen[key] = self.extractor(images)
+        return self._seen[key]
+
+
+def kernel_distance(a: FeatureStats | np.ndarray, b: FeatureStats | np.ndarray) -> float:
+    """KID = unbiased MMD² with the cubic polynomial kernel between two feature sets, over all pairs:
+
+        KID = Σ_{i≠j} k(a_i, a_j) / (n(n−1)) + Σ_{i≠j} k(b_i, b_j) / (m(m−1)) − 2 Σ_{i,j} k(a_i, b_j) / (nm)
     """
-    from cleanfid.fid import kernel_distance as _kd
-
     fa = a.features if isinstance(a, FeatureStats) else _check_features(a, "a")
     fb = b.features if isinstance(b, FeatureStats) else _check_features(b, "b")
     if fa is None or fb is None:
@@ -198,12 +219,12 @@ def kernel_distance(
         _same_extractor(a, b)
     if fa.shape[1] != fb.shape[1]:
         raise DataError(f"kernel_distance: feature dimensions differ ({fa.shape[1]} vs {fb.shape[1]})")
-    state = np.random.get_state()
-    try:
-        np.random.seed(seed)
-        return float(_kd(fa, fb, num_subsets=num_subsets, max_subset_size=max_subset_size))
-    finally:
-        np.random.set_state(state)
+    n, m = len(fa), len(fb)
+    if n < 2 or m < 2:
+        raise DataError(f"kernel_distance: needs at least 2 images on each side, got {n} and {m}")
+    fa, fb = np.asarray(fa, dtype=np.float64), np.asarray(fb, dtype=np.float64)
+    return (_kernel_sum(fa, fa, True) / (n * (n - 1)) + _kernel_sum(fb, fb, True) / (m * (m - 1))
+            - 2.0 * _kernel_sum(fa, fb, False) / (n * m))
 
 
 def reference_stats(
@@ -281,7 +302,7 @@ def _fingerprint(extractor: object) -> str:
 
 
 def fid_vs_reference(
-    images: np.ndarray, extractor: FeatureExtractor, reference: FeatureStats, kid: bool = False, seed: int = 0
+    images: np.ndarray, extractor: FeatureExtractor, reference: FeatureStats, kid: bool = False
 ) -> dict[str, float]:
     """Variant ``vs-reference``: {"fid": ..., ["kid": ...]} of images against cached reference statistics."""
     fp = _fingerprint(extractor)
@@ -292,12 +313,12 @@ def fid_vs_reference(
     gen = FeatureStats.from_features(extract_features(images, extractor), reference.fingerprint)
     out = {"fid": frechet_distance(gen, reference)}
     if kid and reference.features is not None:  # precomputed statistics may carry no features
-        out["kid"] = kernel_distance(gen, reference, seed=seed)
+        out["kid"] = kernel_distance(gen, reference)
     return out
 
 
 def fid_vs_baseline(
-    images: np.ndarray, baseline_images: np.ndarray, extractor: FeatureExtractor, kid: bool = False, seed: int = 0
+    images: np.ndarray, baseline_images: np.ndarray, extractor: FeatureExtractor, kid: bool = False
 ) -> dict[str, float]:
     """Variant ``vs-baseline``: {"fid": ..., ["kid": ...]} of a method's images against the baseline's
     images for the same prompts and seeds (pass them in the same order)."""
@@ -309,7 +330,7 @@ def fid_vs_baseline(
     fa, fb = extract_features(a, extractor), extract_features(b, extractor)
     out = {"fid": frechet_distance(fa, fb)}
     if kid:
-        out["kid"] = kernel_distance(fa, fb, seed=seed)
+        out["kid"] = kernel_distance(fa, fb)
     return out
 
 

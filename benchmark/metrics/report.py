@@ -205,6 +205,7 @@ class _Region:
         self.distance = np.einsum("bi,ij,bj->b", free, self.precision, free)
         self.dof = max(int(np.linalg.matrix_rank(self.precision)), 1)
         self._thresholds: dict[float, float] = {}
+        self._surface: dict[float, np.ndarray] = {}
 
     def threshold(self, level: float) -> float:
         # The bootstrap quantile, floored at the asymptotic χ²(K − 1) one: with few images or a
@@ -236,11 +237,14 @@ class _Region:
 
     def boundary(self, boot: np.ndarray, level: float) -> np.ndarray:
         """Points on the region's surface: each draw moved along its direction from the centre until its
-        distance is the threshold (kept on the simplex), so the range reaches the region's edge."""
-        moved = self.distance > 0
-        scale = np.sqrt(self.threshold(level) / self.distance[moved])[:, None]
-        points = np.clip(self.center + (boot[moved] - self.center) * scale, 0.0, None)
-        return points / points.sum(axis=1, keepdims=True)
+        distance is the threshold (kept on the simplex), so the range reaches the region's edge. Computed
+        once per level: every metric of the prompt's shares ranges over the same points."""
+        if level not in self._surface:
+            moved = self.distance > 0
+            scale = np.sqrt(self.threshold(level) / self.distance[moved])[:, None]
+            points = np.clip(self.center + (boot[moved] - self.center) * scale, 0.0, None)
+            self._surface[level] = points / points.sum(axis=1, keepdims=True)
+        return self._surface[level]
 
 
 def _region_interval(spec: _Spec, value: float, boot: np.ndarray, boot_values: np.ndarray, region: _Region,
