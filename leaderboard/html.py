@@ -205,15 +205,34 @@ def _render(fig: Any) -> str:
     import matplotlib.pyplot as plt
 
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=80, bbox_inches="tight", metadata={"Software": None})
+    fig.savefig(buf, format="png", dpi=100, bbox_inches="tight", metadata={"Software": None})
     plt.close(fig)
     return _data_uri(buf.getvalue())
+
+
+def class_colors(classes: list[str]) -> list:
+    """A colour per class: the class's own colour when its name is one (red, blue, ...), greys for
+    light/mid/dark, else the colour-blind-safe palette."""
+    import matplotlib.colors as mcolors
+    import seaborn as sns
+
+    greys = {"light": "#d9d9d9", "mid": "#8c8c8c", "dark": "#303030"}
+    fallback = iter(sns.color_palette("colorblind", len(classes)))
+    out = []
+    for cls in classes:
+        name = str(cls).lower()
+        if name in greys:
+            out.append(greys[name])
+        elif name in mcolors.CSS4_COLORS and name not in ("white",):
+            out.append(mcolors.CSS4_COLORS[name])
+        else:
+            out.append(next(fallback))
+    return out
 
 
 def distribution_figures(runs: list[Run], labels: dict[tuple[str, str], str]) -> list[Figure]:
     """Mean predicted class shares per method and prompt, one panel per prompt (stacked bars)."""
     import matplotlib.pyplot as plt
-    import seaborn as sns
 
     frames = []
     for run in runs:
@@ -235,7 +254,7 @@ def distribution_figures(runs: list[Run], labels: dict[tuple[str, str], str]) ->
         prompts = list(dict.fromkeys(part["prompt_id"]))[:MAX_PLOT_PROMPTS]
         rows = list(dict.fromkeys(part["row"]))
         classes = list(dict.fromkeys(part["class"]))
-        colors = sns.color_palette("colorblind", len(classes))
+        colors = class_colors(classes)
         fig, axes = plt.subplots(1, len(prompts), figsize=(2.2 * len(prompts) + 1.5, 0.35 * len(rows) + 1.4),
                                  sharey=True, squeeze=False)
         for ax, pid in zip(axes[0], prompts, strict=False):
@@ -245,12 +264,15 @@ def distribution_figures(runs: list[Run], labels: dict[tuple[str, str], str]) ->
             for color, cls in zip(colors, classes, strict=True):
                 ax.barh(range(len(rows)), sub[cls].to_numpy(), left=left, color=color, label=plot_label(cls))
                 left += sub[cls].to_numpy()
-            ax.set_title(plot_label(pid, 20), fontsize=9)
+            for edge in np.cumsum(np.full(len(classes), 1.0 / len(classes)))[:-1]:  # the fair (uniform) shares
+                ax.axvline(edge, color="black", linestyle="--", linewidth=1.0)
+            ax.set_title(plot_label(pid, 20), fontsize=11)
             ax.set_xlim(0, 1)
-            ax.set_yticks(range(len(rows)), [plot_label(r) for r in rows], fontsize=8)
-            ax.tick_params(axis="x", labelsize=7)
+            ax.set_yticks(range(len(rows)), [plot_label(r) for r in rows], fontsize=10)
+            ax.tick_params(axis="x", labelsize=9)
         axes[0][0].invert_yaxis()
-        axes[0][-1].legend(loc="center left", bbox_to_anchor=(1.02, 0.5), fontsize=8, frameon=False)
+        axes[0][-1].legend(loc="center left", bbox_to_anchor=(1.02, 0.5), fontsize=10, frameon=False,
+                           title="dashed: fair share", title_fontsize=9)
         figures.append(Figure(f"{ps} · {attr} ({cname}): class distribution per method and prompt", _render(fig)))
     return figures
 
@@ -460,6 +482,34 @@ def _figures_key(runs: list[Run], labels: dict[tuple[str, str], str]) -> str:
     return hash_value({"runs": parts, "labels": sorted(map(list, labels.items())), "version": __version__})
 
 
+def headline_views(runs: list[Run]) -> list[dict[str, Any]]:
+    """The headline table (:func:`benchmark.report.headline_frame`) of every run, prompt set and attribute."""
+    from benchmark.report import headline_frame
+
+    def num(x: Any, fmt: str) -> str:
+        return "—" if x is None or x != x else format(x, fmt)
+
+    views = []
+    for run in runs:
+        classifier = next(iter(run.results.get("models", {}).get("classifiers", {})), None)
+        for ps, info in run.results.get("prompt_sets", {}).items():
+            for attr in info.get("attributes", []):
+                frame = headline_frame(run.results, ps, attr, classifier)
+                if frame.empty:
+                    continue
+                rows = [[str(r["method"]), f"{r['fd']:.3f} [{num(r['fd_low'], '.3f')}, {num(r['fd_high'], '.3f')}]",
+                         "—" if r["delta"] != r["delta"] or r["delta"] is None else
+                         f"{r['delta']:+.3f} [{num(r['delta_low'], '+.3f')}, {num(r['delta_high'], '+.3f')}]",
+                         num(r["p"], ".3f"), num(r["fid_ratio"], ".2f") + "×", num(r["delta_clip_t"], "+.1f"),
+                         num(r["clip_i"], ".3f"), num(r["unet_ratio"], ".1f") + "×"]
+                        for r in frame.to_dict("records")]
+                views.append({"title": f"{run.label} · {ps} · {attr} · classifier {classifier}",
+                              "key": f"{ps}/{attr}", "rows": rows,
+                              "columns": ["method", "soft FD [95 % CI] ↓", "Δ FD vs baseline [95 % CI]", "p",
+                                          "FID ×", "Δ CLIP-T", "CLIP-I", "UNet ×"]})
+    return views
+
+
 def render_page(runs: list[Run], title: str = "debias-bench leaderboard", subtitle: str = "",
                 figure_cache: Path | None = None) -> tuple[str, list[Table]]:
     """The page's HTML and the tables it shows (``figure_cache``: see :func:`all_figures`)."""
@@ -479,6 +529,7 @@ def render_page(runs: list[Run], title: str = "debias-bench leaderboard", subtit
         subtitle=subtitle or f"{len(runs)} run(s) · {len(tables)} tables · families: {', '.join(families) or 'none'}",
         tables=[table_view(t, i) for i, t in enumerate(tables)],
         cost=cost_view(runs),
+        headlines=headline_views(runs),
         figures=figures,
         figure_notes=notes,
         thumbnails=thumbnail_grids(runs, labels),
@@ -514,7 +565,7 @@ def build_leaderboard(entries_dir: str | Path, out_dir: str | Path) -> Path:
         runs.append(run)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    html, tables = render_page(runs, subtitle=f"{len(runs)} entries", figure_cache=out / FIGURE_CACHE)
+    html, tables = render_page(runs, subtitle=f"{len(runs)} entr{'y' if len(runs) == 1 else 'ies'}", figure_cache=out / FIGURE_CACHE)
     write_tables(tables, out / "tables")
     page = out / "index.html"
     _atomic_write_text(page, html)

@@ -203,3 +203,24 @@ def test_figures_are_drawn_once_per_content(tmp_path: Path, monkeypatch: pytest.
     (run / "results.json").write_text(json.dumps(results))
     render_report(run)
     assert len(drawn) == 2
+
+
+def test_class_colours_follow_class_names() -> None:
+    from matplotlib.colors import CSS4_COLORS
+
+    from leaderboard.html import class_colors
+
+    red, blue, light, dark, other = class_colors(["red", "blue", "light", "dark", "female"])
+    assert (red, blue) == (CSS4_COLORS["red"], CSS4_COLORS["blue"])  # "red" is never drawn blue
+    assert light != dark and isinstance(other, tuple)
+
+
+def test_the_page_opens_with_the_headline_sorted_by_fd(tmp_path: Path) -> None:
+    run = make_run(tmp_path, "run-a", methods={"baseline": 0.35, "ddm": 0.1, "selfdebias": 0.02}, n=24, n_boot=20)
+    html = render_report(run).read_text()
+    assert html.index('id="headline"') < html.index('id="tables"')
+    table = html[html.index('data-headline="synth/color"'):]
+    table = table[: table.index("</table>")]
+    methods = re.findall(r"<tr><td>([a-z]+)</td><td>([0-9.]+) ", table)
+    assert [m for m, _ in methods] == ["selfdebias", "ddm", "baseline"]  # least biased first
+    assert [float(v) for _, v in methods] == sorted(float(v) for _, v in methods)
