@@ -479,7 +479,8 @@ def _figures_key(runs: list[Run], labels: dict[tuple[str, str], str]) -> str:
         parts.append({"metrics": hash_value(run.results.get("metrics") or []),
                       "predictions": hash_file(predictions) if predictions.is_file() else None,
                       "entry": run.entry_id})
-    return hash_value({"runs": parts, "labels": sorted(map(list, labels.items())), "version": __version__})
+    # the drawing code is part of the content: a change to this file redraws
+    return hash_value({"runs": parts, "labels": sorted(map(list, labels.items())), "code": hash_file(Path(__file__))})
 
 
 def headline_views(runs: list[Run]) -> list[dict[str, Any]]:
