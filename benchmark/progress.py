@@ -1,4 +1,4 @@
-"""Progress bars for long work inside methods (training, recording samples).
+"""Progress bars for long work: methods' training and sample recording, and scoring.
 
 Every training loop shows a bar with its step, its loss and an ETA, so nothing long is silent. The
 runner turns the bars off with the rest of its progress output (``--quiet``).

@@ -429,6 +429,7 @@ class Runner:
         # Everything is written into a private staging folder first and only then renamed into place
         # (results.json last), so a full disk or a read-only folder leaves the earlier results whole
         # and two runs writing one run directory never share a temporary file.
+        _remove_dead_staging(run_dir)
         staging = run_dir / f".staging-{os.getpid()}-{uuid.uuid4().hex[:8]}"
         committing = False
         try:
@@ -503,6 +504,18 @@ def _check_compatible(prompt_sets: list[PromptSet], classifiers: dict[str, Class
                 if attr in clf.attributes and sorted(clf.attributes[attr]) != sorted(ps.classes[attr]):
                     raise ConfigError(f"{label}: classes.{attr}: {ps.classes[attr]} do not match the classes of "
                                       f"classifier {name!r}: {clf.attributes[attr]}")
+
+
+def _remove_dead_staging(run_dir: Path) -> None:
+    """Staging folders of writers that died (killed mid-write) are removed; a live writer's is kept."""
+    for folder in run_dir.glob(".staging-*-*"):
+        try:
+            pid = int(folder.name.split("-")[1])
+            os.kill(pid, 0)  # raises when no such process exists
+        except ProcessLookupError:
+            shutil.rmtree(folder, ignore_errors=True)
+        except (ValueError, PermissionError, OSError):
+            continue  # not ours to judge (another user's process, or a name we did not write)
 
 
 def _check_writable(run_dir: Path, what: str = "output directory") -> None:

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from benchmark import progress
 from benchmark.cell import Cell
 from benchmark.config import RunConfig
 from benchmark.errors import DataError
@@ -219,6 +220,7 @@ def score(cells: Sequence[Cell], prompt_sets: Sequence[PromptSet], classifiers: 
     # the baseline's features serve every method's vs-baseline FID: extract each image set once
     features = None if profile.features is None else MemoizedExtractor(profile.features)
     methods = list(dict.fromkeys(c.method for c in cells))
+    bar = progress.bar(len(prompt_sets) * len(methods), "scoring", unit="method")
     for ps in prompt_sets:
         baseline = [c for c in cells if c.method == BASELINE and c.prompt_set == ps.name and not c.failed]
         for method in methods:
@@ -233,6 +235,8 @@ def score(cells: Sequence[Cell], prompt_sets: Sequence[PromptSet], classifiers: 
                     recs += deltas_for(done, comparable, ps, name, clf, config)
             recs += quality_for(done, comparable, profile, config, reference, clip_scores, features)
             records += _label(recs, method=method, prompt_set=ps.name)
+            bar.update(1)
+    bar.close()
     return records
 
 

@@ -153,3 +153,17 @@ def test_a_prompt_subset_keeps_the_methods_prepared_on_the_full_set(tiny_config)
     assert subset.method_data().prompts == full.method_data().prompts
     selfdebias = METHODS.get("selfdebias")()  # reads the prompts
     assert subset.artefact_key(selfdebias, subset.components()) == full.artefact_key(selfdebias, full.components())
+
+
+def test_a_dead_writers_staging_folder_is_removed_and_a_live_ones_kept(tiny_config) -> None:
+    """A run killed while writing leaves .staging-<pid>-…; the next run removes it unless that
+    process still lives."""
+    from benchmark.runner import Runner
+
+    run_dir = Runner(tiny_config, progress=False).run_dir()
+    dead, live = run_dir / ".staging-999999999-0000", run_dir / ".staging-1-0000"
+    for folder in (dead, live):
+        folder.mkdir(parents=True)
+        (folder / "half-written.png").write_bytes(b"\x89PNG")
+    run(tiny_config, progress=False)
+    assert not dead.exists() and live.exists()
