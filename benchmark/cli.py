@@ -114,7 +114,8 @@ def _overrides(args: argparse.Namespace) -> dict:
 
 def _cmd_run(args: argparse.Namespace) -> int:
     from benchmark.config import load_config
-    from benchmark.report import headline_table, load_results
+    from benchmark.headline import headline_table
+    from benchmark.report import load_results
     from benchmark.runner import run
 
     config = load_config(args.config, _overrides(args))

@@ -407,6 +407,8 @@ class Runner:
                 "classifiers": {n: {"fingerprint": c.fingerprint, "attributes": c.attributes,
                                     "confusion": {a: np.asarray(m).tolist() for a, m in c.confusion.items()},
                                     "soft_confusion": {a: np.asarray(m).tolist() for a, m in c.soft_confusion.items()},
+                                    "accuracy_by_content": c.accuracy_by_content,
+                                    "cleam_assumption": c.cleam_assumption(),
                                     "confusion_source": c.confusion_source} for n, c in self.classifiers.items()},
                 "profile": self.profile.name,
                 "profile_info": self.profile.info,

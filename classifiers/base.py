@@ -14,6 +14,8 @@ from abc import ABC, abstractmethod
 
 import numpy as np
 
+CLEAM_SPREAD_LIMIT = 0.10  # largest accuracy spread across contents under which one confusion matrix is trusted
+
 
 class Classifier(ABC):
     name: str = "classifier"
@@ -22,8 +24,21 @@ class Classifier(ABC):
         self.attributes: dict[str, list[str]] = {}
         self.confusion: dict[str, np.ndarray] = {}
         self.soft_confusion: dict[str, np.ndarray] = {}
+        # held-out accuracy per content class (attribute -> content -> accuracy), where measured: CLEAM
+        # assumes the errors do not depend on the content, and this is where that can be seen to fail
+        self.accuracy_by_content: dict[str, dict[str, float]] = {}
         self.confusion_source: str = ""
         self.fingerprint: str = ""
+
+    def cleam_assumption(self) -> dict | None:
+        """Whether CLEAM's assumption holds for this classifier as far as it was measured: its held-out
+        accuracy varies across content classes by at most ``CLEAM_SPREAD_LIMIT`` on every attribute.
+        None when no per-content accuracy was measured."""
+        spread = {a: round(max(v.values()) - min(v.values()), 5) for a, v in self.accuracy_by_content.items() if v}
+        if not spread:
+            return None
+        return {"holds": all(s <= CLEAM_SPREAD_LIMIT for s in spread.values()), "accuracy_spread": spread,
+                "limit": CLEAM_SPREAD_LIMIT}
 
     @abstractmethod
     def predict(self, images: np.ndarray) -> dict[str, np.ndarray]:

@@ -131,20 +131,23 @@ def confusion_matrix(true: np.ndarray, pred: np.ndarray, k: int) -> np.ndarray:
     return np.divide(c, rows, out=np.zeros_like(c), where=rows > 0)
 
 
-SOFT_CONFUSION_FILE = "classifier_soft_confusion.json"
+MEASUREMENTS_FILE = "classifier_measurements.json"
 
 
-def read_soft_confusion(weights: Path) -> dict[str, np.ndarray]:
-    """The soft confusion matrices measured for ``weights`` at build time (kept beside them, so that the
-    weights file and the classifier's fingerprint stay as they were); empty when none were recorded."""
-    path = weights.parent / SOFT_CONFUSION_FILE
+def read_measurements(weights: Path) -> dict:
+    """What the build measured for ``weights`` on held-out renders, kept beside them (so the weights
+    file and the classifier's fingerprint stay as they were): ``soft_confusion`` {attribute: matrix}
+    and ``accuracy_by_content`` {attribute: {digit: accuracy}}; empty when nothing was recorded."""
+    path = weights.parent / MEASUREMENTS_FILE
     if not path.exists():
         return {}
     try:
         recorded = json.loads(path.read_text()).get(weights.name, {})
-        return {a: np.asarray(m, dtype=float) for a, m in recorded.items()}
-    except (OSError, ValueError, AttributeError) as exc:
-        raise ModelLoadError(f"{path}: unreadable soft confusion matrices ({exc})") from None
+        return {"soft_confusion": {a: np.asarray(m, dtype=float) for a, m in recorded.get("soft_confusion", {}).items()},
+                "accuracy_by_content": {a: {str(g): float(v) for g, v in by.items()}
+                                        for a, by in recorded.get("accuracy_by_content", {}).items()}}
+    except (OSError, ValueError, AttributeError, TypeError) as exc:
+        raise ModelLoadError(f"{path}: unreadable classifier measurements ({exc})") from None
 
 
 def save_net(net: nn.Module, path: Path, meta: dict) -> None:
@@ -184,7 +187,9 @@ class _NetClassifier(Classifier):
         self.meta = meta
         self.attributes = {a: list(ATTRIBUTES[a]) for a in self.net.heads}
         self.confusion = {a: np.asarray(m, dtype=float) for a, m in meta.get("confusion", {}).items()}
-        self.soft_confusion = read_soft_confusion(path)
+        measured = read_measurements(path)
+        self.soft_confusion = measured.get("soft_confusion", {})
+        self.accuracy_by_content = measured.get("accuracy_by_content", {})
         self.confusion_source = meta.get("confusion_source", "")
         self.accuracy = meta.get("accuracy", {})
         self.fingerprint = hash_file(path)

@@ -24,6 +24,7 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 
 from benchmark import __version__
 from benchmark.hashing import hash_file, hash_value
+from benchmark.headline import cleam_warnings, headline_frame
 from leaderboard.rundir import FAMILIES, PREDICTIONS_FILE, Run, load_run, probability_columns
 from leaderboard.submission import MANIFEST_FILE, entry_dirs, parse_sample_name
 from leaderboard.tables import Table, build_tables, combined_metrics, format_ci, write_tables
@@ -485,8 +486,6 @@ def _figures_key(runs: list[Run], labels: dict[tuple[str, str], str]) -> str:
 
 def headline_views(runs: list[Run]) -> list[dict[str, Any]]:
     """The headline table (:func:`benchmark.report.headline_frame`) of every run, prompt set and attribute."""
-    from benchmark.report import headline_frame
-
     def num(x: Any, fmt: str) -> str:
         return "—" if x is None or x != x else format(x, fmt)
 
@@ -531,6 +530,7 @@ def render_page(runs: list[Run], title: str = "debias-bench leaderboard", subtit
         tables=[table_view(t, i) for i, t in enumerate(tables)],
         cost=cost_view(runs),
         headlines=headline_views(runs),
+        headline_notes=[f"{run.label}: {w}" for run in runs for w in cleam_warnings(run.results)],
         figures=figures,
         figure_notes=notes,
         thumbnails=thumbnail_grids(runs, labels),

@@ -108,3 +108,18 @@ def test_open_clip_embedder(tmp_path: Path):
         OpenClipEmbedder(model_config=str(CLIP_CONFIG), checkpoint=str(tmp_path / "none.safetensors"))
     with pytest.raises(ConfigError):
         OpenClipEmbedder(model="no-such-model")
+
+
+def test_cleam_assumption_is_measured_and_fails_for_the_weak_classifier() -> None:
+    """world-weak's held-out accuracy varies with the digit (0.59-0.98 on colour), so one confusion
+    matrix cannot hold for every prompt; the strong classifier is right everywhere."""
+    from benchmark.headline import cleam_warnings
+    from classifiers.world import WeakWorldClassifier, WorldClassifier
+
+    weak, strong = WeakWorldClassifier().cleam_assumption(), WorldClassifier().cleam_assumption()
+    assert strong["holds"] and not weak["holds"]
+    assert weak["accuracy_spread"]["color"] > 0.3 and weak["accuracy_spread"]["shade"] > 0.3
+    results = {"models": {"classifiers": {"world": {"cleam_assumption": strong},
+                                          "world-weak": {"cleam_assumption": weak}}}}
+    [line] = cleam_warnings(results)
+    assert line.startswith("classifier world-weak: accuracy varies across contents by color 0.38")

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from benchmark.report import headline_frame, headline_table, load_results
+from benchmark.headline import headline_frame, headline_table
+from benchmark.report import load_results
 
 ENTRY = next((Path(__file__).resolve().parents[1] / "leaderboard" / "entries").glob("world-*"))
 

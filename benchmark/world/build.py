@@ -103,12 +103,31 @@ def soft_confusions(probs: dict[str, np.ndarray], labels: dict[str, np.ndarray])
             for attr, p in probs.items()}
 
 
-def write_soft_confusions(out: Path, held, nets: dict[str, object]) -> None:
-    """Measure every classifier's soft confusion on the held-out renders; one JSON file beside the weights."""
-    from classifiers.world import SOFT_CONFUSION_FILE, predict_probs
+def accuracy_by_content(probs: dict[str, np.ndarray], labels: dict[str, np.ndarray]) -> dict[str, dict[str, float]]:
+    """Held-out accuracy of each attribute head per digit (the content the prompt names)."""
+    from benchmark.world.config import DIGITS
 
-    doc = {name: soft_confusions(predict_probs(net, held.images), held.labels) for name, net in nets.items()}
-    (out / SOFT_CONFUSION_FILE).write_text(json.dumps(doc, indent=1, sort_keys=True) + "\n")
+    out = {}
+    for attr, p in probs.items():
+        if attr == "digit":
+            continue
+        right = p.argmax(1) == labels[attr]
+        out[attr] = {DIGITS[d]: round(float(right[labels["content"] == d].mean()), 5)
+                     for d in range(len(DIGITS)) if (labels["content"] == d).any()}
+    return out
+
+
+def write_measurements(out: Path, held, nets: dict[str, object]) -> None:
+    """Measure every classifier on the held-out renders (soft confusion, accuracy per digit); one JSON
+    file beside the weights (classifiers.world.read_measurements)."""
+    from classifiers.world import MEASUREMENTS_FILE, predict_probs
+
+    doc = {}
+    for name, net in nets.items():
+        probs = predict_probs(net, held.images)
+        doc[name] = {"soft_confusion": soft_confusions(probs, held.labels),
+                     "accuracy_by_content": accuracy_by_content(probs, held.labels)}
+    (out / MEASUREMENTS_FILE).write_text(json.dumps(doc, indent=1, sort_keys=True) + "\n")
 
 
 def build_classifiers(config, out: Path, budget: Budget, progress: bool) -> dict:
@@ -158,7 +177,7 @@ def build_classifiers(config, out: Path, budget: Budget, progress: bool) -> dict
     weak_meta = {"accuracy": acc_w, "confusion": conf_w, "confusion_source": source, "windows": windows,
                  "target_accuracy": WEAK_TARGET}
     save_net(weak, out / "classifier_weak.safetensors", weak_meta)
-    write_soft_confusions(out, held, {"classifier.safetensors": net, "classifier_weak.safetensors": weak})
+    write_measurements(out, held, {"classifier.safetensors": net, "classifier_weak.safetensors": weak})
     return {"classifier": {"accuracy": acc, "heldout_images": len(held)},
             "classifier_weak": {"accuracy": acc_w, "windows": windows}}
 
