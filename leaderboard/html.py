@@ -375,6 +375,18 @@ def _thumbnail_index(run: Run) -> list[dict[str, Any]]:
     return out
 
 
+def _thumbnail_columns(runs: list[Run], ps: str, part: list[dict[str, Any]]) -> list[tuple[str, int]]:
+    """(prompt, image index) columns: prompts in the prompt set's order with plain prompts (naming no
+    class) first, one image of each before a second of any, so the grid shows as many prompts as fit."""
+    declared = [p for run in runs for p in (run.results.get("prompt_sets", {}).get(ps, {}).get("prompts") or [])]
+    order = {p["id"]: (bool(p.get("named")), i) for i, p in enumerate(declared) if isinstance(p, dict)}
+    present = sorted({i["prompt_id"] for i in part}, key=lambda pid: order.get(pid, (True, len(order))) + (pid,))
+    indices = {pid: sorted({i["index"] for i in part if i["prompt_id"] == pid}) for pid in present}
+    cols = [(pid, idx[k]) for k in range(max((len(v) for v in indices.values()), default=0))
+            for pid, idx in indices.items() if k < len(idx)]
+    return cols[:MAX_THUMB_COLUMNS]
+
+
 def thumbnail_grids(runs: list[Run], labels: dict[tuple[str, str], str]) -> list[dict[str, Any]]:
     items = []
     for run in runs:
@@ -391,7 +403,7 @@ def thumbnail_grids(runs: list[Run], labels: dict[tuple[str, str], str]) -> list
     grids = []
     for ps in dict.fromkeys(i["prompt_set"] for i in items):
         part = [i for i in items if i["prompt_set"] == ps]
-        cols = list(dict.fromkeys((i["prompt_id"], i["index"]) for i in part))[:MAX_THUMB_COLUMNS]
+        cols = _thumbnail_columns(runs, ps, part)
         rows = list(dict.fromkeys(i["row"] for i in part))
         by_key = {(i["row"], i["prompt_id"], i["index"]): i for i in part}
         seeds = {(i["prompt_id"], i["index"]): i["seed"] for i in part if i["seed"] is not None}

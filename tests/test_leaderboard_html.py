@@ -224,3 +224,14 @@ def test_the_page_opens_with_the_headline_sorted_by_fd(tmp_path: Path) -> None:
     methods = re.findall(r"<tr><td>([a-z]+)</td><td>([0-9.]+) ", table)
     assert [m for m, _ in methods] == ["selfdebias", "ddm", "baseline"]  # least biased first
     assert [float(v) for _, v in methods] == sorted(float(v) for _, v in methods)
+
+
+def test_thumbnail_grid_shows_plain_prompts_first_one_image_each(tmp_path: Path) -> None:
+    run = make_run(tmp_path, "run-a", methods={"baseline": 0.3, "ddm": 0.05}, n=12, n_boot=10)
+    html = render_report(run).read_text()
+    grid = html[html.index('id="samples"'):]
+    header = re.findall(r"<th>([a-z-]+) #(\d+)", grid[: grid.index("</thead>")])
+    plain = [p["id"] for p in PROMPTS if not p["named"]]
+    named = [p["id"] for p in PROMPTS if p["named"]]
+    assert [pid for pid, _ in header[: len(PROMPTS)]] == plain + named  # every prompt once, plain first
+    assert {idx for _, idx in header[: len(PROMPTS)]} == {"0"}
