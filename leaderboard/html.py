@@ -311,16 +311,19 @@ def tradeoff_figures(df: pd.DataFrame) -> tuple[list[Figure], list[str]]:
         if not panels:
             continue
         fig, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels), 4), squeeze=False)
-        colors = sns.color_palette("colorblind", max(len(p[1]) for p in panels))
+        # distinct hues (tab10: no two oranges), and each point labelled where it is drawn
+        colors = sns.color_palette("tab10", max(len(p[1]) for p in panels))
         for ax, (name, joined) in zip(axes[0], panels, strict=True):
             for color, (_, r) in zip(colors, joined.iterrows(), strict=False):
                 xerr = _err(r["value_fd"], r["ci_low_fd"], r["ci_high_fd"])
                 yerr = _err(r["value_q"], r["ci_low_q"], r["ci_high_q"])
                 ax.errorbar(r["value_fd"], r["value_q"], xerr=xerr, yerr=yerr, fmt="o", color=color, capsize=3,
                             label=plot_label(r["row"]))
-            ax.set_xlabel(plot_label(f"FD ({attr}, {joined['variant_fd'].iloc[0]}) → lower is fairer", 60))
+                ax.annotate(plot_label(r["row"], 24), (r["value_fd"], r["value_q"]), textcoords="offset points",
+                            xytext=(5, 5), fontsize=10, color=color)
+            ax.set_xlabel(plot_label(f"FD ({attr}, {joined['variant_fd'].iloc[0]}) ← lower is fairer", 60), fontsize=11)
             better = "higher" if bool(joined["higher_is_better_q"].iloc[0]) else "lower"
-            ax.set_ylabel(f"{name} ({better} is better)")
+            ax.set_ylabel(f"{name} ({better} is better)", fontsize=11)
             ax.grid(alpha=0.3)
         axes[0][-1].legend(fontsize=8, frameon=False, loc="center left", bbox_to_anchor=(1.02, 0.5))
         figures.append(Figure(f"{ps} · {attr} ({cname}): FD vs " + " and ".join(p[0] for p in panels)
