@@ -450,6 +450,18 @@ def _version_tuple(text: str) -> tuple[int, ...]:
     return tuple(int(x) for x in re.findall(r"\d+", text)[:3])
 
 
+# Names shown on the page and used in exported file names: plain ASCII, so a Cyrillic "а", a
+# right-to-left override or a "!" cannot pass for, or collide with, another entry's name.
+NAME_PATTERNS = {
+    "method": re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}"),
+    "prompt_set": re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}"),
+    "classifier": re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}"),
+    "metric": re.compile(r"[a-z][a-z0-9_]{0,39}"),
+    "variant": re.compile(r"[a-z0-9][a-z0-9._-]{0,39}"),
+    "attribute": re.compile(r"[A-Za-z0-9_]{1,40}(×[A-Za-z0-9_]{1,40}){0,3}"),
+}
+
+
 def check_results(results: Any) -> dict[str, Any]:
     """Schema, versions, ranges and finiteness of a parsed ``results.json``."""
     _type(results, dict, "results.json")
@@ -509,6 +521,12 @@ def check_results(results: Any) -> dict[str, Any]:
         keys.add(key)
         if rec["prompt_set"] not in results["prompt_sets"]:
             raise _reject("schema", f"{where}.prompt_set: {rec['prompt_set'][:60]!r} is not in prompt_sets")
+        for field_name, pattern in NAME_PATTERNS.items():
+            value = rec.get(field_name)
+            if value is not None and not pattern.fullmatch(value):
+                raise _reject("name", f"{where}.{field_name}: {value[:60]!r} must match {pattern.pattern} "
+                              "(ASCII names: no look-alike letters, controls or punctuation that could pose "
+                              "as another entry's name or file)")
     return results
 
 

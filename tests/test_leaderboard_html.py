@@ -15,7 +15,7 @@ import pytest
 from leaderboard_runs import PROMPTS, make_run
 
 from leaderboard.html import SCRIPT, build_leaderboard, plot_label, render_report
-from leaderboard.submission import add_entry, pack
+from leaderboard.submission import add_entry
 
 REPO = Path(__file__).resolve().parents[1]
 HOSTILE_METHOD = '<script>alert("method")</script>'
@@ -53,10 +53,30 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Path:
     a = make_run(root, "run-a", methods={"baseline": 0.35, HOSTILE_METHOD: 0.05}, n=16, n_boot=20, prompts=prompts,
                  extra_config={"note": HOSTILE_CONFIG})
     b = make_run(root, "run-b", methods={"ddm": 0.12, QUOTE_METHOD: 0.2}, n=16, n_boot=20, seed=5)
+    # The submission check refuses such names (test_hostile_names_are_refused_at_submission); the page must
+    # still escape them, so these entries are placed directly, as a local or older entry would be.
     for run in (a, b):
-        add_entry(pack(run, root / f"{run.name}.zip"), root / "entries")
+        entry = root / "entries" / run.name
+        shutil.copytree(run, entry)
+        (entry / "entry.json").write_text(json.dumps({"run_id": run.name, "bundle_sha256": "0" * 64,
+                                                      "verified_metrics": 1}))
     build_leaderboard(root / "entries", root / "out")
     return root / "out"
+
+
+def test_hostile_names_are_refused_at_submission(tmp_path: Path) -> None:
+    from leaderboard.submission import SubmissionRejected
+
+    for i, name in enumerate([HOSTILE_METHOD, "bаseline", "baseline\u202e", "FD!"]):
+        run = make_run(tmp_path, f"run-{i}", methods={"baseline": 0.35, name: 0.05}, n=8, n_boot=10)
+        with pytest.raises(SubmissionRejected, match=r"\[name\]"):
+            add_entry(_bundle(run, tmp_path / f"{i}.zip"), tmp_path / "entries")
+
+
+def _bundle(run: Path, out: Path) -> Path:
+    from hostile_bundles import good_files, write_zip
+
+    return write_zip(out, good_files(run))
 
 
 def test_page_is_self_contained_and_escaped(site: Path) -> None:
