@@ -63,26 +63,47 @@ def cleam_warnings(results: dict) -> list[str]:
     return lines
 
 
-def headline_table(results: dict) -> str:
-    """The headline as text that fits 100 columns: one block per prompt set and attribute."""
+HEADLINE_COLUMNS = ["method", "FD [95% CI]", "ΔFD [95% CI]", "p", "FID×", "ΔCLIP-T", "CLIP-I", "UNet×"]
+
+
+def headline_blocks(results: dict) -> list[tuple[str, str, str | None, list[list[str]]]]:
+    """(prompt set, attribute, classifier, rows of formatted cells in ``HEADLINE_COLUMNS`` order) for
+    every prompt set and attribute: what the console, the report and the page all show."""
+    classifier = next(iter(results.get("models", {}).get("classifiers", {})), None)
     blocks = []
-    classifier = next(iter(results["models"]["classifiers"]), None)
     for ps, info in results.get("prompt_sets", {}).items():
         for attr in info.get("attributes", []):
             frame = headline_frame(results, ps, attr, classifier)
             if frame.empty:
                 continue
-            lines = [f"{ps} · {attr} · classifier {classifier}: soft FD (lower is fairer), sorted; Δ paired vs baseline",
-                     f"{'method':<12} {'FD [95% CI]':<21} {'ΔFD [95% CI]':<23} {'p':>6} {'FID×':>5} {'ΔCLIP-T':>8} "
-                     f"{'CLIP-I':>6} {'UNet×':>5}"]
+            rows = []
             for r in frame.to_dict("records"):
-                ci = f"{r['fd']:.3f} [{_num(r['fd_low'], '.3f')}, {_num(r['fd_high'], '.3f')}]"
-                delta = ("—" if r["delta"] is None or r["delta"] != r["delta"] else
-                         f"{r['delta']:+.3f} [{_num(r['delta_low'], '+.3f')}, {_num(r['delta_high'], '+.3f')}]")
-                p = "—" if r["p"] is None or r["p"] != r["p"] else ("<.001" if r["p"] < 0.001 else f"{r['p']:.3f}")
-                lines.append(f"{str(r['method'])[:12]:<12} {ci:<21} {delta:<23} {p:>6} {_num(r['fid_ratio'], '.2f'):>5} "
-                             f"{_num(r['delta_clip_t'], '+.1f'):>8} {_num(r['clip_i'], '.3f'):>6} "
-                             f"{_num(r['unet_ratio'], '.1f'):>5}")
-            blocks.append("\n".join(lines))
+                p = r["p"]
+                rows.append([
+                    str(r["method"]),
+                    f"{r['fd']:.3f} [{_num(r['fd_low'], '.3f')}, {_num(r['fd_high'], '.3f')}]",
+                    "—" if r["delta"] is None or r["delta"] != r["delta"] else
+                    f"{r['delta']:+.3f} [{_num(r['delta_low'], '+.3f')}, {_num(r['delta_high'], '+.3f')}]",
+                    "—" if p is None or p != p else ("<.001" if p < 0.001 else f"{p:.3f}"),
+                    _num(r["fid_ratio"], ".2f"), _num(r["delta_clip_t"], "+.1f"), _num(r["clip_i"], ".3f"),
+                    _num(r["unet_ratio"], ".1f"),
+                ])
+            blocks.append((ps, attr, classifier, rows))
+    return blocks
+
+
+def headline_table(results: dict) -> str:
+    """The headline as text that fits 100 columns: one block per prompt set and attribute."""
+    widths = [12, 21, 23, 6, 5, 8, 6, 5]
+    left = {0, 1, 2}
+
+    def line(cells: list[str]) -> str:
+        return " ".join(c[:w].ljust(w) if i in left else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths, strict=True)))
+
+    blocks = []
+    for ps, attr, classifier, rows in headline_blocks(results):
+        lines = [f"{ps} · {attr} · classifier {classifier}: soft FD (lower is fairer), sorted; Δ paired vs baseline",
+                 line(HEADLINE_COLUMNS).rstrip(), *(line(r).rstrip() for r in rows)]
+        blocks.append("\n".join(lines))
     warnings = "\n".join(textwrap.fill(w, 100) for w in cleam_warnings(results))
     return "\n\n".join([*blocks, *([warnings] if warnings else [])]) or "no fairness metrics"

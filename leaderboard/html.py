@@ -24,7 +24,7 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 
 from benchmark import __version__
 from benchmark.hashing import hash_file, hash_value
-from benchmark.headline import cleam_warnings, headline_frame
+from benchmark.headline import HEADLINE_COLUMNS, cleam_warnings, headline_blocks
 from leaderboard.rundir import FAMILIES, PREDICTIONS_FILE, Run, load_run, probability_columns
 from leaderboard.submission import MANIFEST_FILE, entry_dirs, parse_sample_name
 from leaderboard.tables import Table, build_tables, combined_metrics, format_ci, write_tables
@@ -500,29 +500,10 @@ def _figures_key(runs: list[Run], labels: dict[tuple[str, str], str]) -> str:
 
 
 def headline_views(runs: list[Run]) -> list[dict[str, Any]]:
-    """The headline table (:func:`benchmark.report.headline_frame`) of every run, prompt set and attribute."""
-    def num(x: Any, fmt: str) -> str:
-        return "—" if x is None or x != x else format(x, fmt)
-
-    views = []
-    for run in runs:
-        classifier = next(iter(run.results.get("models", {}).get("classifiers", {})), None)
-        for ps, info in run.results.get("prompt_sets", {}).items():
-            for attr in info.get("attributes", []):
-                frame = headline_frame(run.results, ps, attr, classifier)
-                if frame.empty:
-                    continue
-                rows = [[str(r["method"]), f"{r['fd']:.3f} [{num(r['fd_low'], '.3f')}, {num(r['fd_high'], '.3f')}]",
-                         "—" if r["delta"] != r["delta"] or r["delta"] is None else
-                         f"{r['delta']:+.3f} [{num(r['delta_low'], '+.3f')}, {num(r['delta_high'], '+.3f')}]",
-                         num(r["p"], ".3f"), num(r["fid_ratio"], ".2f") + "×", num(r["delta_clip_t"], "+.1f"),
-                         num(r["clip_i"], ".3f"), num(r["unet_ratio"], ".1f") + "×"]
-                        for r in frame.to_dict("records")]
-                views.append({"title": f"{run.label} · {ps} · {attr} · classifier {classifier}",
-                              "key": f"{ps}/{attr}", "rows": rows,
-                              "columns": ["method", "soft FD [95 % CI] ↓", "Δ FD vs baseline [95 % CI]", "p",
-                                          "FID ×", "Δ CLIP-T", "CLIP-I", "UNet ×"]})
-    return views
+    """The headline (:func:`benchmark.headline.headline_blocks`) of every run, prompt set and attribute."""
+    return [{"title": f"{run.label} · {ps} · {attr} · classifier {classifier}", "key": f"{ps}/{attr}", "rows": rows,
+             "columns": HEADLINE_COLUMNS}
+            for run in runs for ps, attr, classifier, rows in headline_blocks(run.results)]
 
 
 def render_page(runs: list[Run], title: str = "debias-bench leaderboard", subtitle: str = "",

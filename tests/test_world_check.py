@@ -13,10 +13,26 @@ from benchmark.world.config import load_world_config
 
 
 def test_the_shipped_record_matches_the_sets_a_world_run_uses(capsys) -> None:
-    """The recorded fingerprints are the ones the world loads now: the record is not stale."""
-    assert main(["world", "check"]) == 0
+    """The recorded recipe fingerprints are the ones the world renders now (the record is not stale);
+    a record of another recipe is refused. Pixel differences are not asserted: they depend on the CPU."""
+    assert main(["world", "check"]) == 0 and main(["world", "check", "--variant", "alt"]) == 0
     out = capsys.readouterr().out
     assert "train        20000" in out and "heldout       3000" in out
+
+
+def test_a_record_of_another_recipe_is_refused(tmp_path) -> None:
+    import json
+
+    from safetensors import safe_open
+    from safetensors.torch import load_file, save_file
+
+    shipped = weights_dir("default") / RENDERED_FILE
+    with safe_open(str(shipped), framework="pt") as f:
+        sets = json.loads(f.metadata()["sets"])
+    sets["train"]["fingerprint"] = "0" * 64
+    save_file(load_file(str(shipped)), str(tmp_path / RENDERED_FILE), metadata={"sets": json.dumps(sets)})
+    with pytest.raises(ModelLoadError, match="not the one this world renders"):
+        check_rendered(load_world_config("default"), tmp_path)
 
 
 def test_a_changed_pixel_is_counted_with_its_size(monkeypatch) -> None:

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from benchmark.errors import ModelLoadError
@@ -44,15 +45,19 @@ def check_rendered(config: WorldConfig, directory: Path) -> list[dict]:
     path = directory / RENDERED_FILE
     try:
         shipped = load_file(str(path))
+        with safe_open(str(path), framework="pt") as f:
+            recorded = json.loads((f.metadata() or {}).get("sets", "{}"))
     except Exception as exc:  # missing or corrupt: safetensors raises several types
         raise ModelLoadError(f"{path}: cannot read the recorded renders ({str(exc).splitlines()[0]}); "
                              "run `debias-bench world build` to record them") from None
     rows = []
     for name, make in SETS.items():
         here = make(config)
-        if name not in shipped or tuple(shipped[name].shape) != here.images.shape:
-            raise ModelLoadError(f"{path}: no recorded {name!r} set of shape {here.images.shape}; the world config "
-                                 "changed since the build: run `debias-bench world build`")
+        if (name not in shipped or tuple(shipped[name].shape) != here.images.shape
+                or recorded.get(name, {}).get("fingerprint") != here.fingerprint):
+            raise ModelLoadError(f"{path}: the recorded {name!r} set is not the one this world renders (recipe "
+                                 "fingerprint or shape differs); the world or the renderer changed since the build: "
+                                 "run `debias-bench world build`")
         diff = np.abs(shipped[name].numpy().astype(np.int16) - here.images.astype(np.int16))
         per_image = diff.reshape(len(diff), -1).max(axis=1)
         changed = diff[diff > 0]
