@@ -12,14 +12,21 @@ from typing import Any, Literal
 
 import tomllib
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from benchmark import yamlfile
 from benchmark.errors import ConfigError
 
 MAX_CONFIG_BYTES = 1 << 20
 LABEL_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
-ALL_METHODS = ["baseline", "ddm", "invdiff", "selfdebias", "difflens"]
+BASELINE = "baseline"  # the registry's plain model; the default of RunConfig.baseline
+
+
+def all_methods() -> list[str]:
+    """Every registered method, in registration order (the default run)."""
+    from methods import METHODS
+
+    return METHODS.in_order()
 
 
 class _Strict(BaseModel):
@@ -69,7 +76,10 @@ class RunConfig(_Strict):
     profile: Literal["world", "real", "tiny"] = "world"
     model: str | None = None
     variant: str = "default"
-    methods: list[MethodSpec] = Field(default_factory=lambda: [MethodSpec(name=m) for m in ALL_METHODS])
+    methods: list[MethodSpec] = Field(default_factory=lambda: [MethodSpec(name=m) for m in all_methods()])
+    # the method key (label or name) every other is compared with: paired deltas, FID and CLIP-I
+    # against it, cost ratios. The default may be absent from `methods` (then nothing is compared).
+    baseline: str = Field(default=BASELINE, pattern=LABEL_PATTERN)
     prompt_sets: list[str] = Field(default_factory=lambda: ["world"])
     # the world suite's pair: the strong classifier and its deliberately weak twin (CLEAM)
     classifiers: list[str] = Field(default_factory=lambda: ["world", "world-weak"])
@@ -105,6 +115,13 @@ class RunConfig(_Strict):
                 raise ValueError(f"method {spec.key!r} listed twice; give one a distinct `label`")
             seen.add(spec.key)
         return methods
+
+    @model_validator(mode="after")
+    def _baseline_listed(self) -> RunConfig:
+        keys = [spec.key for spec in self.methods]
+        if self.baseline != BASELINE and self.baseline not in keys:
+            raise ValueError(f"baseline: {self.baseline!r} is not one of the methods ({', '.join(keys)})")
+        return self
 
     @field_validator("classifiers")
     @classmethod

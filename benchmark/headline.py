@@ -32,7 +32,7 @@ def headline_frame(results: dict, prompt_set: str, attribute: str, classifier: s
     delta = pick("delta_fd", "soft", attribute, classifier)
     fid, evals = pick("fid", "vs-reference", None, None), pick("unet_evals", "vs-baseline", None, None)
     dclip, clip_i = pick("delta_clip_t", "mean", None, None), pick("clip_i", "vs-baseline", None, None)
-    base_fid = fid.get("baseline", {}).get("value")
+    base_fid = fid.get((results.get("config") or {}).get("baseline", "baseline"), {}).get("value")
     rows = []
     for method, r in fd.items():
         rows.append({

@@ -24,7 +24,7 @@ Sources for the presets: the models' cards and ``scheduler_config.json`` files (
 PNDM, ε-prediction, 512 px; SD 2.1: DDIM, v-prediction, 768 px; SDXL base 1.0: EulerDiscrete,
 ε-prediction, 1024 px), and the pipelines' ``__call__`` defaults (``StableDiffusionPipeline``: 50
 steps, guidance 7.5; ``StableDiffusionXLPipeline``: 50 steps, guidance 5.0). Per-method paper
-settings are in :data:`PAPER_SAMPLING` (docs/methods/); they are recorded for reference,
+settings are each method's ``paper_sampling`` (docs/methods/); they are recorded for reference,
 while the benchmark samples every method with one sampler so that their images stay comparable seed
 for seed.
 """
@@ -76,15 +76,16 @@ PRESETS: dict[str, Preset] = {p.name: p for p in (
            guidance=SDXL_GUIDANCE),
 )}
 
-# What each method's paper/code sampled with (each method's page in docs/methods/), for the record.
-PAPER_SAMPLING: dict[str, dict[str, Any]] = {
-    "ddm": {"model": "sd15", "scheduler": "PNDMScheduler", "steps": 40, "guidance": 7.5, "resolution": 512},
-    "invdiff": {"model": "sd14", "scheduler": "PNDMScheduler", "steps": 50, "guidance": 7.5, "resolution": 512},
-    "selfdebias": {"model": "sd14", "scheduler": "PNDMScheduler", "steps": 50, "guidance": 7.5, "resolution": 512,
-                   "dtype": "float16", "negative_prompt": "long face-quality negative prompt"},
-    "difflens": {"model": "sd15", "scheduler": "DDIMScheduler", "steps": 50, "guidance": 7.5, "eta": 0.0,
-                 "resolution": 512},
-}
+def paper_sampling() -> dict[str, dict[str, Any]]:
+    """What each registered method's paper/code sampled with (``Method.paper_sampling``), for the record."""
+    from methods import METHODS
+
+    out = {}
+    for name in METHODS.in_order():
+        settings = METHODS.get(name).paper_sampling
+        if settings is not None:
+            out[name] = dict(settings)
+    return out
 
 
 def resolve(model: str) -> tuple[str, Preset | None]:
@@ -229,7 +230,7 @@ def load_sd(model: str, device: torch.device | None = None, dtype: torch.dtype |
         "steps": steps, "guidance": guidance, "dtype": str(dtype).removeprefix("torch."), "device": str(device),
         "attention": attention, "compile": compiled, "vae_slicing": slicing,
         "pipeline": type(pipe).__name__, "vae_dtype": str(vae.dtype).removeprefix("torch."),
-        "paper_sampling": PAPER_SAMPLING,
+        "paper_sampling": paper_sampling(),
     }
     extra: dict[str, Any] = {}
     if xl:

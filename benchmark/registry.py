@@ -32,6 +32,10 @@ class Registry(Generic[T]):
     def names(self) -> list[str]:
         return sorted(self._paths)
 
+    def in_order(self) -> list[str]:
+        """Names in the order they were registered (the default run's order)."""
+        return list(self._paths)
+
     def __contains__(self, name: object) -> bool:
         return name in self._paths
 

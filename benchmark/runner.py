@@ -32,7 +32,7 @@ from benchmark import shipped
 from benchmark.cache import Cache, atomic_write, png_bytes
 from benchmark.cell import Cell
 from benchmark.components import Components
-from benchmark.config import MethodSpec, RunConfig
+from benchmark.config import BASELINE, MethodSpec, RunConfig
 from benchmark.counting import count_unet_evaluations
 from benchmark.distributed import my_share, process_state
 from benchmark.errors import BenchError, CacheError, ConfigError, DataError
@@ -96,6 +96,8 @@ def default_run_id(config: RunConfig) -> str:
 def resolved_config(config: RunConfig) -> dict[str, Any]:
     """The config as the run will use it, without the fields that cannot change a number."""
     data = config.model_dump(exclude={"run_id", "output_dir", "cache_dir", "device", "images_per_prompt"})
+    if data["baseline"] == BASELINE:  # the default: ids stay those of runs made before the field existed
+        del data["baseline"]
     data["methods"] = [{"name": spec.name, "label": spec.key,
                         "params": dataclasses.asdict(METHODS.get(spec.name).parse_params(spec.params))}
                        for spec in config.methods]
@@ -194,7 +196,7 @@ class Runner:
 
         t0 = time.perf_counter()
         records = score(cells, self.prompt_sets, self.classifiers, self.profile, self.config, self.failures)
-        records += cost_records(self.cost, [ps.name for ps in self.prompt_sets])
+        records += cost_records(self.cost, [ps.name for ps in self.prompt_sets], self.config.baseline)
         self.truth = score_truth(cells, self.prompt_sets, self.classifiers, self.profile.truth, self.config)
         t1 = time.perf_counter()
         self.phase_seconds["score"] = t1 - t0

@@ -6,7 +6,9 @@ into small functions so methods can reuse the parts, plus two things the benchma
 
 * per-image initial noise drawn from a generator seeded by that image's own seed, so an
   image does not depend on the batch it was generated in;
-* a mid-block callback that knows the current step, through :mod:`benchmark.hooks`.
+* a mid-block callback that knows the current step, through :mod:`benchmark.hooks`;
+* a step callback (:class:`StepContext`) that may replace the scheduler's update at any step, with
+  extra UNet evaluations of its own (DiffLens's two-pass DDIM step).
 
 What the UNet is conditioned on is one value, :class:`TextCondition`, so the same loop serves
 SDXL (``StableDiffusionXLPipeline``): there the text encoding concatenates two encoders' penultimate
@@ -22,6 +24,7 @@ hidden states, and the UNet also gets the pooled text embedding and the size/cro
 from __future__ import annotations
 
 import contextlib
+import functools
 import inspect
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -46,6 +49,26 @@ class StepInfo:
 
 
 MidBlockStepFn = Callable[[torch.Tensor, StepInfo], "torch.Tensor | None"]
+
+
+@dataclass(frozen=True, eq=False)
+class StepContext:
+    """What a step callback sees: the step, its latents, the guided noise already computed for
+    them, the private scheduler, and :meth:`noise` for another guided UNet evaluation at this step
+    (mid-block callbacks run in it as in the first)."""
+
+    info: StepInfo
+    t: torch.Tensor
+    latents: torch.Tensor
+    eps: torch.Tensor
+    scheduler: object
+    _noise: Callable[[], torch.Tensor]
+
+    def noise(self) -> torch.Tensor:
+        return self._noise()
+
+
+StepFn = Callable[[StepContext], "torch.Tensor | None"]
 
 
 def uses_cfg(config: SamplerConfig) -> bool:
@@ -238,9 +261,13 @@ def sample(
     config: SamplerConfig | None = None,
     *,
     mid_block_fn: MidBlockStepFn | None = None,
+    step_fn: StepFn | None = None,
     progress: bool = False,
 ) -> np.ndarray:
-    """Generate one image per (prompt, seed) pair; returns uint8 (N, H, W, 3)."""
+    """Generate one image per (prompt, seed) pair; returns uint8 (N, H, W, 3).
+
+    ``mid_block_fn(h, info)`` may replace the mid-block output; ``step_fn(context)`` may return the
+    next latents in place of the scheduler's step (None keeps the scheduler's)."""
     config = config or components.sampler
     if len(prompts) != len(seeds):
         raise ValueError(f"got {len(prompts)} prompts but {len(seeds)} seeds")
@@ -259,6 +286,9 @@ def sample(
     with torch.no_grad(), mid_block_hook(components.unet, hook):
         for i, t in enumerate(tqdm(scheduler.timesteps, disable=not progress, desc="denoise", leave=False)):
             info = StepInfo(i, int(t), len(scheduler.timesteps), cfg)
-            eps = guided_noise(components.unet, latents, t, text, uncond, config.guidance_scale, scheduler)
-            latents = scheduler.step(eps, t, latents, **extra).prev_sample
+            noise = functools.partial(guided_noise, components.unet, latents, t, text, uncond,
+                                      config.guidance_scale, scheduler)
+            eps = noise()
+            replaced = None if step_fn is None else step_fn(StepContext(info, t, latents, eps, scheduler, noise))
+            latents = replaced if replaced is not None else scheduler.step(eps, t, latents, **extra).prev_sample
     return to_uint8(decode(components, latents))

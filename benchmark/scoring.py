@@ -33,7 +33,6 @@ from benchmark.metrics import (
     reference_stats,
 )
 from classifiers import Classifier
-from methods import BASELINE
 from prompts import PromptSet
 
 if TYPE_CHECKING:
@@ -222,13 +221,13 @@ def score(cells: Sequence[Cell], prompt_sets: Sequence[PromptSet], classifiers: 
     methods = list(dict.fromkeys(c.method for c in cells))
     bar = progress.bar(len(prompt_sets) * len(methods), "scoring", unit="method")
     for ps in prompt_sets:
-        baseline = [c for c in cells if c.method == BASELINE and c.prompt_set == ps.name and not c.failed]
+        baseline = [c for c in cells if c.method == config.baseline and c.prompt_set == ps.name and not c.failed]
         for method in methods:
             done = [c for c in cells if c.method == method and c.prompt_set == ps.name and not c.failed]
             if not done:
                 continue
             recs = []
-            comparable = baseline if method != BASELINE and len(baseline) == len(done) else None
+            comparable = baseline if method != config.baseline and len(baseline) == len(done) else None
             for name, clf in classifiers.items():
                 recs += fairness_for(done, ps, name, clf, config)
                 if comparable is not None:
@@ -240,12 +239,12 @@ def score(cells: Sequence[Cell], prompt_sets: Sequence[PromptSet], classifiers: 
     return records
 
 
-def cost_records(cost: dict[str, dict], prompt_sets: Sequence[str]) -> list[dict]:
+def cost_records(cost: dict[str, dict], prompt_sets: Sequence[str], baseline: str = "baseline") -> list[dict]:
     """Cost as metric records, per method and prompt set: UNet evaluations per image (``per-image``,
     and ``vs-baseline`` as a ratio). Seconds stay in ``results.json`` → ``cost`` only: a warm cache
     has no timing, and metrics must not depend on what was cached."""
     none = {"classifier": None, "attribute": None}
-    base = cost.get(BASELINE, {}).get("unet_evals_per_image")
+    base = cost.get(baseline, {}).get("unet_evals_per_image")
     records: list[dict] = []
     for method, c in cost.items():
         recs = []

@@ -170,7 +170,8 @@ def cost_view(runs: list[Run]) -> dict[str, Any]:
         cost = run.results.get("cost")
         if not isinstance(cost, dict):
             continue
-        base = cost.get("baseline") if isinstance(cost.get("baseline"), dict) else {}
+        name = (run.results.get("config") or {}).get("baseline", "baseline")
+        base = cost.get(name) if isinstance(cost.get(name), dict) else {}
         for method in sorted(m for m, c in cost.items() if isinstance(c, dict)):
             c = cost[method]
             values = []

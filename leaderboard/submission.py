@@ -815,17 +815,19 @@ def _recompute_deltas(results: dict[str, Any], pred: pd.DataFrame, groups: dict[
                       n_boot: int, seed: int) -> list[dict]:
     """``delta_fd`` of every method against the baseline, paired by prompt and seed, on the images where
     both show a subject (as :func:`benchmark.scoring.deltas_for` does)."""
+    from benchmark.config import BASELINE
     from benchmark.metrics.report import paired_delta_records
-    from methods import BASELINE
 
+    baseline = (results.get("config") or {}).get("baseline", BASELINE)
+    baseline = baseline if isinstance(baseline, str) else BASELINE
     out: list[dict] = []
     for ps, rows in pred.groupby("prompt_set", sort=False):
-        base = rows[rows["method"] == BASELINE]
+        base = rows[rows["method"] == baseline]
         if base.empty:
             continue
         wanted = set(results["prompt_sets"][ps].get("attributes") or [a for _, a in groups])
         named_all = {p["id"]: (p.get("named") or {}) for p in results["prompt_sets"][ps]["prompts"]}
-        for method, part in rows[rows["method"] != BASELINE].groupby("method", sort=False):
+        for method, part in rows[rows["method"] != baseline].groupby("method", sort=False):
             for cname, attr in [g for g in sorted(groups) if g[1] in wanted]:
                 cols, subject = groups[(cname, attr)], f"{cname}/has_subject"
                 mine, theirs = {}, {}

@@ -28,10 +28,6 @@ METHODS: Registry[type[Method]] = Registry(
 )
 
 
-# The method every other is compared with (paired deltas, FID and CLIP-I vs baseline, cost ratios).
-BASELINE = "baseline"
-
-
 def __getattr__(name: str) -> Any:
     # Method and MethodData import torch; `debias-bench --help` and `list` need neither.
     if name in ("Method", "MethodData"):
@@ -41,4 +37,4 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module 'methods' has no attribute {name!r}")
 
 
-__all__ = ["BASELINE", "METHODS", "Method", "MethodData"]
+__all__ = ["METHODS", "Method", "MethodData"]

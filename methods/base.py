@@ -19,8 +19,10 @@ from typing import Annotated, Any, ClassVar
 import numpy as np
 import torch
 from pydantic import Field, TypeAdapter, ValidationError
+from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
+from benchmark.cache import atomic_write
 from benchmark.components import Components
 from benchmark.errors import ConfigError, ModelLoadError
 from benchmark.hashing import hash_file, hash_value
@@ -97,13 +99,14 @@ class Method(ABC):
     Params: ClassVar[type]
     reads: ClassVar[tuple[str, ...] | None] = None
     trains: ClassVar[bool] = True  # False: preparation only loads the base (the runner announces training)
+    # what the method's paper/code sampled with (model, scheduler, steps, guidance, resolution), for the record
+    paper_sampling: ClassVar[dict[str, Any] | None] = None
 
     def __init__(self, params: Any | None = None) -> None:
         self.params = params if params is not None else self.Params()
         self.components: Components | None = None
         self.artefacts: dict[str, str] = {}
         self.workdir: Path | None = None
-        self.prepare_seconds: float = 0.0
 
     @classmethod
     def from_config(cls, params: dict[str, Any] | None) -> Method:
@@ -172,6 +175,20 @@ class Method(ABC):
         tmp.replace(path)
         self.artefacts[name] = hash_file(path)
         return path
+
+    def save_report(self, name: str, value: dict[str, Any]) -> Path:
+        """A JSON report beside the artefacts (``name``.json, written atomically): what preparation
+        found and how long it took. It is not an artefact: images never depend on it."""
+        assert self.workdir is not None, "prepare() must set self.workdir first"
+        path = self.workdir / f"{name}.json"
+        atomic_write(path, json.dumps(value, indent=2, sort_keys=True, default=str).encode())
+        return path
+
+    def tensor_meta(self, name: str) -> dict[str, Any]:
+        """The ``meta`` saved with :meth:`save_tensors` (without loading the tensors)."""
+        assert self.workdir is not None
+        with safe_open(str(self.workdir / f"{name}.safetensors"), framework="pt") as f:
+            return json.loads((f.metadata() or {}).get("meta", "{}"))
 
     def load_tensors(self, name: str) -> dict[str, torch.Tensor] | None:
         """Saved tensors, or None when absent. A corrupt file is an error naming it."""

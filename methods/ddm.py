@@ -407,6 +407,7 @@ class DDM(Method):
     """DDM as a benchmark method: LoRA + indicator fine-tuning, then plain sampling."""
 
     name = "ddm"
+    paper_sampling = {"model": "sd15", "scheduler": "PNDMScheduler", "steps": 40, "guidance": 7.5, "resolution": 512}
     reads = ("target", "nontarget")
     Params = DDMParams
 
@@ -453,12 +454,11 @@ class DDM(Method):
                 "final_losses": _mean_losses(hist[-max(1, len(hist) // 10):]) if hist else None,
                 "indicator_entropy": diag,
             }
-            manifest_path.write_text(json.dumps(manifest, indent=2, sort_keys=True))
+            self.save_report(manifest_path.stem, manifest)
         self.manifest = manifest
         self.trainer = trainer
         self.components = base.replace(**trainer.merged(),
                                        fingerprint=hash_value({"base": base.fingerprint, "ddm": self.artefacts}))
-        self.prepare_seconds = time.perf_counter() - start
 
     def generate(self, prompts: Sequence[str], seeds: Sequence[int]) -> np.ndarray:
         if self.components is None:

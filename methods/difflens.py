@@ -68,18 +68,8 @@ from benchmark import progress as training_bars
 from benchmark.components import Components, SamplerConfig
 from benchmark.errors import ConfigError
 from benchmark.hashing import hash_file, hash_value
-from benchmark.hooks import mid_block_hook, split_branches
-from benchmark.sampling import (
-    decode,
-    encode_condition,
-    encode_uncond,
-    fresh_scheduler,
-    guided_noise,
-    initial_latents,
-    sample,
-    to_uint8,
-    uses_cfg,
-)
+from benchmark.hooks import split_branches
+from benchmark.sampling import StepContext, StepInfo, fresh_scheduler, sample
 from benchmark.seeding import image_seeds
 from classifiers.base import Classifier
 from methods.base import Dropout, Method, MethodData, NonNegative, NonNegativeInt, Positive, PositiveInt, Probability
@@ -494,39 +484,31 @@ EditFn = Callable[[torch.Tensor, int], torch.Tensor]
 @torch.no_grad()
 def sample_two_pass(components: Components, prompts: Sequence[str], seeds: Sequence[int],
                     edit: EditFn, edit_steps: set[int], config: SamplerConfig | None = None) -> np.ndarray:
-    """The benchmark's sampling loop (same text encoding, seeded noise, CFG and decoding as
-    :func:`benchmark.sampling.sample`) with ``edit(h_cond, step)`` applied to the conditional
-    branch's mid-block output at ``edit_steps``, each of them taking two UNet passes (edited for
-    x0, unedited for the direction). Other steps are the plain scheduler step."""
+    """The benchmark's sampling loop with ``edit(h_cond, step)`` applied to the conditional branch's
+    mid-block output at ``edit_steps``, each of them taking two UNet passes (edited for x0, unedited
+    for the direction: :func:`ddim_step`). Other steps are the plain scheduler step."""
     config = config or components.sampler
-    if len(prompts) != len(seeds):
-        raise ValueError(f"got {len(prompts)} prompts but {len(seeds)} seeds")
-    scheduler = fresh_scheduler(components, config)
-    check_ddim(scheduler, config)
-    cfg = uses_cfg(config)
-    text = encode_condition(components, prompts, (config.height, config.width))
-    uncond = encode_uncond(components, len(prompts), config) if cfg else None
-    latents = initial_latents(components, seeds, config) * scheduler.init_noise_sigma
-    state = {"step": -1}
+    check_ddim(fresh_scheduler(components, config), config)
+    editing = {"step": -1}
 
-    def hook(h: torch.Tensor) -> torch.Tensor | None:
-        if state["step"] < 0:
+    def on_mid_block(h: torch.Tensor, info: StepInfo) -> torch.Tensor | None:
+        if editing["step"] < 0:
             return None
-        h_uncond, h_cond = split_branches(h, cfg)
-        h_cond = edit(h_cond, state["step"])
+        h_uncond, h_cond = split_branches(h, info.cfg)
+        h_cond = edit(h_cond, editing["step"])
         return h_cond if h_uncond is None else torch.cat([h_uncond, h_cond])
 
-    with mid_block_hook(components.unet, hook):
-        for i, t in enumerate(scheduler.timesteps):
-            state["step"] = -1
-            eps = guided_noise(components.unet, latents, t, text, uncond, config.guidance_scale, scheduler)
-            if i in edit_steps:
-                state["step"] = i
-                eps_edit = guided_noise(components.unet, latents, t, text, uncond, config.guidance_scale, scheduler)
-                latents = ddim_step(scheduler, t, latents, eps_edit, eps)
-            else:
-                latents = scheduler.step(eps, t, latents).prev_sample
-    return to_uint8(decode(components, latents))
+    def on_step(ctx: StepContext) -> torch.Tensor | None:
+        if ctx.info.index not in edit_steps:
+            return None
+        editing["step"] = ctx.info.index
+        try:
+            eps_edit = ctx.noise()
+        finally:
+            editing["step"] = -1
+        return ddim_step(ctx.scheduler, ctx.t, ctx.latents, eps_edit, ctx.eps)
+
+    return sample(components, prompts, seeds, config, mid_block_fn=on_mid_block, step_fn=on_step)
 
 
 def mixture_classes(seeds: Sequence[int], num_classes: int) -> list[int]:
@@ -545,6 +527,8 @@ class DiffLens(Method):
     """DiffLens (Shi et al., CVPR 2025): SAE bias features in h-space, steered at sampling time."""
 
     name = "difflens"
+    paper_sampling = {"model": "sd15", "scheduler": "DDIMScheduler", "steps": 50, "guidance": 7.5, "eta": 0.0,
+                      "resolution": 512}
     reads = ("prompts", "classifier", "attribute")
     Params = DiffLensParams
 
@@ -595,13 +579,12 @@ class DiffLens(Method):
             timings = {"seconds": meta.pop("seconds"), "train_seconds": round(time.perf_counter() - start, 2)}
             path = self.save_tensors(name, tensors, meta)
             manifest = {"file": path.name, "sha256": hash_file(path), **meta, **timings}
-            (self.workdir / f"{name}.json").write_text(json.dumps(manifest, indent=2))
+            self.save_report(name, manifest)
             saved = self.load_tensors(name)
         self._load(saved, self.workdir / f"{name}.safetensors")
         recorded = self.workdir / f"{name}.json"
         if recorded.exists():
             self.manifest = {**json.loads(recorded.read_text()), **self.manifest}
-        self.prepare_seconds = float(self.manifest.get("train_seconds") or 0.0)
 
     def _collect(self, base: Components, data: MethodData) -> tuple[np.ndarray, torch.Tensor]:
         """Vanilla samples of every prompt and their conditional-branch h at every step (N, T, C, H, W)."""

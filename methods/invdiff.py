@@ -501,6 +501,7 @@ class InvDiff(Method):
     """InvDiff (Hou et al. 2025): inferred groups, invariance-trained guidance UNet, combined sampling."""
 
     name = "invdiff"
+    paper_sampling = {"model": "sd14", "scheduler": "PNDMScheduler", "steps": 50, "guidance": 7.5, "resolution": 512}
     reads = ("target", "attribute")
     Params = InvDiffParams
 
@@ -536,7 +537,7 @@ class InvDiff(Method):
             self.save_tensors(group_name, {"weights": weights, "losses": self.groups.pop("_losses")}, meta=self.groups)
         else:
             weights = stored["weights"]
-            self.groups = _read_meta(self.workdir / f"{group_name}.safetensors")
+            self.groups = self.tensor_meta(group_name)
 
         guide = build_guide(base.unet, p.guide_width, p.seed, p.guide_init)
         stored = self.load_tensors(guide_name)
@@ -558,13 +559,13 @@ class InvDiff(Method):
                            "training": {k: v for k, v in self.training.items() if k != "seconds"}}
             self.save_tensors(guide_name, guide.state_dict(), meta=stored_meta)
             manifest["artefacts"] = dict(self.artefacts)
-            _write_json(self.workdir / "invdiff-manifest.json", manifest)
+            self.save_report("invdiff-manifest", manifest)
         else:
             missing, unexpected = guide.load_state_dict(stored, strict=False)
             if missing or unexpected:
                 raise DataError(f"{self.workdir / guide_name}.safetensors: does not match the guidance UNet "
                                 f"(missing {len(missing)}, unexpected {len(unexpected)} tensors); delete it to retrain")
-            self.training = _read_meta(self.workdir / f"{guide_name}.safetensors").get("training", {})
+            self.training = self.tensor_meta(guide_name).get("training", {})
             recorded = self.workdir / "invdiff-manifest.json"
             if "seconds" not in self.training and recorded.exists():
                 written = json.loads(recorded.read_text())
@@ -574,7 +575,6 @@ class InvDiff(Method):
         guide.requires_grad_(False)
         guide.eval()
         self.components = base.replace(unet=InvariantGuidedUNet(base.unet, guide, p.ratio))
-        self.prepare_seconds = time.perf_counter() - started
 
     def _infer(self, base: Components, train_set: TrainingSet, target: ImageSet, attribute: str | None,
                scheduler: DDPMScheduler) -> tuple[torch.Tensor, dict[str, Any]]:
@@ -605,19 +605,6 @@ class InvDiff(Method):
         if self.components is None:
             raise RuntimeError("invdiff: call prepare() before generate()")
         return sample(self.components, prompts, seeds)
-
-
-def _read_meta(path: Path) -> dict[str, Any]:
-    from safetensors import safe_open
-
-    with safe_open(str(path), framework="pt") as f:
-        return json.loads((f.metadata() or {}).get("meta", "{}"))
-
-
-def _write_json(path: Path, value: dict[str, Any]) -> None:
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(value, indent=2, sort_keys=True, default=str))
-    tmp.replace(path)
 
 
 # ---------------------------------------------------------------------------------------------

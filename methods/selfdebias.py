@@ -407,6 +407,8 @@ class SelfDebias(Method):
     """Unsupervised h-space guidance toward a uniform distribution over self-discovered modes."""
 
     name = "selfdebias"
+    paper_sampling = {"model": "sd14", "scheduler": "PNDMScheduler", "steps": 50, "guidance": 7.5, "resolution": 512,
+                      "dtype": "float16", "negative_prompt": "long face-quality negative prompt"}
     reads = ("prompts", "embedder")
     Params = SelfDebiasParams
 
@@ -455,13 +457,12 @@ class SelfDebias(Method):
             start = time.perf_counter()
             tensors, report = self.fit(base, prompts, data.embedder)
             report["seconds"] = round(time.perf_counter() - start, 3)
-            self.prepare_seconds = report["seconds"]
             # timings stay out of the artefact so that its hash depends on its content alone
             self.save_tensors(name, tensors, meta={k: v for k, v in report.items() if not k.startswith("seconds")})
             manifest = {"artefact": f"{name}.safetensors", "sha256": self.artefacts[name],
                         "params": dataclasses.asdict(self.params), "base": base.fingerprint,
                         "embedder": getattr(data.embedder, "fingerprint", None), **report}
-            (self.workdir / f"{name}.json").write_text(json.dumps(manifest, indent=2, default=str))
+            self.save_report(name, manifest)
             self.report = report
         elif (self.workdir / f"{name}.json").exists():
             self.report = json.loads((self.workdir / f"{name}.json").read_text())

@@ -167,3 +167,23 @@ def test_a_dead_writers_staging_folder_is_removed_and_a_live_ones_kept(tiny_conf
         (folder / "half-written.png").write_bytes(b"\x89PNG")
     run(tiny_config, progress=False)
     assert not dead.exists() and live.exists()
+
+
+def test_the_baseline_is_the_one_the_config_names(tiny_config) -> None:
+    """Paired deltas and cost ratios compare with the method the config calls its baseline, whatever
+    its label; a named baseline that is not among the methods is refused before any work."""
+    from benchmark.config import load_config
+    from benchmark.errors import ConfigError
+
+    two = [{"name": "baseline", "label": "plain"}, {"name": "baseline", "label": "again"}]
+    config = load_config(None, {**tiny_config.model_dump(), "methods": two, "baseline": "plain"})
+    metrics = pd.DataFrame(json.loads((run(config, progress=False) / "results.json").read_text())["metrics"])
+    deltas = metrics[metrics["metric"] == "delta_fd"]
+    assert set(deltas["method"]) == {"again"} and np.allclose(deltas["value"], 0.0)
+    ratio = metrics[(metrics["metric"] == "unet_evals") & (metrics["variant"] == "vs-baseline")]
+    assert set(ratio["value"]) == {1.0}
+    unnamed = load_config(None, {**tiny_config.model_dump(), "methods": two})  # default "baseline": not listed
+    assert "delta_fd" not in set(pd.DataFrame(json.loads((run(unnamed, progress=False) / "results.json")
+                                                          .read_text())["metrics"])["metric"])
+    with pytest.raises(ConfigError, match="baseline: 'nobody' is not one of the methods"):
+        load_config(None, {**tiny_config.model_dump(), "methods": two, "baseline": "nobody"})

@@ -69,3 +69,21 @@ def test_nan_images_are_refused() -> None:
     images[1, 0, 0, 0] = float("nan")
     with pytest.raises(DataError, match="1 of 2 generated images contain NaN"):
         to_uint8(images)
+
+
+def test_step_fn_sees_every_step_and_can_replace_the_update(tiny) -> None:
+    prompts, seeds = ["a photo of a doctor"] * 2, [4, 5]
+    plain = sample(tiny, prompts, seeds)
+    seen, evals = [], []
+
+    def scheduler_step(ctx) -> torch.Tensor:
+        seen.append(ctx.info.index)
+        again = ctx.noise()  # a second guided evaluation at the same step gives the same noise
+        evals.append(bool(torch.equal(again, ctx.eps)))
+        return ctx.scheduler.step(ctx.eps, ctx.t, ctx.latents).prev_sample
+
+    np.testing.assert_array_equal(sample(tiny, prompts, seeds, step_fn=scheduler_step), plain)
+    assert seen == list(range(tiny.sampler.num_inference_steps)) and all(evals)
+    np.testing.assert_array_equal(sample(tiny, prompts, seeds, step_fn=lambda ctx: None), plain)
+    frozen = sample(tiny, prompts, seeds, step_fn=lambda ctx: ctx.latents)  # the update replaced: no denoising
+    assert not np.array_equal(frozen, plain)
