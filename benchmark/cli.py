@@ -5,7 +5,8 @@
     debias-bench list {methods,classifiers,prompts,profiles}
     debias-bench report RUN_DIR
     debias-bench world build [...]
-    debias-bench method NAME ARGS...     (method-specific commands, e.g. `method ddm sweep`)
+    debias-bench study SPEC              (a grid over methods' knobs and the sampler: fronts, robustness)
+    debias-bench method NAME ARGS...     (a method's diagnostics, e.g. `method difflens features`)
     debias-bench submit / leaderboard / gate
 
 User errors print one line (``error: ...``) and exit with status 2; ``--debug`` shows the traceback.
@@ -14,7 +15,6 @@ User errors print one line (``error: ...``) and exit with status 2; ``--debug`` 
 from __future__ import annotations
 
 import argparse
-import importlib
 import logging
 import sys
 from collections.abc import Sequence
@@ -186,13 +186,14 @@ def _cmd_world(args: argparse.Namespace) -> int:
 
 
 def _cmd_method(args: argparse.Namespace) -> int:
+    from benchmark.diagnostics import DIAGNOSTICS
     from methods import METHODS
 
     METHODS.get(args.name)  # unknown names fail here with the list of known ones
-    module = importlib.import_module(f"methods.{args.name}")
-    if not hasattr(module, "cli"):
-        raise BenchError(f"method {args.name!r} has no commands of its own")
-    return int(module.cli(list(args.rest)) or 0)
+    if args.name not in DIAGNOSTICS:
+        raise BenchError(f"method {args.name!r} has no diagnostics of its own (those that do: "
+                         f"{', '.join(DIAGNOSTICS.names())}); compare settings with `debias-bench study`")
+    return int(DIAGNOSTICS.get(args.name)(list(args.rest)) or 0)
 
 
 def _cmd_verify(args: argparse.Namespace) -> int:
@@ -251,7 +252,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_arguments(p)
     p.set_defaults(func=_cmd_perf)
-    p = sub.add_parser("method", help="a method's own commands, e.g. `method ddm sweep`")
+    p = sub.add_parser("method", help="a method's diagnostics, e.g. `method difflens features`")
     p.add_argument("name")
     p.add_argument("rest", nargs=argparse.REMAINDER)
     p.set_defaults(func=_cmd_method)

@@ -34,14 +34,13 @@ Deviations from the paper / official code are marked ``DEVIATION`` below and sum
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from copy import deepcopy
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -53,12 +52,10 @@ from torch import nn
 
 from benchmark import progress as training_bars
 from benchmark.components import Components
-from benchmark.config import number_list
-from benchmark.errors import ConfigError, DataError
+from benchmark.errors import DataError
 from benchmark.hashing import hash_value
 from benchmark.images import ImageSet, to_tensor
 from benchmark.sampling import encode_condition, sample, unet_eps
-from benchmark.seeding import image_seeds
 from methods.base import Dropout, Method, MethodData, NonNegative, NonNegativeInt, Positive, PositiveInt
 
 ARTEFACT = "ddm"
@@ -472,164 +469,3 @@ class DDM(Method):
 
 def _mean_losses(history: list[dict[str, float]]) -> dict[str, float]:
     return {k: float(np.mean([h[k] for h in history])) for k in history[0]}
-
-
-# ---------------------------------------------------------------------------------------------
-# α sweep (the paper's demo table) and the command line
-# ---------------------------------------------------------------------------------------------
-
-
-@dataclass
-class SweepSetting:
-    """Everything an α sweep needs. ``classify`` maps uint8 images to the attribute's
-    probabilities (N, K); ``features`` maps uint8 images to FID features (N, D)."""
-
-    base: Components
-    data: MethodData
-    prompts: list[tuple[str, str]]  # (id, text)
-    classes: list[str]
-    target: np.ndarray  # target distribution over classes
-    classify: Callable[[np.ndarray], np.ndarray]
-    features: Callable[[np.ndarray], np.ndarray]
-    reference: np.ndarray  # uint8 reference images for FID
-    seeds: Callable[[str, int], list[int]] = field(default=lambda pid, n: image_seeds(0, pid, n))
-
-
-def soft_fd(probs: np.ndarray, target: np.ndarray) -> float:
-    """Soft fairness discrepancy ‖mean_i p_i − π‖₂ (Choi et al. 2020)."""
-    return float(np.linalg.norm(probs.mean(0) - target))
-
-
-def frechet_distance(a: np.ndarray, b: np.ndarray) -> float:
-    """FID-style Fréchet distance between two feature sets (clean-fid's formula)."""
-    from cleanfid.fid import frechet_distance as fd
-
-    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
-    return float(fd(a.mean(0), np.cov(a, rowvar=False), b.mean(0), np.cov(b, rowvar=False)))
-
-
-def evaluate(generate: Callable[[list[str], list[int]], np.ndarray], setting: SweepSetting, n: int) -> dict:
-    """Class shares and soft FD (means over prompts, and per prompt) and FID vs reference."""
-    per_prompt, images = {}, []
-    for pid, text in setting.prompts:
-        imgs = generate([text] * n, setting.seeds(pid, n))
-        probs = setting.classify(imgs)
-        per_prompt[pid] = {"share": probs.mean(0).tolist(), "soft_fd": soft_fd(probs, setting.target)}
-        images.append(imgs)
-    shares = np.mean([v["share"] for v in per_prompt.values()], 0)
-    row: dict = {f"p({c})": float(v) for c, v in zip(setting.classes, shares, strict=True)}
-    row["soft_fd"] = float(np.mean([v["soft_fd"] for v in per_prompt.values()]))
-    row["fid"] = frechet_distance(setting.features(np.concatenate(images)), setting.features(setting.reference))
-    row["per_prompt"] = per_prompt
-    return row
-
-
-def sweep(setting: SweepSetting, alphas: Sequence[float], params: DDMParams, workdir: Path, n: int,
-          log: Callable[[str], None] = print, seeds: Sequence[int] | None = None) -> tuple[dict, list[dict]]:
-    """Baseline row and one row per (α, training seed): class shares, soft FD, FID, indicator
-    entropy, training time. ``seeds`` defaults to ``params.seed`` alone; several seeds show how much
-    of an α's effect is the training run's own variation (the images are drawn with the same seeds)."""
-    base_row = evaluate(lambda p, s: sample(setting.base, p, s), setting, n)
-    rows = []
-    for a in alphas:
-        for seed in (params.seed,) if seeds is None else seeds:
-            method = DDM(dataclasses.replace(params, alpha=float(a), seed=int(seed)))
-            folder = f"alpha-{a:g}" if seed == params.seed else f"alpha-{a:g}-seed-{seed}"
-            method.prepare(setting.base, setting.data, Path(workdir) / folder, log=log)
-            row = {"alpha": float(a), "seed": int(seed), **evaluate(method.generate, setting, n)}
-            ent = method.manifest["indicator_entropy"]
-            row["H_ind(target)"] = ent["target"]["entropy"]
-            row["H_ind(nontarget)"] = ent["nontarget"]["entropy"]
-            row["train_s"] = method.manifest["training_seconds"]
-            rows.append(row)
-    return base_row, rows
-
-
-def format_table(rows: list[dict]) -> str:
-    """A plain-text table, one line per row, scalar columns in first-row order."""
-    cols = [c for c, v in rows[0].items() if isinstance(v, (int, float, str))]
-    cells = [[f"{r[c]:.4g}" if isinstance(r[c], float) else str(r[c]) for c in cols] for r in rows]
-    widths = [max(len(c), *(len(x[i]) for x in cells)) for i, c in enumerate(cols)]
-    line = lambda xs: "  ".join(x.rjust(w) for x, w in zip(xs, widths, strict=True))  # noqa: E731
-    return "\n".join([line(cols), line(["-" * w for w in widths])] + [line(x) for x in cells])
-
-
-def seed_summary(base_row: dict, rows: list[dict]) -> list[dict]:
-    """One row per α over its training seeds: mean and sample standard deviation of soft FD and FID,
-    and the mean soft FD's change against the baseline."""
-    def sd(x: np.ndarray) -> float:
-        return float(x.std(ddof=1)) if len(x) > 1 else float("nan")
-
-    out = []
-    for a in dict.fromkeys(r["alpha"] for r in rows):
-        fd = np.array([r["soft_fd"] for r in rows if r["alpha"] == a])
-        fid = np.array([r["fid"] for r in rows if r["alpha"] == a])
-        out.append({"alpha": a, "seeds": len(fd), "soft_fd_mean": float(fd.mean()), "soft_fd_sd": sd(fd),
-                    "vs_baseline_%": 100 * (float(fd.mean()) / base_row["soft_fd"] - 1),
-                    "fid_mean": float(fid.mean()), "fid_sd": sd(fid)})
-    return out
-
-
-def world_setting(attribute: str, variant: str = "default") -> SweepSetting:
-    """The α-sweep setting on the world: its base model, DDM data, classifier, plain prompts, reference."""
-    from benchmark.world import load_world  # imported late: the world ships separately
-    from classifiers.world import WorldClassifier
-
-    world = load_world(variant)
-    clf = WorldClassifier()  # one classifier serves every world variant (it ships with the default)
-    if attribute not in clf.attributes:
-        raise ConfigError(f"ddm sweep: unknown attribute {attribute!r}; known: {sorted(clf.attributes)}")
-    classes = list(clf.attributes[attribute])
-    return SweepSetting(
-        base=world.components,
-        data=world.method_data,
-        prompts=[(p.id, p.text) for p in world.prompts if not p.named],  # the unconditional (plain) prompts
-        classes=classes,
-        target=np.full(len(classes), 1.0 / len(classes)),
-        classify=lambda imgs: clf.predict(imgs)[attribute],
-        features=world.features,
-        reference=world.reference.images,
-    )
-
-
-def cli(argv: list[str]) -> int:
-    """``debias-bench method ddm sweep ...``: the paper's α-sweep table on the world."""
-    parser = argparse.ArgumentParser(prog="debias-bench method ddm", description=__doc__.splitlines()[0])
-    sub = parser.add_subparsers(dest="command", required=True)
-    sw = sub.add_parser("sweep", help="train DDM for several α and print attribute share, soft FD, FID per α")
-    sw.add_argument("--alphas", default="0,0.01,0.05,0.1", help="comma-separated indicator weights")
-    sw.add_argument("--attribute", default="color", help="attribute to measure")
-    sw.add_argument("--world", default="default", help="world variant")
-    sw.add_argument("--images-per-prompt", type=int, default=200)
-    sw.add_argument("--steps", type=int, default=None, help="training steps (default: DDMParams.max_steps)")
-    sw.add_argument("--batch-size", type=int, default=None, help="training batch (default: DDMParams.batch_size)")
-    sw.add_argument("--seeds", default=None,
-                    help="comma-separated training seeds, one row per α and seed (default: DDMParams.seed)")
-    sw.add_argument("--workdir", default=".debias-cache/ddm-sweep", help="where trained artefacts are cached")
-    sw.add_argument("--json", default=None, help="also write the rows to this JSON file")
-    args = parser.parse_args(argv)
-    alphas = number_list(args.alphas, "--alphas")
-    seeds = None if args.seeds is None else number_list(args.seeds, "--seeds", int)
-    overrides = {"max_steps": args.steps, "batch_size": args.batch_size}
-    try:
-        params = DDMParams(**{k: v for k, v in overrides.items() if v is not None})
-    except ValueError as exc:
-        raise ConfigError(f"ddm sweep: {exc}") from None
-    setting = world_setting(args.attribute, args.world)
-    base_row, rows = sweep(setting, alphas, params, Path(args.workdir), args.images_per_prompt, log=lambda m: None,
-                           seeds=seeds)
-    print("baseline: " + ", ".join(f"{k} {v:.4g}" for k, v in base_row.items() if isinstance(v, float)))
-    print(format_table(rows))
-    summary = seed_summary(base_row, rows)
-    if seeds is not None and len(seeds) > 1:
-        print(f"\nover training seeds {','.join(map(str, seeds))}:")
-        print(format_table(summary))
-    if args.json:
-        Path(args.json).write_text(json.dumps({"baseline": base_row, "rows": rows, "over_seeds": summary}, indent=2))
-    return 0
-
-
-if __name__ == "__main__":  # pragma: no cover
-    import sys
-
-    raise SystemExit(cli(sys.argv[1:]))

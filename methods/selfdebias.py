@@ -53,12 +53,10 @@ prepares only prompts that do not name the attribute) are sampled unguided, with
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import logging
 import math
-import shutil
 import time
 import warnings
 from collections.abc import Sequence
@@ -75,7 +73,6 @@ from torchvision.transforms.v2 import functional as TF
 
 from benchmark import progress as training_bars
 from benchmark.components import Components
-from benchmark.config import number_list
 from benchmark.errors import ConfigError
 from benchmark.hashing import hash_value
 from benchmark.hooks import split_branches
@@ -695,146 +692,3 @@ class SelfDebias(Method):
             return self.guide(h, info, prompts, groups)
 
         return sample(self.components, prompts, seeds, mid_block_fn=hook)
-
-
-# =============================================================================================
-# Command line: ``debias-bench method selfdebias ...``
-# =============================================================================================
-def _parse_value(text: str):
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError:
-        return text
-
-
-def _params_from(pairs: list[str]) -> SelfDebiasParams:
-    changes = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep:
-            raise ConfigError(f"--set {pair!r}: expected NAME=VALUE")
-        value = _parse_value(value)
-        changes[key] = tuple(value) if isinstance(value, list) else value
-    return SelfDebias.from_config(changes).params
-
-
-def copy_shipped_artefacts(variant: str, workdir: Path) -> None:
-    """Copy the world's shipped SelfDebias artefacts into ``workdir``; ``prepare`` loads the one whose
-    name matches its parameters and trains only when none does."""
-    from benchmark.world import weights_dir
-
-    shipped = weights_dir(variant) / "methods" / "selfdebias"
-    for folder in sorted(shipped.iterdir()) if shipped.is_dir() else []:
-        shutil.copytree(folder, workdir, dirs_exist_ok=True)
-
-
-def sweep(variant: str, params: SelfDebiasParams, batches: list[int], n: int, workdir: Path, seed: int = 0) -> dict:
-    """Baseline against SelfDebias on the world at several guidance batch sizes.
-
-    Starts from the shipped artefacts (copied into ``workdir``). Per prompt that leaves colour open:
-    soft FD ``||mean(probs) - uniform||_2`` of every world attribute (the world
-    classifier is read here, for evaluation only) and, per discovered mode of the baseline images, the
-    mean class probabilities and the image count (``mode_purity``: do the modes follow the attributes?);
-    over all prompts: FID against the world's reference set with the world's features, seconds per
-    image. Returns a JSON-able dict.
-    """
-    from benchmark.metrics.fid import frechet_distance
-    from benchmark.seeding import image_seeds
-    from benchmark.world import load_world
-    from classifiers.world import WorldClassifier
-
-    world = load_world(variant)
-    clf = WorldClassifier()
-    # the prompts a world run prepares SelfDebias on (those that leave colour open), so that the
-    # shipped artefacts, copied in below, serve the world defaults without retraining
-    open_prompts = [p.text for p in world.prompts if "color" not in p.named]
-    data = dataclasses.replace(world.method_data, target=None, nontarget=None, classifier=None, attribute=None,
-                               prompts=open_prompts)
-    copy_shipped_artefacts(variant, workdir)
-    method = SelfDebias(params)
-    t0 = time.perf_counter()
-    method.prepare(world.components, data, workdir)
-    out = {"variant": variant, "n": n, "prepare_seconds": round(time.perf_counter() - t0, 2),
-           "prepare_report": {k: v for k, v in method.report.items() if k != "modes"},
-           "modes": {p: {b: (i["k"], i["sizes_last_step"]) for b, i in v.items()}
-                     for p, v in method.report.get("modes", {}).items()},
-           "runs": {}}
-    ref = world.features(world.reference.images)
-
-    def measure(label: str, generate) -> None:
-        fds, images, seconds = {}, [], 0.0
-        for prompt in data.prompts:
-            seeds = image_seeds(seed, prompt, n)
-            t = time.perf_counter()
-            imgs = generate([prompt] * n, seeds)
-            seconds += time.perf_counter() - t
-            images.append(imgs)
-            probs = clf.predict(imgs)
-            fds[prompt] = {a: float(np.linalg.norm(probs[a].mean(0) - 1 / probs[a].shape[1]))
-                           for a in ("color", "shade")}
-        fid = frechet_distance(world.features(np.concatenate(images)), ref)
-        out["runs"][label] = {"soft_fd": fds, "fid_vs_reference": fid,
-                              "seconds_per_image": seconds / (n * len(data.prompts))}
-        mean = {a: float(np.mean([f[a] for f in fds.values()])) for a in ("color", "shade")}
-        out["runs"][label]["mean_soft_fd"] = mean
-        log.warning("%-12s soft FD colour %.4f shade %.4f  FID %.3f  %.4f s/img", label, mean["color"],
-                    mean["shade"], fid, out["runs"][label]["seconds_per_image"])
-
-    def vanilla_with_modes(prompts: list[str], seeds: list[int]) -> np.ndarray:
-        # evaluation only: which discovered mode (cond branch, last step) each vanilla image falls in
-        store: dict[int, torch.Tensor] = {}
-        images = sample(world.components, prompts, seeds, mid_block_fn=partial(keep_branches, store))
-        last = max(store)
-        with torch.no_grad():
-            z = method.projector(store[last][:, -1], torch.full((len(seeds),), last))
-        modes = mode_probs(z, method.modes[prompts[0]]["cond"][last], method.params.tau).argmax(1).numpy()
-        probs = clf.predict(images)
-        out["mode_purity"][prompts[0]] = {
-            a: [[round(float(probs[a][modes == c].mean(0)[j]), 3) if (modes == c).any() else None
-                 for j in range(probs[a].shape[1])] + [int((modes == c).sum())]
-                for c in range(int(method.modes[prompts[0]]["cond"].shape[1]))]
-            for a in ("color", "shade")}
-        return images
-
-    out["mode_purity"] = {}
-    for prompt in data.prompts:
-        vanilla_with_modes([prompt] * min(n, 32), image_seeds(seed + 1, prompt, min(n, 32)))
-    measure("baseline", lambda p, s: sample(world.components, p, s))
-    for b in batches:
-        method.params = dataclasses.replace(params, guidance_batch=b)
-        measure(f"batch-{b}", method.generate)
-    method.params = params
-    return out
-
-
-def cli(argv: list[str]) -> int:
-    """``modes MANIFEST``: what preparation discovered; ``sweep``: baseline vs SelfDebias on the world."""
-    parser = argparse.ArgumentParser(prog="debias-bench method selfdebias")
-    sub = parser.add_subparsers(dest="command", required=True)
-    modes = sub.add_parser("modes", help="print the modes discovered per prompt from a manifest (.json)")
-    modes.add_argument("manifest", type=Path)
-    sw = sub.add_parser("sweep", help="soft FD, FID and cost against the baseline on the world, per guidance batch")
-    sw.add_argument("--variant", default="default", help="world variant (default, alt)")
-    sw.add_argument("--batches", default="8,16,32", help="guidance batch sizes, comma-separated")
-    sw.add_argument("--n", type=int, default=64, help="images per prompt")
-    sw.add_argument("--workdir", type=Path, default=Path(".cache/selfdebias"), help="artefact directory")
-    sw.add_argument("--set", action="append", default=[], metavar="NAME=VALUE", help="override a parameter")
-    sw.add_argument("--out", type=Path, help="write the results as JSON here")
-    args = parser.parse_args(argv)
-    if args.command == "modes":
-        if not args.manifest.exists():
-            raise ConfigError(f"{args.manifest}: no such manifest")
-        report = json.loads(args.manifest.read_text())
-        for prompt, branches in report.get("modes", {}).items():
-            for branch, info in branches.items():
-                print(f"{prompt!r:40} {branch:6} k={info['k']} sizes={info['sizes_last_step']}")
-        return 0
-    batches = number_list(args.batches, "--batches", int)
-    if min(batches) < 1:
-        raise ConfigError(f"--batches: sizes must be >= 1, got {args.batches!r}")
-    result = sweep(args.variant, _params_from(args.set), batches, args.n, args.workdir)
-    text = json.dumps(result, indent=2)
-    if args.out:
-        args.out.write_text(text)
-    print(text)
-    return 0

@@ -5,6 +5,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from classifiers.base import Classifier
+
 
 class PixelEmbedder:
     """A fixed random projection of 4x4-pooled pixels: deterministic, unit-norm, CLIP-shaped."""
@@ -75,3 +77,19 @@ def world_colour_rows(world, generators: dict, n: int = 64) -> dict[str, tuple[f
 def world_open_prompts(world) -> list[str]:
     """The world prompts that leave colour open: what the runner prepares methods on."""
     return [p.text for p in world.prompts if "color" not in p.named]
+
+
+class MeanColourClassifier(Classifier):
+    """A fixed rule for smoke runs on untrained models: P(warm) = sigmoid((mean R - mean B) / 4 - 1)."""
+
+    name = "mean-colour"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.attributes = {"tone": ["warm", "cool"]}
+        self.fingerprint = "mean-colour-v1"
+
+    def predict(self, images: np.ndarray) -> dict[str, np.ndarray]:
+        mean = images.reshape(len(images), -1, 3).astype(np.float64).mean(axis=1)
+        warm = 1.0 / (1.0 + np.exp(-((mean[:, 0] - mean[:, 2]) / 4.0 - 1.0)))
+        return {"tone": np.stack([warm, 1.0 - warm], axis=1)}

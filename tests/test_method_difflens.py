@@ -13,7 +13,7 @@ import re
 import numpy as np
 import pytest
 import torch
-from doubles import world_colour_rows, world_open_prompts  # noqa: E402
+from doubles import MeanColourClassifier, world_colour_rows, world_open_prompts  # noqa: E402
 
 from benchmark.errors import ConfigError
 from benchmark.hooks import record_mid_block, split_branches
@@ -25,11 +25,9 @@ from methods.difflens import (
     DiffLens,
     DiffLensParams,
     FeatureEdit,
-    MeanColourClassifier,
     StepProbes,
     TopKSAE,
     attribute_features,
-    cli,
     ddim_step,
     from_positions,
     fvu,
@@ -369,6 +367,8 @@ def test_paper_params_are_the_official_sd_age_config():
 
 
 def test_features_command_prints_scores_and_saves_grid(tmp_path, capsys):
+    from benchmark.diagnostics.difflens import cli
+
     grid = tmp_path / "grid.png"
     rc = cli(["features", "--profile", "tiny", "--workdir", str(tmp_path / "w"), "--top", "2", "--seeds", "3",
               "--grid", str(grid), "--samples-per-prompt", "16", "--edit-stop-fraction", "1"])

@@ -22,7 +22,6 @@ from methods.invdiff import (
     InvDiffParams,
     alignment,
     build_guide,
-    cli,
     combine,
     group_spread,
     hard_groups,
@@ -249,6 +248,8 @@ def test_paper_configuration_names_the_official_values():
 
 
 def test_cli_groups_prints_nmi_per_group_count(tiny, monkeypatch, capsys):
+    from benchmark.diagnostics.invdiff import cli
+
     world = types.SimpleNamespace(components=tiny, method_data=MethodData(target=tiny_target()))
     fake = types.ModuleType("benchmark.world")
     fake.load_world = lambda: world

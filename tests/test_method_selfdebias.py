@@ -303,12 +303,15 @@ def test_world_soft_fd_halves_and_fid_stays_close(tmp_path):
 
     Starts from a copy of the shipped artefacts (the runner's store), so it measures what a world run
     samples; a default changed without re-exporting retrains here (about 50 min on 2 cores)."""
-    from methods.selfdebias import copy_shipped_artefacts
+    import shutil
+
+    from benchmark.world import weights_dir
 
     world = _world()
     data = dataclasses.replace(world.method_data, target=None, classifier=None, prompts=world_open_prompts(world))
     m = SelfDebias()
-    copy_shipped_artefacts("default", tmp_path)
+    for folder in sorted((weights_dir("default") / "methods" / "selfdebias").iterdir()):
+        shutil.copytree(folder, tmp_path, dirs_exist_ok=True)
     m.prepare(world.components, data, tmp_path)
     rows = world_colour_rows(world, {"baseline": lambda p, s: sample(world.components, p, s), "selfdebias": m.generate})
     assert rows["selfdebias"][0] <= 0.5 * rows["baseline"][0], rows
@@ -328,31 +331,31 @@ def test_an_artefact_without_its_guidance_subspace_is_a_one_line_error(method, w
     method.load_artefacts(full, PROMPTS)  # the module's method stays usable for later tests
 
 
-def test_sweep_command_runs_from_the_shipped_artefacts(tmp_path):
-    """One row per guidance batch next to the baseline, over the prompts a world run prepares on,
-    sampled from the shipped artefacts (nothing is trained: the folder keeps exactly the shipped files)."""
+def test_purity_diagnostic_runs_from_the_shipped_artefacts(tmp_path, capsys):
+    """Per prompt a world run prepares on and per discovered mode: class shares in [0, 1] and counts that
+    add up to the images drawn, sampled from the shipped artefacts (nothing trained: the folder keeps
+    exactly the shipped files)."""
     import json
 
+    from benchmark.diagnostics.selfdebias import cli
     from benchmark.world import weights_dir
-    from methods import selfdebias
 
     world = _world()
-    assert selfdebias.cli(["sweep", "--batches", "4", "--n", "4", "--workdir", str(tmp_path / "w"),
-                           "--out", str(tmp_path / "sweep.json")]) == 0
-    result = json.loads((tmp_path / "sweep.json").read_text())
-    assert set(result["runs"]) == {"baseline", "batch-4"}
-    for run in result["runs"].values():
-        assert sorted(run["soft_fd"]) == sorted(world_open_prompts(world))
-        assert all(0 <= v <= 1 for fd in run["soft_fd"].values() for v in fd.values())
-        assert run["fid_vs_reference"] > 0
-    assert result["runs"]["batch-4"]["soft_fd"] != result["runs"]["baseline"]["soft_fd"]
+    assert cli(["purity", "--n", "6", "--workdir", str(tmp_path / "w")]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert sorted(result) == sorted(world_open_prompts(world))
+    for per_attribute in result.values():
+        for modes in per_attribute.values():
+            assert sum(m[-1] for m in modes) == 6
+            assert all(v is None or 0 <= v <= 1 for m in modes for v in m[:-1])
     shipped = {f.name for d in (weights_dir("default") / "methods" / "selfdebias").iterdir() for f in d.iterdir()}
     assert {f.name for f in (tmp_path / "w").iterdir()} == shipped
 
 
-@pytest.mark.parametrize("batches", ["8,x", "0", ""])
-def test_sweep_command_rejects_bad_batches(batches):
-    from methods import selfdebias
+@pytest.mark.parametrize("argv", [["purity", "--n", "0"], ["modes", "missing.json"]])
+def test_diagnostics_refuse_bad_input_in_one_line(argv, tmp_path, monkeypatch):
+    from benchmark.diagnostics.selfdebias import cli
 
-    with pytest.raises(ConfigError, match="--batches"):
-        selfdebias.cli(["sweep", "--batches", batches])
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ConfigError):
+        cli(argv)

@@ -187,7 +187,9 @@ def test_selfdebias_guides_on_sdxl(xl, tmp_path) -> None:
 
 
 def test_difflens_two_pass_sampler_on_sdxl(xl, tmp_path) -> None:
-    from methods.difflens import DiffLens, DiffLensParams, MeanColourClassifier
+    from doubles import MeanColourClassifier
+
+    from methods.difflens import DiffLens, DiffLensParams
 
     params = DiffLensParams(samples_per_prompt=8, k=4, sae_steps=20, sae_batch=128, probe_epochs=2)
     method = DiffLens(params)
