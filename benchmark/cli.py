@@ -149,6 +149,15 @@ def _cmd_list(args: argparse.Namespace) -> int:
             print(f"{name:<12} {count!s:>9} prompts  attributes: {', '.join(raw.get('attributes') or [])}  "
                   f"- {' '.join(str(raw.get('description', '')).split())}")
         return 0
+    if args.what == "studies":
+        import yaml
+
+        from studies import STUDIES
+
+        for name, resource in STUDIES.items():
+            raw = yaml.safe_load(resource.read_text(encoding="utf-8")) or {}
+            print(f"{name:<18} {' '.join(str(raw.get('description', '')).split())}")
+        return 0
     if args.what == "profiles":
         described = PROFILES_DESCRIBED
     elif args.what == "methods":
@@ -196,6 +205,20 @@ def _cmd_method(args: argparse.Namespace) -> int:
     return int(DIAGNOSTICS.get(args.name)(list(args.rest)) or 0)
 
 
+def _cmd_study(args: argparse.Namespace) -> int:
+    from benchmark.study import dry_run, load_study, run_study
+
+    spec = load_study(args.spec)
+    over = {k: getattr(args, k) for k in ("images_per_prompt", "max_prompts", "cache_dir", "device")}
+    if args.dry_run:
+        print(dry_run(spec, over, str(args.spec)))
+        return 0
+    folder = run_study(spec, over, args.output_dir, progress=not args.quiet, source=str(args.spec))
+    print((folder / "study.txt").read_text(), end="")
+    print(f"\nstudy: {folder}/study.json")
+    return 0
+
+
 def _cmd_verify(args: argparse.Namespace) -> int:
     import json
 
@@ -229,7 +252,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_run(sub)
     _add_prepare(sub)
     p = sub.add_parser("list", help="list registered names")
-    p.add_argument("what", choices=["methods", "classifiers", "prompts", "profiles"])
+    p.add_argument("what", choices=["methods", "classifiers", "prompts", "profiles", "studies"])
     p.set_defaults(func=_cmd_list)
     p = sub.add_parser("report", help="(re)write a run's report.html and print its summary")
     p.add_argument("run_dir")
@@ -239,6 +262,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("action", choices=["build", "check"])
     p.add_argument("rest", nargs=argparse.REMAINDER)
     p.set_defaults(func=_cmd_world)
+    p = sub.add_parser("study", help="run a study: methods over a grid of their knobs and the sampler "
+                                     "(fronts, hypervolume, robustness)")
+    p.add_argument("spec", help="a shipped study (`debias-bench list studies`) or a study .yaml file")
+    p.add_argument("--images-per-prompt", type=int, help="override the study's image budget")
+    p.add_argument("--max-prompts", type=int, help="evaluate only the first N prompts of each set")
+    p.add_argument("--output-dir", default="results", help="where study-<name>-<hash>/ goes")
+    p.add_argument("--cache-dir", help="image, prediction and artefact cache (default: .debias-cache)")
+    p.add_argument("--device", help="where the world's models run (cuda, cuda:1); default: the CPU")
+    p.add_argument("--dry-run", action="store_true", help="print the points and settings; run nothing")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=_cmd_study)
     p = sub.add_parser("verify", help="re-run a leaderboard entry's recorded configuration from an empty cache "
                                       "and check every number against it (exit 1 beyond the tolerance)")
     p.add_argument("entry", help="a leaderboard entry or run folder (or its results.json)")

@@ -89,6 +89,9 @@ class RunConfig(_Strict):
     batch_size: int = Field(default=100, ge=1, le=100_000)
     seed: int = Field(default=0, ge=0, le=2**31 - 1)
     sampler: SamplerOverrides = Field(default_factory=SamplerOverrides)
+    # Methods prepared with the profile's sampler plus these overrides, then sampling with `sampler`
+    # (a method tuned at one guidance scale, run at another). None: prepared with `sampler`.
+    prepared_with: SamplerOverrides | None = None
     metrics: MetricsSpec = Field(default_factory=MetricsSpec)
     output_dir: str = Field(default="results", min_length=1)
     cache_dir: str = Field(default=".debias-cache", min_length=1)

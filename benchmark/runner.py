@@ -32,7 +32,7 @@ from benchmark import shipped
 from benchmark.cache import Cache, atomic_write, png_bytes
 from benchmark.cell import Cell
 from benchmark.components import Components
-from benchmark.config import BASELINE, MethodSpec, RunConfig
+from benchmark.config import BASELINE, MethodSpec, RunConfig, SamplerOverrides
 from benchmark.counting import count_unet_evaluations
 from benchmark.distributed import my_share, process_state
 from benchmark.errors import BenchError, CacheError, ConfigError, DataError
@@ -96,8 +96,9 @@ def default_run_id(config: RunConfig) -> str:
 def resolved_config(config: RunConfig) -> dict[str, Any]:
     """The config as the run will use it, without the fields that cannot change a number."""
     data = config.model_dump(exclude={"run_id", "output_dir", "cache_dir", "device", "images_per_prompt"})
-    if data["baseline"] == BASELINE:  # the default: ids stay those of runs made before the field existed
-        del data["baseline"]
+    for name, default in (("baseline", BASELINE), ("prepared_with", None)):
+        if data[name] == default:  # the default: ids stay those of runs made before the field existed
+            del data[name]
     data["methods"] = [{"name": spec.name, "label": spec.key,
                         "params": dataclasses.asdict(METHODS.get(spec.name).parse_params(spec.params))}
                        for spec in config.methods]
@@ -142,11 +143,13 @@ class Runner:
             changes["images_per_prompt"] = self.config.images_per_prompt
         return dataclasses.replace(ps, **changes) if changes else ps
 
-    def components(self) -> Components:
+    def components(self, sampler: SamplerOverrides | None = None) -> Components:
+        """The profile's base model with the run's sampler (or ``sampler``'s overrides)."""
         base = self.profile.components
-        overrides = {k: v for k, v in self.config.sampler.model_dump().items() if v is not None}
+        chosen = self.config.sampler if sampler is None else sampler
+        overrides = {k: v for k, v in chosen.model_dump().items() if v is not None}
         if overrides:
-                base = base.replace(sampler=dataclasses.replace(base.sampler, **overrides))
+            base = base.replace(sampler=dataclasses.replace(base.sampler, **overrides))
         return base
 
     def run_dir(self) -> Path:
@@ -247,8 +250,10 @@ class Runner:
                            "base": base.fingerprint, "sampler": dataclasses.asdict(base.sampler),
                            "data": data_fingerprint})
 
-    def _prepare(self, spec: MethodSpec, base: Components) -> Method:
+    def _prepare(self, spec: MethodSpec, run_base: Components) -> Method:
         method = METHODS.get(spec.name).from_config(spec.params)
+        # prepared where it was tuned (config.prepared_with), sampling with the run's sampler
+        base = run_base if self.config.prepared_with is None else self.components(self.config.prepared_with)
         data = self.method_data()
         data_fingerprint = data.fingerprint(method.reads)
         key = self.artefact_key(method, base, data_fingerprint)
@@ -263,11 +268,14 @@ class Runner:
         start = time.perf_counter()
         log.info("preparing %s", spec.key)
         method.prepare(base, data, workdir)
+        if run_base.sampler != base.sampler:
+            method.use_sampler(run_base.sampler)
         seconds = time.perf_counter() - start
         self.phase_seconds["prepare"] += seconds
         self.artefacts_source[spec.key] = ("shipped" if source is not None else "cached" if before is not None
                                            else "trained" if method.trains else "none")
-        evals = self._unet_evaluations(method, workdir / "unet-evals.json")
+        # the count kept beside the artefacts is the preparation sampler's; another one is counted afresh
+        evals = self._unet_evaluations(method, workdir / "unet-evals.json" if run_base.sampler == base.sampler else None)
         # Training time is measured once, when the folder is first filled, and kept in its manifest;
         # a folder filled before manifests existed has no known training time.
         train_seconds = before.get("train_seconds") if before else (round(seconds, 3) if fresh else None)
@@ -288,12 +296,12 @@ class Runner:
         """One line on stderr, above any progress bar (also when progress bars are off)."""
         tqdm.write(line, file=sys.stderr)
 
-    def _unet_evaluations(self, method: Method, path: Path) -> int | None:
+    def _unet_evaluations(self, method: Method, path: Path | None) -> int | None:
         """UNet evaluations for one image of the first prompt, counted on one probe image and kept
         next to the method's artefacts, so the count is known when every image comes from the cache."""
         probe = self.prompt_sets[0].prompts[0].text
         try:
-            known = json.loads(path.read_text())
+            known = json.loads(path.read_text()) if path is not None else {}
             if known.get("prompt") == probe:
                 return int(known["unet_evals_per_image"])
         except (OSError, ValueError, KeyError, TypeError):
@@ -302,7 +310,8 @@ class Runner:
             _, count = count_unet_evaluations(lambda: method.generate([probe], [PROBE_SEED]))
         except DataError:
             return None
-        atomic_write(path, json.dumps({"prompt": probe, "unet_evals_per_image": count}).encode())
+        if path is not None:
+            atomic_write(path, json.dumps({"prompt": probe, "unet_evals_per_image": count}).encode())
         return count
 
     def _generate(self, method: Method, cell: Cell, base: Components, bar: tqdm) -> None:

@@ -23,7 +23,7 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from benchmark.cache import atomic_write
-from benchmark.components import Components
+from benchmark.components import Components, SamplerConfig
 from benchmark.errors import ConfigError, ModelLoadError
 from benchmark.hashing import hash_file, hash_value
 from benchmark.images import ImageSet
@@ -101,6 +101,7 @@ class Method(ABC):
     trains: ClassVar[bool] = True  # False: preparation only loads the base (the runner announces training)
     # what the method's paper/code sampled with (model, scheduler, steps, guidance, resolution), for the record
     paper_sampling: ClassVar[dict[str, Any] | None] = None
+    per_step: ClassVar[bool] = False  # artefacts indexed by sampler step (probes, modes): see use_sampler
 
     def __init__(self, params: Any | None = None) -> None:
         self.params = params if params is not None else self.Params()
@@ -156,6 +157,19 @@ class Method(ABC):
     @abstractmethod
     def generate(self, prompts: Sequence[str], seeds: Sequence[int]) -> np.ndarray:
         """One uint8 (H, W, 3) image per (prompt, seed); returns (N, H, W, 3)."""
+
+    def use_sampler(self, sampler: SamplerConfig) -> None:
+        """Sample from now on with ``sampler`` (prepared with another one: a method tuned at one guidance
+        scale, run at another). A method with per-step artefacts (``per_step``) needs the step count and
+        the classifier-free guidance branches it was prepared with."""
+        assert self.components is not None, "call prepare() first"
+        before = self.components.sampler
+        if self.per_step and (sampler.num_inference_steps != before.num_inference_steps
+                              or (sampler.guidance_scale > 1) != (before.guidance_scale > 1)):
+            raise ConfigError(f"{self.name}: prepared for {before.num_inference_steps} steps at guidance "
+                              f"{before.guidance_scale:g}; its artefacts are per step and per CFG branch, so it "
+                              f"cannot sample {sampler.num_inference_steps} steps at guidance {sampler.guidance_scale:g}")
+        self.components = self.components.replace(sampler=sampler)
 
     # -- identity ---------------------------------------------------------------------------
     def fingerprint(self) -> str:

@@ -525,6 +525,7 @@ class DiffLens(Method):
     """DiffLens (Shi et al., CVPR 2025): SAE bias features in h-space, steered at sampling time."""
 
     name = "difflens"
+    per_step = True
     paper_sampling = {"model": "sd15", "scheduler": "DDIMScheduler", "steps": 50, "guidance": 7.5, "eta": 0.0,
                       "resolution": 512}
     reads = ("prompts", "classifier", "attribute")

@@ -9,12 +9,12 @@ import ast
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-PACKAGES = ("benchmark", "methods", "classifiers", "prompts", "leaderboard")
+PACKAGES = ("benchmark", "methods", "classifiers", "prompts", "studies", "leaderboard")
 CORE = {"benchmark", "benchmark.errors", "benchmark.hashing", "benchmark.registry", "benchmark.components",
         "benchmark.sampling", "benchmark.images", "benchmark.seeding", "benchmark.metrics", "benchmark.progress",
         "benchmark.yamlfile", "benchmark.hooks", "benchmark.embedding", "benchmark.counting", "benchmark.cache",
         "benchmark.cell"}
-PLUGINS = ("methods", "classifiers", "prompts")
+PLUGINS = ("methods", "classifiers", "prompts", "studies")
 # Known debts, to shrink: the CLIP classifier reads the world's class names, and three harness modules
 # reach the leaderboard package.
 ALLOWED = {

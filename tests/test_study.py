@@ -1,0 +1,131 @@
+"""Studies: a grid over methods' knobs and the sampler, run through the ordinary runner."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from benchmark.errors import ConfigError
+from benchmark.study import hypervolume, load_study, parse_study, points, run_study, settings
+from methods import METHODS
+from methods.base import Method, MethodData
+
+
+@dataclasses.dataclass
+class TintParams:
+    strength: float = 0.0  # sampling-only: how far images are pushed towards red
+
+
+class Tint(Method):
+    """A test method: the base model's images, pushed towards red; records where it was prepared."""
+
+    name = "tint"
+    Params = TintParams
+    trains = False
+    prepared: list = []
+
+    def prepare(self, base, data: MethodData, workdir: Path) -> None:
+        self.components, self.workdir = base, workdir
+        Tint.prepared.append(base.sampler.guidance_scale)
+
+    def generate(self, prompts: Sequence[str], seeds: Sequence[int]) -> np.ndarray:
+        from benchmark.sampling import sample
+
+        images = sample(self.components, prompts, seeds).astype(np.int16)
+        images[..., 0] += int(200 * self.params.strength)
+        images[..., 2] -= int(200 * self.params.strength)
+        return images.clip(0, 255).astype(np.uint8)
+
+
+@pytest.fixture
+def tint(monkeypatch):
+    monkeypatch.setitem(METHODS._paths, "tint", "tests.test_study:Tint")
+    monkeypatch.setitem(METHODS._loaded, "tint", Tint)
+    Tint.prepared = []
+    return Tint
+
+
+def _spec(tones_file: Path, tmp_path: Path, **extra) -> dict:
+    return {"run": {"profile": "tiny", "prompt_sets": [str(tones_file)], "classifiers": ["palette"], "batch_size": 4,
+                    "metrics": {"bootstrap": 50}, "cache_dir": str(tmp_path / "cache")},
+            "methods": [{"name": "tint", "grid": {"strength": [0.0, 0.5]}}], **extra}
+
+
+def test_settings_expand_presets_and_the_grid() -> None:
+    spec = parse_study({"methods": [{"name": "ddm", "settings": ["defaults", "paper"],
+                                     "grid": {"alpha": [0.0, 0.05], "seed": [0, 1]}}]}, "s", "s.yaml")
+    found = settings(spec)
+    assert len(found) == 8 and len({s.label for s in found}) == 8
+    paper = [s for s in found if s.preset == "paper"]
+    assert paper[0].label == "ddm-paper-alpha0-seed0" and paper[0].params["max_steps"] == 4000
+    assert [s.params for s in found if s.preset == "defaults"][3] == {"alpha": 0.05, "seed": 1}
+
+
+@pytest.mark.parametrize(("study", "problem"), [
+    ({"methods": [{"name": "ddn"}]}, "methods.0.name: unknown method 'ddn'"),
+    ({"methods": [{"name": "ddm", "grid": {"alfa": [0.1]}}]}, "methods.0.grid.alfa: ddm has no parameter 'alfa'"),
+    ({"methods": [{"name": "ddm", "grid": {"alpha": []}}]}, "methods.0.grid.alpha: give at least one value"),
+    ({"methods": [{"name": "ddm", "grid": {"alpha": [-1]}}]}, "methods[1].params.alpha"),
+    ({"methods": [{"name": "ddm"}], "sampler": {"eta": [0.0]}}, "sampler.eta"),
+    ({"methods": [{"name": "ddm"}], "colour": 1}, "colour: unknown field"),
+    ({"methods": [{"name": "ddm"}], "run": {"images_per_prompt": 0}}, "images_per_prompt"),
+    ({"methods": []}, "methods"),
+    ({"methods": [{"name": "ddm", "grid": {"seed": list(range(600))}}]}, "more than 500 runs"),
+])
+def test_a_bad_study_is_one_line_naming_the_file_and_field(study, problem) -> None:
+    with pytest.raises(ConfigError) as err:
+        points(parse_study(study, "bad", "bad.yaml"), source="bad.yaml")
+    assert problem in str(err.value) and str(err.value).startswith("bad.yaml") and "\n" not in str(err.value)
+
+
+def test_unknown_study_names_the_known_ones() -> None:
+    with pytest.raises(ConfigError, match="unknown study 'nope'; known: .*ddm-alpha"):
+        load_study("nope")
+
+
+@pytest.mark.parametrize("name", ["ddm-alpha", "guidance", "selfdebias-batch"])
+def test_shipped_studies_are_valid(name) -> None:
+    planned = points(load_study(name), source=name)
+    assert planned and all(p.config.baseline == "baseline" for p in planned)
+
+
+def test_a_sampler_grid_prepares_at_the_tuned_point_and_samples_at_each(tint, tones_file, tmp_path) -> None:
+    spec = parse_study(_spec(tones_file, tmp_path, sampler={"guidance_scale": [1.5, 4.0]}), "g", "g")
+    planned = points(spec)
+    assert [p.config.sampler.guidance_scale for p in planned] == [1.5, 4.0]
+    assert all(p.config.prepared_with is not None and p.config.prepared_with.guidance_scale is None for p in planned)
+
+
+def test_hypervolume_is_monotone_in_a_dominating_point() -> None:
+    one = hypervolume([(0.6, 1.2)], (1.0, 1.5))
+    assert 0 < one < hypervolume([(0.6, 1.2), (0.3, 1.0)], (1.0, 1.5)) <= 1
+    assert hypervolume([(0.6, 1.6)], (1.0, 1.5)) == 0.0  # beyond the FID limit dominates nothing
+
+
+def test_a_study_runs_every_setting_at_every_sampler_point(tint, tones_file, tmp_path, capsys) -> None:
+    """Rows per (setting, point) with paired deltas against the baseline: strength 0 reproduces the
+    baseline exactly (Δ FD 0), a red push moves the tone FD; the sampling-only knob never re-prepares
+    at the other guidance (the method is prepared at the profile's own scale), and fronts are marked."""
+    spec = parse_study(_spec(tones_file, tmp_path, sampler={"guidance_scale": [1.5, 4.0]}), "tint", "tint")
+    folder = run_study(spec, output_dir=tmp_path / "out", progress=False)
+    saved = json.loads((folder / "study.json").read_text())
+    rows = {(r["label"], r["sampler"]["guidance_scale"]): r for r in saved["rows"]}
+    assert set(rows) == {(label, g) for label in ("baseline", "tint-strength0", "tint-strength0.5") for g in (1.5, 4.0)}
+    for g in (1.5, 4.0):
+        assert rows[("tint-strength0", g)]["fd"] == rows[("baseline", g)]["fd"]
+        assert rows[("tint-strength0", g)]["delta_fd"] == 0.0
+        assert rows[("tint-strength0.5", g)]["fd"] != rows[("baseline", g)]["fd"]
+        assert rows[("baseline", g)]["delta_fd"] is None
+        assert rows[("tint-strength0.5", g)]["front_fid"] is None  # the tiny profile has no FID features: no front
+    from benchmark.profiles import load_profile
+
+    tuned = load_profile(points(spec)[0].config).components.sampler.guidance_scale
+    assert set(Tint.prepared) == {tuned}
+    assert {w["label"] for w in saved["robustness"]} == {"baseline", "tint-strength0", "tint-strength0.5"}
+    assert all(w["points"] == 2 and w["worst_fd"] >= w["best_fd"] for w in saved["robustness"])
+    assert "robustness (FD over the sampler grid)" in (folder / "study.txt").read_text()
