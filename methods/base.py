@@ -102,6 +102,7 @@ class Method(ABC):
     # what the method's paper/code sampled with (model, scheduler, steps, guidance, resolution), for the record
     paper_sampling: ClassVar[dict[str, Any] | None] = None
     per_step: ClassVar[bool] = False  # artefacts indexed by sampler step (probes, modes): see use_sampler
+    batch_independent: ClassVar[bool] = True  # False: images guided as a group depend on their batch-mates
 
     def __init__(self, params: Any | None = None) -> None:
         self.params = params if params is not None else self.Params()

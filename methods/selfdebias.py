@@ -404,6 +404,7 @@ class SelfDebias(Method):
     """Unsupervised h-space guidance toward a uniform distribution over self-discovered modes."""
 
     name = "selfdebias"
+    batch_independent = False  # the objective is a distribution over a guidance group of images
     per_step = True
     paper_sampling = {"model": "sd14", "scheduler": "PNDMScheduler", "steps": 50, "guidance": 7.5, "resolution": 512,
                       "dtype": "float16", "negative_prompt": "long face-quality negative prompt"}
