@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from benchmark import yamlfile
 from benchmark.errors import ConfigError
+from prompts.schema import MAX_IMAGES_PER_PROMPT
 
 MAX_CONFIG_BYTES = 1 << 20
 LABEL_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
@@ -84,7 +85,7 @@ class RunConfig(_Strict):
     # the world suite's pair: the strong classifier and its deliberately weak twin (CLEAM)
     classifiers: list[str] = Field(default_factory=lambda: ["world", "world-weak"])
     debias_attribute: str | None = None
-    images_per_prompt: int | None = Field(default=None, ge=1, le=1_000_000)
+    images_per_prompt: int | None = Field(default=None, ge=1, le=MAX_IMAGES_PER_PROMPT)
     max_prompts: int | None = Field(default=None, ge=1)
     batch_size: int = Field(default=100, ge=1, le=100_000)
     seed: int = Field(default=0, ge=0, le=2**31 - 1)
@@ -145,9 +146,11 @@ class RunConfig(_Strict):
             import torch
 
             try:
-                torch.device(device)
+                kind = torch.device(device).type
             except (RuntimeError, ValueError) as exc:
                 raise ValueError(f"{device!r} is not a torch device (cpu, cuda, cuda:1, ...)") from exc
+            if kind not in ("cpu", "cuda", "mps"):
+                raise ValueError(f"{device!r}: models cannot run on a {kind!r} device; use cpu, cuda, cuda:N or mps")
         return device
 
     @field_validator("prompt_sets")

@@ -168,10 +168,16 @@ class Runner:
                 folders[spec.key] = shipped.export(self.workdirs[spec.key], export_to, spec.name)
         return folders
 
+    def check_methods(self, base: Components) -> None:
+        """Every method's parameters against the base model (``Method.check``), before any work."""
+        for spec in self.config.methods:
+            METHODS.get(spec.name).from_config(spec.params).check(base)
+
     def run(self) -> Path:
         run_dir = self.run_dir()
-        _check_writable(run_dir)
         base = self.components()
+        self.check_methods(base)
+        _check_writable(run_dir)
         state = process_state()
         if state is not None:
             self._run_shard(state, base)

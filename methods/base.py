@@ -151,6 +151,10 @@ class Method(ABC):
         return dataclasses.asdict(self.params)
 
     # -- the two stages -------------------------------------------------------------------
+    def check(self, base: Components) -> None:
+        """Refuse parameters this base model cannot take (ConfigError, one line); the runner calls it
+        for every method before any work. Default: nothing to check."""
+
     @abstractmethod
     def prepare(self, base: Components, data: MethodData, workdir: Path) -> None:
         """Train or load artefacts into ``workdir`` (idempotent) and set ``self.components``."""

@@ -52,7 +52,7 @@ from torch import nn
 
 from benchmark import progress as training_bars
 from benchmark.components import Components
-from benchmark.errors import DataError
+from benchmark.errors import ConfigError, DataError
 from benchmark.hashing import hash_value
 from benchmark.images import ImageSet, to_tensor
 from benchmark.sampling import encode_condition, sample, unet_eps
@@ -140,6 +140,20 @@ def _seeded(seed: int) -> Iterator[None]:
 def lora_config(params: DDMParams, targets: Sequence[str]) -> LoraConfig:
     return LoraConfig(r=params.lora_rank, lora_alpha=params.lora_alpha, lora_dropout=params.lora_dropout, bias="none",
                       target_modules=list(targets))
+
+
+def check_targets(base: Components, params: DDMParams) -> None:
+    """Every LoRA target names a module of the UNet (and of the text encoders when they train): a
+    one-line error before training instead of peft's traceback."""
+    wanted = [("unet", base.unet, params.unet_targets)]
+    if params.train_text_encoder:
+        wanted += [("text", m, params.text_targets) for m in (base.text_encoder, base.text_encoder_2) if m is not None]
+    for what, module, targets in wanted:
+        names = {name.rsplit(".", 1)[-1] for name, _ in module.named_modules()}
+        missing = [t for t in targets if t not in names]
+        if missing:
+            raise ConfigError(f"ddm: {what}_targets {missing} name no module of the {type(module).__name__} "
+                              f"(linear layers it has include: {', '.join(sorted(n for n in names if n.startswith(('to_', 'q_', 'k_', 'v_', 'out'))))[:200]})")
 
 
 def add_lora(base: Components, params: DDMParams) -> tuple[nn.Module, nn.Module]:
@@ -408,6 +422,9 @@ class DDM(Method):
     reads = ("target", "nontarget")
     Params = DDMParams
 
+    def check(self, base: Components) -> None:
+        check_targets(base, self.params)
+
     def cache_key(self, base: Components, data: MethodData) -> str:
         return hash_value({"method": self.name, "params": dataclasses.asdict(self.params), "base": base.fingerprint,
                            "target": getattr(data.target, "fingerprint", None),
@@ -417,6 +434,7 @@ class DDM(Method):
         """Train (or load the cached) LoRA + indicator, merge the LoRA, keep merged components."""
         self.workdir = Path(workdir)
         start = time.perf_counter()
+        self.check(base)
         key = self.cache_key(base, data)
         trainer = DDMTrainer(base, data, self.params)
         tensors = self.load_tensors(ARTEFACT)

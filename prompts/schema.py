@@ -24,6 +24,8 @@ TARGET_TOLERANCE = 1e-6
 DEFAULT_IMAGES_PER_PROMPT = 100
 
 REQUIRED_FIELDS = ("name", "description", "source", "attributes", "classes")
+MAX_IMAGES_PER_PROMPT = 1_000_000  # the run config's bound too
+
 OPTIONAL_FIELDS = ("target", "images_per_prompt", "templates", "prompts", "template", "items")
 PROMPT_FIELDS = ("id", "text", "named")
 
@@ -187,6 +189,8 @@ def parse_prompt_set(data: Any, label: str, stem: str | None = None, path: Path 
     images_per_prompt = data.get("images_per_prompt", DEFAULT_IMAGES_PER_PROMPT)
     if isinstance(images_per_prompt, bool) or not isinstance(images_per_prompt, int) or images_per_prompt < 1:
         c.fail("images_per_prompt", f"expected a positive integer, got {images_per_prompt!r}")
+    if images_per_prompt > MAX_IMAGES_PER_PROMPT:
+        c.fail("images_per_prompt", f"{images_per_prompt} is more than {MAX_IMAGES_PER_PROMPT:,} images per prompt")
 
     templates: dict[str, dict[str, str]] = {}
     for attr, per_class in c.mapping(data.get("templates", {}), "templates").items():

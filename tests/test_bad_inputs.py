@@ -165,6 +165,11 @@ CASES: list[tuple[str, dict[str, str | bytes], list[str], str, list[str]]] = [
     ("flag-zero-steps", {}, ["--steps", "0"], "command line: sampler.num_inference_steps: ", []),
     ("flag-run-id-escape", {}, ["--run-id", "../x"], "command line: run_id: ", []),
     ("missing-config", {}, ["missing.yaml"], "missing.yaml: config file not found", []),
+    ("device-meta", {}, ["--device", "meta"], "command line: device: ", ["cannot run on a 'meta' device"]),
+    ("prompts-too-many-images", run_with(prompts(name="p", images_per_prompt=100_000_000)), ["run.yaml"],
+     "p.yaml: images_per_prompt: ", ["more than 1,000,000"]),
+    ("ddm-unknown-lora-target", {"run.yaml": ddm(unet_targets=["nonexistent"])}, ["run.yaml"],
+     "ddm: unet_targets ['nonexistent'] name no module", []),
 ]
 
 # Commands other than `run` (the argv is complete).
@@ -174,6 +179,10 @@ OTHER = [
     ("report-json-list", {"rd/results.json": "[]"}, ["report", "rd"], "rd/results.json: ", []),
     ("list-unknown", {}, ["list", "things"], "debias-bench list: argument what: invalid choice", []),
     ("method-unknown", {}, ["method", "nope"], "unknown method 'nope'", []),
+    ("method-without-diagnostics", {}, ["method", "ddm"], "method 'ddm' has no diagnostics", ["debias-bench study"]),
+    ("study-unknown", {}, ["study", "nope"], "unknown study 'nope'", []),
+    ("study-bad-knob", {"s.yaml": "methods: [{name: ddm, grid: {alfa: [1]}}]"}, ["study", "s.yaml"],
+     "s.yaml: methods.0.grid.alfa: ddm has no parameter 'alfa'", []),
 ]
 
 
@@ -203,7 +212,7 @@ def test_the_corpus_has_at_least_thirty_inputs() -> None:
                          ids=[c[0] for c in CASES + OTHER])
 def test_bad_input_is_one_line_naming_file_and_field(workdir: Path, capsys, files, argv, start, contains) -> None:
     _write(workdir, files)
-    full = argv if (argv[0] in ("report", "list", "method")) else ["run", *argv, "--quiet"]
+    full = argv if (argv[0] in ("report", "list", "method", "study")) else ["run", *argv, "--quiet"]
     began = time.perf_counter()
     rc = main(full)
     seconds = time.perf_counter() - began
