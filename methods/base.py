@@ -154,6 +154,7 @@ class Method(ABC):
     def check(self, base: Components) -> None:
         """Refuse parameters this base model cannot take (ConfigError, one line); the runner calls it
         for every method before any work. Default: nothing to check."""
+        return None
 
     @abstractmethod
     def prepare(self, base: Components, data: MethodData, workdir: Path) -> None:
