@@ -85,6 +85,16 @@ def _version(name: str) -> str:
         return "not installed"
 
 
+def _by_content(clf: Any) -> dict[str, Any]:
+    """A classifier's per-content confusion matrices for results.json (only where it has any)."""
+    out = {}
+    for kind in ("confusion_by_content", "soft_confusion_by_content"):
+        by = getattr(clf, kind, {})
+        if by:
+            out[kind] = {a: {g: np.asarray(m).tolist() for g, m in v.items()} for a, v in by.items()}
+    return out
+
+
 def default_run_id(config: RunConfig) -> str:
     """Deterministic: the same config writes (and resumes) the same run directory.
 
@@ -424,6 +434,7 @@ class Runner:
                 "classifiers": {n: {"fingerprint": c.fingerprint, "attributes": c.attributes,
                                     "confusion": {a: np.asarray(m).tolist() for a, m in c.confusion.items()},
                                     "soft_confusion": {a: np.asarray(m).tolist() for a, m in c.soft_confusion.items()},
+                                    **_by_content(c),
                                     "accuracy_by_content": c.accuracy_by_content,
                                     "cleam_assumption": c.cleam_assumption(),
                                     "confusion_source": c.confusion_source} for n, c in self.classifiers.items()},

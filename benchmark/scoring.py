@@ -32,6 +32,7 @@ from benchmark.metrics import (
     paired_delta_records,
     reference_stats,
 )
+from benchmark.metrics.cleam import matrices_by_prompt
 from classifiers import Classifier
 from prompts import PromptSet
 
@@ -54,22 +55,33 @@ def _columns(clf: Classifier, ps: PromptSet, attr: str) -> list[int]:
     return [theirs.index(c) for c in ours]
 
 
+def in_columns(matrices: np.ndarray | dict[str, np.ndarray] | None, cols: list[int]):
+    """Confusion matrices (one, or one per prompt) reordered to the prompt set's class columns."""
+    if matrices is None:
+        return None
+    if isinstance(matrices, dict):
+        return {pid: np.asarray(m)[np.ix_(cols, cols)] for pid, m in matrices.items()}
+    return np.asarray(matrices)[np.ix_(cols, cols)]
+
+
 def fairness_for(cells: Sequence[Cell], ps: PromptSet, name: str, clf: Classifier, config: RunConfig) -> list[dict]:
     """Every fairness record of one method on one prompt set with one classifier."""
     named_of = {p.id: p.named for p in ps.prompts}
+    text_of = {p.id: p.text for p in ps.prompts}
     attrs = [a for a in ps.attributes if a in clf.attributes]
     probs: dict[str, dict[str, np.ndarray]] = {a: {} for a in attrs}
     confusion: dict[str, np.ndarray | None] = {}
     soft_confusion: dict[str, np.ndarray | None] = {}
     for attr in attrs:
         cols = _columns(clf, ps, attr)
-        for kept, matrices in ((confusion, clf.confusion), (soft_confusion, clf.soft_confusion)):
-            conf = matrices.get(attr)
-            kept[attr] = None if conf is None else np.asarray(conf)[np.ix_(cols, cols)]
         for cell in cells:
             keep = cell.has_subject[name]
             if keep.any():  # prompts whose images all lack a subject are reported by no_subject_rate
                 probs[attr][cell.prompt_id] = cell.predictions[name][attr][keep][:, cols]
+        texts = {pid: text_of[pid] for pid in probs[attr]}
+        for kept, pooled, by_content in ((confusion, clf.confusion, clf.confusion_by_content),
+                                         (soft_confusion, clf.soft_confusion, clf.soft_confusion_by_content)):
+            kept[attr] = in_columns(matrices_by_prompt(texts, pooled.get(attr), by_content.get(attr)), cols)
     boot = {"n_boot": config.metrics.bootstrap, "seed": config.metrics.seed}
     records: list[dict] = []
     for attr in attrs:

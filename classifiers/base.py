@@ -27,6 +27,10 @@ class Classifier(ABC):
         # held-out accuracy per content class (attribute -> content -> accuracy), where measured: CLEAM
         # assumes the errors do not depend on the content, and this is where that can be seen to fail
         self.accuracy_by_content: dict[str, dict[str, float]] = {}
+        # confusion matrices measured per content class (attribute -> content -> matrix): CLEAM for a
+        # prompt that names one content uses that content's matrix (benchmark.metrics.cleam.content_of)
+        self.confusion_by_content: dict[str, dict[str, np.ndarray]] = {}
+        self.soft_confusion_by_content: dict[str, dict[str, np.ndarray]] = {}
         self.confusion_source: str = ""
         self.fingerprint: str = ""
 

@@ -143,9 +143,12 @@ def read_measurements(weights: Path) -> dict:
         return {}
     try:
         recorded = json.loads(path.read_text()).get(weights.name, {})
+        by_content = {kind: {a: {str(g): np.asarray(m, dtype=float) for g, m in by.items()}
+                             for a, by in recorded.get(kind, {}).items()}
+                      for kind in ("confusion_by_content", "soft_confusion_by_content")}
         return {"soft_confusion": {a: np.asarray(m, dtype=float) for a, m in recorded.get("soft_confusion", {}).items()},
                 "accuracy_by_content": {a: {str(g): float(v) for g, v in by.items()}
-                                        for a, by in recorded.get("accuracy_by_content", {}).items()}}
+                                        for a, by in recorded.get("accuracy_by_content", {}).items()}, **by_content}
     except (OSError, ValueError, AttributeError, TypeError) as exc:
         raise ModelLoadError(f"{path}: unreadable classifier measurements ({exc})") from None
 
@@ -190,6 +193,8 @@ class _NetClassifier(Classifier):
         measured = read_measurements(path)
         self.soft_confusion = measured.get("soft_confusion", {})
         self.accuracy_by_content = measured.get("accuracy_by_content", {})
+        self.confusion_by_content = measured.get("confusion_by_content", {})
+        self.soft_confusion_by_content = measured.get("soft_confusion_by_content", {})
         self.confusion_source = meta.get("confusion_source", "")
         self.accuracy = meta.get("accuracy", {})
         self.fingerprint = hash_file(path)

@@ -752,6 +752,10 @@ def _registered_confusion(cname: str, fingerprint: Any) -> dict[str, Any] | None
                                   "weights' fingerprint differs)")
                 found = {"confusion": {a: np.asarray(m).tolist() for a, m in clf.confusion.items()},
                          "soft_confusion": {a: np.asarray(m).tolist() for a, m in clf.soft_confusion.items()}}
+                for kind in ("confusion_by_content", "soft_confusion_by_content"):
+                    by = getattr(clf, kind, {})
+                    if by:
+                        found[kind] = {a: {g: np.asarray(m).tolist() for g, m in v.items()} for a, v in by.items()}
         _CONFUSION_CACHE[key] = found
     return _CONFUSION_CACHE[key]
 
@@ -862,9 +866,31 @@ def _recompute_inputs(results: dict[str, Any], groups: dict[tuple[str, str], lis
     by_prompt = {str(pid): g[cols].to_numpy(np.float64) for pid, g in rows.groupby("prompt_id", sort=False)}
     named_all = {p["id"]: (p.get("named") or {}) for p in results["prompt_sets"][ps]["prompts"]}
     named = {pid: named_all.get(pid, {}).get(attr) for pid in by_prompt}
+    texts = {p["id"]: str(p.get("text", "")) for p in results["prompt_sets"][ps]["prompts"]}
+    texts = {pid: texts.get(pid, "") for pid in by_prompt}
     return {"probs": by_prompt, "classes": classes, "target": _target(results, ps, attr, classes),
-            "confusion": _confusion(results, cname, attr, len(classes)),
-            "soft_confusion": _confusion(results, cname, attr, len(classes), "soft_confusion"), "named": named}
+            "confusion": _per_content(results, cname, attr, classes, texts, "confusion"),
+            "soft_confusion": _per_content(results, cname, attr, classes, texts, "soft_confusion"), "named": named}
+
+
+def _per_content(results: dict[str, Any], cname: str, attr: str, classes: list[str], texts: dict[str, str],
+                 kind: str) -> np.ndarray | dict[str, np.ndarray] | None:
+    """The matrix CLEAM used for each prompt (:func:`benchmark.metrics.cleam.matrices_by_prompt`): the
+    prompt's content's where the classifier declares per-content matrices, else the pooled one."""
+    from benchmark.metrics.cleam import matrices_by_prompt
+
+    pooled = _confusion(results, cname, attr, len(classes), kind)
+    declared = ((results["models"]["classifiers"].get(cname, {}).get(f"{kind}_by_content") or {}).get(attr) or {})
+    if not isinstance(declared, dict):
+        raise _reject("schema", f"results.json: models.classifiers.{cname}.{kind}_by_content.{attr} must be a mapping")
+    by_content = {}
+    for content, m in list(declared.items())[:1000]:
+        arr = np.asarray(m, dtype=np.float64) if isinstance(m, list) else None
+        if arr is None or arr.shape != (len(classes), len(classes)) or not np.isfinite(arr).all():
+            raise _reject("schema", f"results.json: models.classifiers.{cname}.{kind}_by_content.{attr}: "
+                          f"{str(content)[:40]!r} must be a finite {len(classes)}x{len(classes)} matrix")
+        by_content[str(content)] = arr
+    return matrices_by_prompt(texts, pooled, by_content)
 
 
 def _close(a: float | None, b: float | None) -> bool:

@@ -20,6 +20,9 @@ images; for soft p̂ it is C[i, j] = E[q_j | true i] (``confusion_matrix(..., ha
 
 from __future__ import annotations
 
+import re
+from collections.abc import Iterable, Mapping
+
 import numpy as np
 
 from benchmark.errors import DataError
@@ -151,6 +154,35 @@ def corrected_distribution(dist: np.ndarray, confusion: np.ndarray) -> np.ndarra
         for r in rows[~solved]:
             out[r] = _nnls_simplex(ct, flat[r])
     return out.reshape(d.shape)
+
+
+def content_of(text: str, contents: Iterable[str]) -> str | None:
+    """The one content class whose name is a word of ``text`` (None for none or several): the
+    content-specific confusion matrix applies to a prompt that names exactly one.
+
+    >>> content_of("a photo of a blue zero", ["zero", "one"])
+    'zero'
+    >>> content_of("a photo of a one or a zero", ["zero", "one"]) is None
+    True
+    """
+    words = set(re.findall(r"[a-z0-9]+", text.lower()))
+    found = [c for c in contents if c.lower() in words]
+    return found[0] if len(found) == 1 else None
+
+
+def matrices_by_prompt(texts: Mapping[str, str], pooled: np.ndarray | None,
+                       by_content: Mapping[str, np.ndarray] | None) -> dict[str, np.ndarray] | np.ndarray | None:
+    """The confusion matrix for each prompt id: its content's where one was measured
+    (:func:`content_of`), else ``pooled``; just ``pooled`` when nothing was measured per content."""
+    if not by_content:
+        return pooled
+    out = {}
+    for pid, text in texts.items():
+        chosen = by_content.get(content_of(text, by_content) or "", pooled)
+        if chosen is None:
+            return pooled
+        out[pid] = np.asarray(chosen, dtype=np.float64)
+    return out
 
 
 def cleam_fd(

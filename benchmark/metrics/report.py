@@ -49,8 +49,10 @@ Fisher's method (all prompts consistent with the target).
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -258,6 +260,28 @@ def _region_interval(spec: _Spec, value: float, boot: np.ndarray, boot_values: n
     return float(min(candidates)), float(max(candidates))
 
 
+def _per_prompt(confusion: np.ndarray | Mapping[str, np.ndarray] | None, k: int, name: str,
+                prompts: Mapping[str, Any]) -> dict[str, np.ndarray] | None:
+    """``confusion`` as one checked matrix per prompt id (a single matrix serves every prompt)."""
+    if confusion is None:
+        return None
+    if isinstance(confusion, Mapping):
+        missing = sorted(set(prompts) - set(confusion))
+        if missing:
+            raise DataError(f"fairness: {name} has no matrix for prompts {missing[:5]}")
+        return {pid: check_confusion(confusion[pid], k, f"{name}[{pid!r}]") for pid in prompts}
+    matrix = check_confusion(confusion, k, name)
+    return dict.fromkeys(prompts, matrix)
+
+
+def _for_prompt(spec: _Spec, pid: str, c: dict | None, sc: dict | None) -> _Spec:
+    """``spec`` with the prompt's own confusion matrix (CLEAM variants only)."""
+    if spec.confusion is None:
+        return spec
+    chosen = (sc if spec.variant == "soft-cleam" else c)[pid]
+    return spec if chosen is spec.confusion else dataclasses.replace(spec, confusion=chosen)
+
+
 def _ci(samples: np.ndarray | None, level: float) -> tuple[float, float] | None:
     if samples is None:
         return None
@@ -283,8 +307,9 @@ def _records_from_labels(
     if n_boot < 0:
         raise DataError(f"fairness: n_boot must be >= 0, got {n_boot}")
     t = target_or_uniform(target, k)
-    c = None if confusion is None else check_confusion(confusion, k)
-    sc = None if soft_confusion is None else check_confusion(soft_confusion, k, "soft_confusion")
+    # a matrix for every prompt, or one per prompt id (content-specific CLEAM: cleam.matrices_by_prompt)
+    c = _per_prompt(confusion, k, "confusion", soft_by_prompt)
+    sc = _per_prompt(soft_confusion, k, "soft_confusion", soft_by_prompt)
     named = dict(named or {})
     unknown = sorted(set(named) - set(soft_by_prompt))
     if unknown:
@@ -303,10 +328,12 @@ def _records_from_labels(
     set_level = 1 - (1 - level) / max(len(free), 1)  # Bonferroni: all prompts' regions at once
     uniform = np.full(k, 1.0 / k)
 
-    for spec in _distribution_metrics(t, c, sc):
-        special = [(t, float(spec.f(t))), (uniform, float(spec.f(uniform)))]
+    first = next(iter(soft_by_prompt))
+    for general in _distribution_metrics(t, None if c is None else c[first], None if sc is None else sc[first]):
+        special = [(t, float(general.f(t))), (uniform, float(general.f(uniform)))]
         values, set_bounds = {}, []
         for pid in free:
+            spec = _for_prompt(general, pid, c, sc)
             d = data[pid]
             values[pid] = float(spec(getattr(d, spec.source)))
             ci = None
@@ -317,6 +344,7 @@ def _records_from_labels(
                 ci = _region_interval(spec, values[pid], shares, boot, region, level, special)
                 set_bounds.append(_region_interval(spec, values[pid], shares, boot, region, set_level, special))
             records.append(make_record(pid, spec.metric, spec.variant, values[pid], d.n, ci))
+        spec = general
         if free:
             # Sorted ids make the float sums independent of the caller's prompt order.
             set_ci = None if not n_boot else (float(np.mean([b[0] for b in set_bounds])),
@@ -427,10 +455,12 @@ def intersectional_records(
         named[pid] = None if na is None else f"{na}{JOINT_SEP}{nb}"
     if not soft:
         return []
-    def joint(ca: np.ndarray | None, cb: np.ndarray | None, name: str) -> np.ndarray | None:
+    def joint(ca, cb, name: str) -> dict[str, np.ndarray] | None:
+        """C_a ⊗ C_b per prompt (each side a matrix, or one per prompt id)."""
         if ca is None or cb is None:
             return None
-        return np.kron(check_confusion(ca, ka, f"{name}_a"), check_confusion(cb, kb, f"{name}_b"))
+        pa, pb = _per_prompt(ca, ka, f"{name}_a", soft), _per_prompt(cb, kb, f"{name}_b", soft)
+        return {pid: np.kron(pa[pid], pb[pid]) for pid in soft}
 
     target = joint_target(target_a, target_b, ka, kb)
     return _records_from_labels(

@@ -117,16 +117,47 @@ def accuracy_by_content(probs: dict[str, np.ndarray], labels: dict[str, np.ndarr
     return out
 
 
+def confusions_by_content(probs: dict[str, np.ndarray], labels: dict[str, np.ndarray], hard: bool) -> dict:
+    """Per attribute and digit, the confusion matrix measured on that digit's renders alone (argmax
+    with ``hard``, mean probabilities without): CLEAM for a prompt that names one digit uses its own."""
+    from benchmark.metrics.cleam import confusion_matrix
+    from benchmark.world.config import DIGITS
+
+    out: dict[str, dict[str, list]] = {}
+    for attr, p in probs.items():
+        if attr == "digit":
+            continue
+        k = p.shape[1]
+        out[attr] = {}
+        for d in range(len(DIGITS)):
+            rows = labels["content"] == d
+            true = labels[attr][rows]
+            if rows.any() and len(np.unique(true)) == k:  # every true class seen on this digit
+                out[attr][DIGITS[d]] = confusion_matrix(true, p[rows], hard=hard).round(5).tolist()
+    return out
+
+
+def counts_by_content(labels: dict[str, np.ndarray], attributes: list[str]) -> dict:
+    """Held-out images per attribute, digit and true class: the sample behind each row of a matrix."""
+    from benchmark.world.config import DIGITS
+
+    return {attr: {DIGITS[d]: np.bincount(labels[attr][labels["content"] == d], minlength=int(labels[attr].max()) + 1).tolist()
+                   for d in range(len(DIGITS)) if (labels["content"] == d).any()} for attr in attributes}
+
+
 def write_measurements(out: Path, held, nets: dict[str, object]) -> None:
-    """Measure every classifier on the held-out renders (soft confusion, accuracy per digit); one JSON
-    file beside the weights (classifiers.world.read_measurements)."""
+    """Measure every classifier on the held-out renders (soft confusion, accuracy and confusion
+    matrices per digit); one JSON file beside the weights (classifiers.world.read_measurements)."""
     from classifiers.world import MEASUREMENTS_FILE, predict_probs
 
     doc = {}
     for name, net in nets.items():
         probs = predict_probs(net, held.images)
         doc[name] = {"soft_confusion": soft_confusions(probs, held.labels),
-                     "accuracy_by_content": accuracy_by_content(probs, held.labels)}
+                     "accuracy_by_content": accuracy_by_content(probs, held.labels),
+                     "confusion_by_content": confusions_by_content(probs, held.labels, hard=True),
+                     "soft_confusion_by_content": confusions_by_content(probs, held.labels, hard=False),
+                     "counts_by_content": counts_by_content(held.labels, [a for a in probs if a != "digit"])}
     (out / MEASUREMENTS_FILE).write_text(json.dumps(doc, indent=1, sort_keys=True) + "\n")
 
 
