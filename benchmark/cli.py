@@ -24,12 +24,21 @@ from typing import NoReturn
 from benchmark.errors import BenchError
 
 
+class _Help(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows a flag's default, except an unset one (None: the help text says what happens)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        if action.default is None or action.default is False:
+            return action.help
+        return super()._get_help_string(action)
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse with the harness's error style: one ``error:`` line on stderr, exit status 2
     (argparse's own prints the whole usage block first); help shows every flag's default."""
 
     def __init__(self, *args, **kwargs) -> None:
-        kwargs.setdefault("formatter_class", argparse.ArgumentDefaultsHelpFormatter)
+        kwargs.setdefault("formatter_class", _Help)
         super().__init__(*args, **kwargs)
 
     def error(self, message: str) -> NoReturn:
