@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from copy import deepcopy
@@ -433,7 +432,6 @@ class DDM(Method):
     def prepare(self, base: Components, data: MethodData, workdir: Path, *, log: Callable[[str], None] | None = None) -> None:
         """Train (or load the cached) LoRA + indicator, merge the LoRA, keep merged components."""
         self.workdir = Path(workdir)
-        start = time.perf_counter()
         self.check(base)
         key = self.cache_key(base, data)
         trainer = DDMTrainer(base, data, self.params)
@@ -450,12 +448,11 @@ class DDM(Method):
                     log(f"ddm step {i + 1}/{self.params.max_steps}: mse {totals['mse']:.4f} ce {totals['ce']:.4f}")
 
             trainer.train(progress=report)
-            seconds = time.perf_counter() - start
             n = self.params.entropy_images
             diag = {"target": indicator_entropy(trainer, data.target, 1, n, self.params.seed),
                     "nontarget": indicator_entropy(trainer, data.nontarget, 0, n, self.params.seed)}
-            # The safetensors metadata holds only deterministic fields, so equal training gives
-            # an equal file hash; timings live in the JSON manifest next to it.
+            # The safetensors metadata holds only deterministic fields, so equal training gives an equal
+            # file hash; the runner's manifest records how long preparation took.
             meta = {"key": key, "method": self.name, "params": dataclasses.asdict(self.params), "base": base.fingerprint,
                     "data": {"target": data.target.fingerprint, "target_images": len(data.target),
                              "nontarget": data.nontarget.fingerprint, "nontarget_images": len(data.nontarget)}}
@@ -464,7 +461,6 @@ class DDM(Method):
             manifest = {
                 **meta,
                 "sha256": self.artefacts[ARTEFACT],
-                "training_seconds": round(seconds, 2),
                 "first_losses": hist[0] if hist else None,
                 "final_losses": _mean_losses(hist[-max(1, len(hist) // 10):]) if hist else None,
                 "indicator_entropy": diag,

@@ -570,12 +570,11 @@ class DiffLens(Method):
         name = f"difflens-{key[:16]}"
         saved = self.load_tensors(name)
         if saved is None:
-            start = time.perf_counter()
             tensors, meta = self._train(base, data)
             meta["key"] = key
-            # Timings stay out of the artefact: equal training then gives an equal file hash, and so
-            # the same method fingerprint and image-cache keys. They are kept in the JSON manifest.
-            timings = {"seconds": meta.pop("seconds"), "train_seconds": round(time.perf_counter() - start, 2)}
+            # Phase timings stay out of the artefact (equal training, equal file hash) and go to the
+            # report; the runner's manifest records how long preparation took.
+            timings = {"seconds": meta.pop("seconds")}
             path = self.save_tensors(name, tensors, meta)
             manifest = {"file": path.name, "sha256": hash_file(path), **meta, **timings}
             self.save_report(name, manifest)

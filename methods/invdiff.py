@@ -518,7 +518,6 @@ class InvDiff(Method):
             raise ConfigError("invdiff: MethodData.target (the base model's training set) is required")
         if p.grouping == "hard" and not target.labels:
             raise ConfigError(f"invdiff: grouping 'hard' needs labels on the target set {target.name!r}")
-        started = time.perf_counter()
         base_id = base.fingerprint or hash_module(base.unet)
         labels_id = hash_value({k: np.asarray(v) for k, v in (target.labels or {}).items()}) if p.grouping == "hard" else None
         group_key = hash_value({"base": base_id, "target": target.fingerprint, "labels": labels_id,
@@ -550,12 +549,10 @@ class InvDiff(Method):
             self.trained = True
             manifest = {"method": self.name, "params": dataclasses.asdict(p), "base": base_id,
                         "data": {"target": target.fingerprint, "images": len(target)},
-                        "groups": self.groups, "training": self.training,
-                        "prepare_seconds": time.perf_counter() - started}
+                        "groups": self.groups, "training": self.training}
             # Timings stay out of the artefact: equal training then gives an equal file hash, and so
             # the same method fingerprint and image-cache keys. They are kept in the JSON manifest.
-            stored_meta = {**{k: v for k, v in manifest.items() if k != "prepare_seconds"},
-                           "training": {k: v for k, v in self.training.items() if k != "seconds"}}
+            stored_meta = {**manifest, "training": {k: v for k, v in self.training.items() if k != "seconds"}}
             self.save_tensors(guide_name, guide.state_dict(), meta=stored_meta)
             manifest["artefacts"] = dict(self.artefacts)
             self.save_report("invdiff-manifest", manifest)

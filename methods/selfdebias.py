@@ -453,10 +453,8 @@ class SelfDebias(Method):
         name = f"selfdebias-{self.cache_key(base, data)[:16]}"
         tensors = self.load_tensors(name)
         if tensors is None:
-            start = time.perf_counter()
             tensors, report = self.fit(base, prompts, data.embedder)
-            report["seconds"] = round(time.perf_counter() - start, 3)
-            # timings stay out of the artefact so that its hash depends on its content alone
+            # phase timings stay out of the artefact so that its hash depends on its content alone
             self.save_tensors(name, tensors, meta={k: v for k, v in report.items() if not k.startswith("seconds")})
             manifest = {"artefact": f"{name}.safetensors", "sha256": self.artefacts[name],
                         "params": dataclasses.asdict(self.params), "base": base.fingerprint,

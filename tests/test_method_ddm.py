@@ -165,7 +165,7 @@ def test_prepare_is_cached_and_reproducible(base, data, tmp_path):
     first.prepare(base, data, tmp_path / "a")
     manifest = json.loads((tmp_path / "a" / "ddm.json").read_text())
     assert manifest["sha256"] == first.artefacts["ddm"]
-    assert manifest["data"]["target_images"] == 24 and manifest["training_seconds"] >= 0
+    assert manifest["data"]["target_images"] == 24 and "indicator_entropy" in manifest
     again = DDM(small())
     again.prepare(base, data, tmp_path / "a")
     assert again.trainer.history == []  # loaded, not retrained

@@ -316,7 +316,7 @@ def test_prepare_is_cached_and_manifest_written(prepared, tiny, data, monkeypatc
     assert any(f.endswith(".safetensors") for f in files) and any(f.endswith(".json") for f in files)
     manifest = json.loads(next(prepared.workdir.glob("*.json")).read_text())
     assert manifest["sha256"] == next(iter(prepared.artefacts.values()))
-    assert {"config", "train_seconds", "data", "sae", "probes"} <= set(manifest)
+    assert {"config", "seconds", "data", "sae", "probes"} <= set(manifest)
 
     again = DiffLens(DiffLensParams(**TINY, mode="multiply", ratio=2.0))  # intervention settings reuse artefacts
     monkeypatch.setattr(DiffLens, "_train", lambda *a: pytest.fail("retrained although cached"))
@@ -332,7 +332,7 @@ def test_retraining_gives_the_same_artefact_hash(prepared, tiny, data, tmp_path)
     again.prepare(tiny, data, tmp_path)
     assert again.artefacts == prepared.artefacts
     assert again.fingerprint() == prepared.fingerprint()
-    assert again.manifest["train_seconds"] > 0  # still recorded, beside the artefact
+    assert again.manifest["seconds"]["sae"] > 0  # phase timings still recorded, beside the artefact
 
 
 def test_registered_and_bad_input_is_a_one_line_error(tiny, data, tmp_path):
