@@ -97,3 +97,26 @@ def test_asking_for_cuda_without_it_is_a_one_line_error(capsys) -> None:
     assert main(["prepare", "--methods", "baseline", "--device", "cuda"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: config: device: 'cuda' asked for, but CUDA is not available") and err.count("\n") == 1
+
+
+def test_library_chatter_is_off_unless_verbose(monkeypatch) -> None:
+    """Weight-loading bars and the model libraries' notices are silenced for a plain command (set
+    before those libraries load); `-v` leaves them on."""
+    import os
+    import warnings
+
+    for name in ("TRANSFORMERS_VERBOSITY", "DIFFUSERS_VERBOSITY", "HF_HUB_DISABLE_PROGRESS_BARS"):
+        monkeypatch.delenv(name, raising=False)
+    with warnings.catch_warnings():
+        assert main(["-v", "list", "profiles"]) == 0
+        assert "TRANSFORMERS_VERBOSITY" not in os.environ
+        assert main(["list", "profiles"]) == 0
+        assert os.environ["TRANSFORMERS_VERBOSITY"] == "error" and os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] == "1"
+        with warnings.catch_warnings(record=True) as seen:
+            warnings.simplefilter("default")
+            from benchmark.cli import _quiet_libraries
+
+            _quiet_libraries()
+            warnings.warn_explicit("old", FutureWarning, "x.py", 1, module="transformers.modeling_utils")
+            warnings.warn_explicit("ours", FutureWarning, "y.py", 1, module="benchmark.runner")
+        assert [str(w.message) for w in seen] == ["ours"]
