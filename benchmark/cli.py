@@ -75,6 +75,7 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--run-id", help="name of the run folder (default: profile + hash of the resolved config)")
     p.add_argument("--device", help="where the world's models run (cuda, cuda:1); default: the CPU")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--dry-run", action="store_true", help="print the work and which methods would train; run nothing")
     p.set_defaults(func=_cmd_run)
 
 
@@ -128,6 +129,11 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from benchmark.runner import run
 
     config = load_config(args.config, _overrides(args))
+    if args.dry_run:
+        from benchmark.runner import Runner
+
+        print(Runner(config, progress=False).plan())
+        return 0
     run_dir = run(config, progress=not args.quiet)
     results = load_results(run_dir)
     print(headline_table(results))

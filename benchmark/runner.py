@@ -178,6 +178,37 @@ class Runner:
                 folders[spec.key] = shipped.export(self.workdirs[spec.key], export_to, spec.name)
         return folders
 
+    def plan(self) -> str:
+        """What ``run`` would do, without generating or training: where the results go, the work,
+        and for each method whether its artefacts are cached, shipped, or must be trained."""
+        base = self.components()
+        self.check_methods(base)
+        run_dir = self.run_dir()
+        s = base.sampler
+        lines = [f"run {run_dir.name} -> {run_dir}" + (" (exists: finished images are reused)" if run_dir.exists() else ""),
+                 f"profile {self.profile.name}: {base.name}, {s.num_inference_steps} steps, guidance {s.guidance_scale:g}, "
+                 f"{s.height}x{s.width}",
+                 "classifiers: " + ", ".join(self.classifiers)]
+        images = 0
+        for ps in self.prompt_sets:
+            lines.append(f"prompt set {ps.name}: {len(ps.prompts)} prompts x {ps.images_per_prompt} images")
+            images += len(ps.prompts) * ps.images_per_prompt
+        lines.append(f"images: {images * len(self.config.methods):,} ({images:,} per method; cached ones are read back)")
+        for spec in self.config.methods:
+            method = METHODS.get(spec.name).from_config(spec.params)
+            key = self.artefact_key(method, base if self.config.prepared_with is None
+                                    else self.components(self.config.prepared_with))
+            if not method.trains:
+                status = "nothing to train"
+            elif shipped.read_manifest(self.cache.artefact_dir(spec.name, key)) is not None:
+                status = "artefacts cached"
+            elif shipped.find(self.profile.artefact_stores, spec.name, key) is not None:
+                status = "artefacts shipped (loaded, not trained)"
+            else:
+                status = "TRAINS: " + _training_notice(spec.key, key, self.profile.artefact_stores, spec.name).split(": ", 1)[1]
+            lines.append(f"  {spec.key:<14} {status}")
+        return "\n".join(lines)
+
     def check_methods(self, base: Components) -> None:
         """Every method's parameters against the base model (``Method.check``), before any work."""
         for spec in self.config.methods:

@@ -187,3 +187,25 @@ def test_the_baseline_is_the_one_the_config_names(tiny_config) -> None:
                                                           .read_text())["metrics"])["metric"])
     with pytest.raises(ConfigError, match="baseline: 'nobody' is not one of the methods"):
         load_config(None, {**tiny_config.model_dump(), "methods": two, "baseline": "nobody"})
+
+
+def test_a_dry_run_plans_without_writing(tiny_config, monkeypatch) -> None:
+    """`run --dry-run`: the run id and folder, the work, and per method what preparation would do;
+    nothing generated, trained or written. A trained method without artefacts is announced."""
+    from pathlib import Path
+
+    from benchmark.runner import Runner, default_run_id
+    from methods import METHODS
+
+    class Trains(Baseline):
+        name = "trains"
+        trains = True
+
+    monkeypatch.setitem(METHODS._paths, "trains", "tests:Trains")
+    monkeypatch.setitem(METHODS._loaded, "trains", Trains)
+    config = tiny_config.model_copy(update={"methods": [*tiny_config.methods, type(tiny_config.methods[0])(name="trains")]})
+    plan = Runner(config, progress=False).plan()
+    assert default_run_id(config) in plan and "4 prompts x 4 images" in plan and "images: 32" in plan
+    assert "baseline       nothing to train" in plan
+    assert "trains         TRAINS: no prepared artefacts for key" in plan
+    assert not Path(config.output_dir).exists() and not (Path(config.cache_dir) / "artefacts").exists()
