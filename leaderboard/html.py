@@ -151,7 +151,7 @@ def table_view(table: Table, index: int) -> dict[str, Any]:
 
 
 COST_COLUMNS = ["method", "UNet evaluations per image", "× baseline", "seconds per image", "× baseline",
-                "training (s)"]
+                "training (s)", "seconds timed on"]
 
 
 def _finite(x: Any) -> float | None:
@@ -159,6 +159,22 @@ def _finite(x: Any) -> float | None:
     if isinstance(x, bool) or not isinstance(x, (int, float)):
         return None
     return float(x) if math.isfinite(x) else None
+
+
+def timed_on(results: dict[str, Any], cost: dict[str, Any]) -> str:
+    """Where a method's seconds per image were measured: this run's machine when it generated the
+    images, else an earlier run whose cached timings it read (machine not recorded per image)."""
+    machine = ((results.get("execution") or {}).get("machine") or {})
+    here = ", ".join(str(x) for x in (machine.get("cpu"), f"{machine.get('cores')} cores" if machine.get("cores") else None,
+                                       machine.get("gpu")) if x) or "this run's machine"
+    generated = _finite(cost.get("generated")) or 0
+    timed = _finite(cost.get("timed_images")) or 0
+    if timed == 0:
+        return "–"
+    if generated >= timed:
+        return here
+    return f"{here} ({int(generated)} of {int(timed)} images; the rest timed by an earlier run)" if generated \
+        else "an earlier run (timings read from the cache)"
 
 
 def cost_view(runs: list[Run]) -> dict[str, Any]:
@@ -183,6 +199,8 @@ def cost_view(runs: list[Run]) -> dict[str, Any]:
             cells = [{"text": label, "sort": label}]
             for value, digits in zip(values, (0, 2, 3, 2, 0), strict=True):
                 cells.append({"text": "–" if value is None else f"{value:.{digits}f}", "sort": _num(value)})
+            where = timed_on(run.results, c)
+            cells.append({"text": where, "sort": where})
             rows.append({"cells": cells})
     return {"columns": COST_COLUMNS, "rows": rows}
 
@@ -348,6 +366,8 @@ def heatmap_figures(tables: list[Table]) -> list[Figure]:
         if t.metric != "fd" or t.per_prompt.empty:
             continue
         data = t.per_prompt.iloc[:, :MAX_PLOT_PROMPTS]
+        # one row order for every map (the baseline first, then by name), not each table's ranking
+        data = data.loc[sorted(data.index, key=lambda r: (not str(r).startswith("baseline"), str(r)))]
         data = data.set_axis([plot_label(i) for i in data.index], axis=0).set_axis(
             [plot_label(c, 16) for c in data.columns], axis=1)
         fig, ax = plt.subplots(figsize=(1.0 * data.shape[1] + 3, 0.45 * data.shape[0] + 1.5))
@@ -355,6 +375,8 @@ def heatmap_figures(tables: list[Table]) -> list[Figure]:
                     cbar_kws={"label": f"FD ({t.headline})"}, annot_kws={"fontsize": 8})
         ax.set_xlabel("prompt")
         ax.set_ylabel("")
+        ax.set_xticks(ax.get_xticks(), ax.get_xticklabels(), rotation=40, ha="right", rotation_mode="anchor")
+        ax.tick_params(axis="y", rotation=0)
         ax.set_title(plot_label(t.title, 90), fontsize=10)
         figures.append(Figure(f"{t.title}: per-prompt heat map", _render(fig)))
     return figures

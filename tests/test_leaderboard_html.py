@@ -192,15 +192,22 @@ def test_cost_table_relates_each_method_to_its_runs_baseline(tmp_path: Path) -> 
     from leaderboard.html import cost_view, render_page
     from leaderboard.rundir import Run
 
-    cost = {"baseline": {"unet_evals_per_image": 40, "seconds_per_image": 0.08, "train_seconds": 0.0},
-            "difflens": {"unet_evals_per_image": 58, "seconds_per_image": 0.12, "train_seconds": 66.06},
+    cost = {"baseline": {"unet_evals_per_image": 40, "seconds_per_image": 0.08, "train_seconds": 0.0,
+                         "generated": 10, "timed_images": 10},
+            "difflens": {"unet_evals_per_image": 58, "seconds_per_image": 0.12, "train_seconds": 66.06,
+                         "generated": 0, "timed_images": 10},
+            "ddm": {"unet_evals_per_image": 40, "seconds_per_image": 0.09, "generated": 4, "timed_images": 10},
             "odd": {"unet_evals_per_image": "many", "seconds_per_image": float("nan"), "train_seconds": True},
             HOSTILE_METHOD: "not a mapping"}
-    run = Run(tmp_path, {"run_id": "r", "metrics": [], "cost": cost})
+    machine = {"cpu": "AMD EPYC", "cores": 2}
+    run = Run(tmp_path, {"run_id": "r", "metrics": [], "cost": cost, "execution": {"machine": machine}})
     rows = {r["cells"][0]["text"]: [c["text"] for c in r["cells"][1:]] for r in cost_view([run])["rows"]}
-    assert rows["difflens"] == ["58", "1.45", "0.120", "1.50", "66"]
-    assert rows["baseline"] == ["40", "1.00", "0.080", "1.00", "0"]
-    assert rows["odd"] == ["–"] * 5  # untrusted values that are not finite numbers are not shown
+    assert rows["difflens"][:5] == ["58", "1.45", "0.120", "1.50", "66"]
+    assert rows["baseline"] == ["40", "1.00", "0.080", "1.00", "0", "AMD EPYC, 2 cores"]
+    # seconds read back from the cache were timed elsewhere: the page says so instead of the machine
+    assert rows["difflens"][5] == "an earlier run (timings read from the cache)"
+    assert rows["ddm"][5].startswith("AMD EPYC, 2 cores (4 of 10 images")
+    assert rows["odd"] == ["–"] * 6  # untrusted values that are not finite numbers are not shown
     assert HOSTILE_METHOD not in rows
     html, _ = render_page([run])
     assert '<h2 id="cost">Cost</h2>' in html and 'id="cost-table"' in html and ">66</td>" in html
@@ -255,3 +262,25 @@ def test_thumbnail_grid_shows_plain_prompts_first_one_image_each(tmp_path: Path)
     named = [p["id"] for p in PROMPTS if p["named"]]
     assert [pid for pid, _ in header[: len(PROMPTS)]] == plain + named  # every prompt once, plain first
     assert {idx for _, idx in header[: len(PROMPTS)]} == {"0"}
+
+
+def test_every_heat_map_has_one_row_order_baseline_first(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import seaborn as sns
+
+    from leaderboard.html import heatmap_figures
+    from leaderboard.tables import build_tables
+
+    run = make_run(tmp_path, "run-a", methods={"selfdebias": 0.05, "baseline": 0.3, "ddm": 0.2}, n=12, n_boot=20)
+    orders = []
+    real = sns.heatmap
+
+    def spy(data, **kw):
+        orders.append(list(data.index))
+        return real(data, **kw)
+
+    monkeypatch.setattr(sns, "heatmap", spy)
+    from leaderboard.rundir import load_run
+
+    heatmap_figures(build_tables([load_run(run)]))
+    assert orders and all(o == orders[0] for o in orders) and orders[0][0].startswith("baseline")
+    assert orders[0][1:] == sorted(orders[0][1:])
