@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from benchmark.config import BASELINE, LABEL_PATTERN, RunConfig, read_config_file, validate_config
@@ -204,6 +205,7 @@ def study_rows(spec: StudySpec, results: list[tuple[dict[str, Any], dict]]) -> l
             s = by_label.get(key)
             d = delta.get(key, {})
             cost = res.get("cost", {}).get(key, {})
+            info = res.get("models", {}).get("methods", {}).get(key, {})
             rows.append({
                 "label": key, "method": s.method if s else key, "preset": s.preset if s else "defaults",
                 "knobs": s.knobs if s else {}, "sampler": sampler, "attribute": attribute, "classifier": classifier,
@@ -212,6 +214,7 @@ def study_rows(spec: StudySpec, results: list[tuple[dict[str, Any], dict]]) -> l
                 "p_value": d.get("p_value"), "fid": fid.get(key, {}).get("value"),
                 "clip_t": clip.get(key, {}).get("value"), "unet_evals": cost.get("unet_evals_per_image"),
                 "seconds_per_image": cost.get("seconds_per_image"), "run_id": res["run_id"],
+                "artefact_key": info.get("artefact_key"), "artefacts": info.get("artefacts", {}),
             })
     mark_fronts(rows)
     return rows
@@ -274,13 +277,43 @@ def summaries(rows: list[dict[str, Any]]) -> dict[str, Any]:
                    if r["method"] == method and r["label"] != BASELINE and r["fid"] is not None]
             hv.append({"method": method, "sampler": sampler, "settings": len(pts),
                        "hypervolume": hypervolume(pts, (1.0, FID_LIMIT))})
+    return {"hypervolume": hv, "robustness": robustness(rows), "seeds": seed_spread(rows)}
+
+
+def seed_spread(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Settings that differ only in the training ``seed``: per method, other knobs and sampler point,
+    how FD, its paired change and FID spread over the seeds (mean, sample sd, min, max)."""
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for r in rows:
+        if "seed" in r["knobs"]:
+            rest = {k: v for k, v in r["knobs"].items() if k != "seed"}
+            groups.setdefault(json.dumps([r["method"], r["preset"], rest, r["sampler"]], sort_keys=True,
+                                         default=str), []).append(r)
+    out = []
+    for key, members in groups.items():
+        method, preset, rest, sampler = json.loads(key)
+        if len(members) < 2:
+            continue
+        entry = {"method": method, "preset": preset, "knobs": rest, "sampler": sampler,
+                 "seeds": [m["knobs"]["seed"] for m in members]}
+        for field in ("fd", "delta_fd", "fid"):
+            values = np.array([m[field] for m in members if m[field] is not None], dtype=float)
+            if len(values):
+                entry[field] = {"mean": float(values.mean()), "sd": float(values.std(ddof=1)) if len(values) > 1 else None,
+                                "min": float(values.min()), "max": float(values.max())}
+        out.append(entry)
+    return out
+
+
+def robustness(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Each setting's worst and best FD over the sampler grid, and where the worst is."""
     worst = []
     for label in dict.fromkeys(r["label"] for r in rows):
         mine = [r for r in rows if r["label"] == label]
         top = max(mine, key=lambda r: r["fd"])
         worst.append({"label": label, "points": len(mine), "worst_fd": top["fd"], "at": top["sampler"],
                       "best_fd": min(r["fd"] for r in mine)})
-    return {"hypervolume": hv, "robustness": worst}
+    return worst
 
 
 def _num(x: Any, fmt: str) -> str:
@@ -312,6 +345,18 @@ def format_tables(rows: list[dict[str, Any]], summary: dict[str, Any]) -> str:
             where = ", ".join(f"{k} {v:g}" for k, v in h["sampler"].items()) or "profile sampler"
             out.append(f"  {h['method']:<14} {h['hypervolume']:.3f}  ({h['settings']} settings, {where})")
         out.append("")
+    if summary.get("seeds"):
+        out.append("over training seeds (mean ± sd [min, max]):")
+        for s in summary["seeds"]:
+            knobs = ", ".join(f"{k} {v}" for k, v in s["knobs"].items())
+            name = s["method"] + (f" ({knobs})" if knobs else "") + (" paper" if s["preset"] == "paper" else "")
+            parts = []
+            for field, label in (("fd", "FD"), ("delta_fd", "ΔFD"), ("fid", "FID")):
+                if field in s:
+                    v = s[field]
+                    parts.append(f"{label} {v['mean']:.3f} ± {_num(v['sd'], '.3f')} [{v['min']:.3f}, {v['max']:.3f}]")
+            out.append(f"  {name:<24} seeds {','.join(map(str, s['seeds']))}: " + "; ".join(parts))
+        out.append("")
     if any(w["points"] > 1 for w in summary["robustness"]):
         out.append("robustness (FD over the sampler grid):")
         for w in summary["robustness"]:
@@ -339,11 +384,14 @@ def run_study(spec: StudySpec, overrides: dict[str, Any] | None = None, output_d
         results.append((point.sampler, json.loads((run_dir / "results.json").read_text())))
     rows = study_rows(spec, results)
     summary = summaries(rows)
+    from benchmark import __version__
     from benchmark.cache import atomic_write
 
     atomic_write(folder / "study.json", json.dumps({
         "study": spec.model_dump(), "overrides": overrides or {}, "rows": rows, **summary,
-        "runs": [r["run_id"] for _, r in results]}, indent=1, default=str).encode())
+        "runs": [r["run_id"] for _, r in results], "debias_bench": __version__,
+        "created": results[0][1].get("created") if results else None,
+        "description": spec.description}, indent=1, default=str).encode())
     atomic_write(folder / "study.txt", format_tables(rows, summary).encode())
     return folder
 

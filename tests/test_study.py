@@ -129,3 +129,18 @@ def test_a_study_runs_every_setting_at_every_sampler_point(tint, tones_file, tmp
     assert {w["label"] for w in saved["robustness"]} == {"baseline", "tint-strength0", "tint-strength0.5"}
     assert all(w["points"] == 2 and w["worst_fd"] >= w["best_fd"] for w in saved["robustness"])
     assert "robustness (FD over the sampler grid)" in (folder / "study.txt").read_text()
+
+
+def test_seed_spread_summarises_settings_that_differ_only_in_seed() -> None:
+    from benchmark.study import seed_spread
+
+    def row(seed, fd, alpha=0.05):
+        return {"method": "ddm", "preset": "defaults", "knobs": {"alpha": alpha, "seed": seed}, "sampler": {},
+                "fd": fd, "delta_fd": fd - 0.3, "fid": 2.0}
+
+    rows = [row(0, 0.2), row(1, 0.3), row(2, 0.4), row(0, 0.1, alpha=0.0),
+            {"method": "baseline", "preset": "defaults", "knobs": {}, "sampler": {}, "fd": 0.3, "delta_fd": None, "fid": 2.0}]
+    (spread,) = seed_spread(rows)  # alpha 0 has one seed only: no spread to report
+    assert spread["knobs"] == {"alpha": 0.05} and spread["seeds"] == [0, 1, 2]
+    assert spread["fd"]["mean"] == pytest.approx(0.3) and spread["fd"]["sd"] == pytest.approx(0.1)
+    assert (spread["fd"]["min"], spread["fd"]["max"]) == (0.2, 0.4) and spread["fid"]["sd"] == 0.0
