@@ -26,6 +26,7 @@ from benchmark import __version__
 from benchmark.hashing import hash_file, hash_value
 from benchmark.headline import HEADLINE_COLUMNS, cleam_warnings, headline_blocks
 from leaderboard.rundir import FAMILIES, PREDICTIONS_FILE, Run, load_run, probability_columns
+from leaderboard.studies import study_view
 from leaderboard.submission import MANIFEST_FILE, entry_dirs, parse_sample_name
 from leaderboard.tables import Table, build_tables, combined_metrics, format_ci, write_tables
 
@@ -530,7 +531,7 @@ def headline_views(runs: list[Run]) -> list[dict[str, Any]]:
 
 
 def render_page(runs: list[Run], title: str = "debias-bench leaderboard", subtitle: str = "",
-                figure_cache: Path | None = None) -> tuple[str, list[Table]]:
+                figure_cache: Path | None = None, studies: list[dict[str, Any]] | None = None) -> tuple[str, list[Table]]:
     """The page's HTML and the tables it shows (``figure_cache``: see :func:`all_figures`)."""
     import matplotlib
 
@@ -548,6 +549,7 @@ def render_page(runs: list[Run], title: str = "debias-bench leaderboard", subtit
         subtitle=subtitle or f"{len(runs)} run(s) · {len(tables)} tables · families: {', '.join(families) or 'none'}",
         tables=[table_view(t, i) for i, t in enumerate(tables)],
         cost=cost_view(runs),
+        studies=[study_view(s) for s in studies or []],
         headlines=headline_views(runs),
         headline_notes=[f"{run.label}: {w}" for run in runs for w in cleam_warnings(run.results)],
         figures=figures,
@@ -576,8 +578,11 @@ def render_report(run_dir: str | Path) -> Path:
     return out
 
 
-def build_leaderboard(entries_dir: str | Path, out_dir: str | Path) -> Path:
-    """Render every entry in ``entries_dir`` to ``out_dir/index.html`` plus ``out_dir/tables/*``."""
+def build_leaderboard(entries_dir: str | Path, out_dir: str | Path, studies_dir: str | Path | None = None) -> Path:
+    """Render every entry in ``entries_dir`` (and every study in ``studies_dir``, default: ``studies``
+    beside the entries) to ``out_dir/index.html`` plus ``out_dir/tables/*``."""
+    from leaderboard.studies import load_studies
+
     runs = []
     for d in entry_dirs(entries_dir):
         run = load_run(d)
@@ -585,7 +590,10 @@ def build_leaderboard(entries_dir: str | Path, out_dir: str | Path) -> Path:
         runs.append(run)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    html, tables = render_page(runs, subtitle=f"{len(runs)} entr{'y' if len(runs) == 1 else 'ies'}", figure_cache=out / FIGURE_CACHE)
+    studies = load_studies(Path(entries_dir).parent / "studies" if studies_dir is None else studies_dir)
+    html, tables = render_page(runs, subtitle=f"{len(runs)} entr{'y' if len(runs) == 1 else 'ies'}"
+                               + (f" · {len(studies)} stud{'y' if len(studies) == 1 else 'ies'}" if studies else ""),
+                               figure_cache=out / FIGURE_CACHE, studies=studies)
     write_tables(tables, out / "tables")
     page = out / "index.html"
     _atomic_write_text(page, html)
