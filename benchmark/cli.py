@@ -69,6 +69,8 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, help="image seed base (default: 0)")
     p.add_argument("--steps", type=int, help="number of inference steps (default: the profile's sampler)")
     p.add_argument("--guidance", type=float, help="classifier-free guidance scale (default: the profile's sampler)")
+    p.add_argument("--scheduler", choices=["ddim", "pndm", "euler", "euler-ancestral", "dpm-solver++", "ddpm"],
+                   help="another scheduler on the model's noise schedule (default: the model's own)")
     p.add_argument("--bootstrap", type=int, help="bootstrap resamples for intervals, 0 for none (default: 1000)")
     p.add_argument("--output-dir", help="where results/<run-id>/ goes (default: results)")
     p.add_argument("--cache-dir", help="image, prediction and artefact cache (default: .debias-cache)")
@@ -115,7 +117,7 @@ def _overrides(args: argparse.Namespace) -> dict:
                                           "seed", "output_dir", "cache_dir", "run_id", "device")}
     if args.methods is not None:
         over["methods"] = [{"name": m} for m in args.methods]
-    sampler = {"num_inference_steps": args.steps, "guidance_scale": args.guidance}
+    sampler = {"num_inference_steps": args.steps, "guidance_scale": args.guidance, "scheduler": args.scheduler}
     over["sampler"] = {k: v for k, v in sampler.items() if v is not None} or None
     if args.bootstrap is not None:
         over["metrics"] = {"bootstrap": args.bootstrap}

@@ -62,6 +62,9 @@ class SamplerOverrides(_Strict):
     height: int | None = Field(default=None, ge=8, le=4096)
     width: int | None = Field(default=None, ge=8, le=4096)
     negative_prompt: str | None = None
+    # another scheduler class on the model's own noise schedule (diffusers from_config), e.g. "ddim"
+    # for DiffLens's two-pass step on SD 1.5, which ships PNDM
+    scheduler: Literal["ddim", "pndm", "euler", "euler-ancestral", "dpm-solver++", "ddpm"] | None = None
 
 
 class MetricsSpec(_Strict):

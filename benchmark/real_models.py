@@ -43,6 +43,7 @@ import torch
 
 from benchmark.components import Components, SamplerConfig, auto_device
 from benchmark.errors import ModelLoadError
+from benchmark.full_shape import RANDOM_MODELS, random_model_folder
 from benchmark.hashing import hash_value
 
 log = logging.getLogger(__name__)
@@ -170,6 +171,8 @@ def load_sd(model: str, device: torch.device | None = None, dtype: torch.dtype |
     """Load a Stable Diffusion 1.x/2.x or SDXL pipeline offline → (components, info recorded in results.json)."""
     from diffusers import StableDiffusionPipeline, StableDiffusionXLPipeline
 
+    if model in RANDOM_MODELS:  # published shapes, random weights, built offline on first use
+        model = str(random_model_folder(model))
     model_id, preset = resolve(model)
     xl = is_sdxl(model_id)
     local = Path(model_id).expanduser()

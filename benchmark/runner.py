@@ -95,6 +95,18 @@ def _by_content(clf: Any) -> dict[str, Any]:
     return out
 
 
+SCHEDULERS = {"ddim": "DDIMScheduler", "pndm": "PNDMScheduler", "euler": "EulerDiscreteScheduler",
+              "euler-ancestral": "EulerAncestralDiscreteScheduler", "dpm-solver++": "DPMSolverMultistepScheduler",
+              "ddpm": "DDPMScheduler"}
+
+
+def scheduler_from(name: str, current: Any) -> Any:
+    """The scheduler class ``name`` on ``current``'s configuration (its noise schedule, prediction type)."""
+    import diffusers
+
+    return getattr(diffusers, SCHEDULERS[name]).from_config(current.config)
+
+
 def default_run_id(config: RunConfig) -> str:
     """Deterministic: the same config writes (and resumes) the same run directory.
 
@@ -109,6 +121,9 @@ def resolved_config(config: RunConfig) -> dict[str, Any]:
     for name, default in (("baseline", BASELINE), ("prepared_with", None)):
         if data[name] == default:  # the default: ids stay those of runs made before the field existed
             del data[name]
+    for sampler in (data["sampler"], data.get("prepared_with") or {}):
+        if sampler.get("scheduler", 0) is None:
+            del sampler["scheduler"]
     data["methods"] = [{"name": spec.name, "label": spec.key,
                         "params": dataclasses.asdict(METHODS.get(spec.name).parse_params(spec.params))}
                        for spec in config.methods]
@@ -158,6 +173,10 @@ class Runner:
         base = self.profile.components
         chosen = self.config.sampler if sampler is None else sampler
         overrides = {k: v for k, v in chosen.model_dump().items() if v is not None}
+        scheduler = overrides.pop("scheduler", None)
+        if scheduler is not None:
+            base = base.replace(scheduler=scheduler_from(scheduler, base.scheduler),
+                                fingerprint=hash_value({"base": base.fingerprint, "scheduler": scheduler}))
         if overrides:
             base = base.replace(sampler=dataclasses.replace(base.sampler, **overrides))
         return base

@@ -440,7 +440,8 @@ def check_ddim(scheduler, config: SamplerConfig) -> None:
     from diffusers import DDIMScheduler
 
     if not isinstance(scheduler, DDIMScheduler):
-        raise ConfigError(f"difflens: the two-pass update needs a DDIMScheduler, got {type(scheduler).__name__}")
+        raise ConfigError(f"difflens: the two-pass update needs a DDIMScheduler, got {type(scheduler).__name__} "
+                          "(set sampler.scheduler: ddim, or --scheduler ddim)")
     if config.eta != 0.0:
         raise ConfigError(f"difflens: sampler eta must be 0 for the two-pass update, got {config.eta}")
     if scheduler.config.thresholding or scheduler.config.prediction_type not in ("epsilon", "v_prediction"):
@@ -543,6 +544,9 @@ class DiffLens(Method):
         self.manifest: dict = {}
 
     # -- preparation --------------------------------------------------------------------------
+    def check(self, base: Components) -> None:
+        check_ddim(fresh_scheduler(base, base.sampler), base.sampler)
+
     def training_params(self) -> dict:
         return self.params.training_fields()
 

@@ -209,3 +209,18 @@ def test_a_dry_run_plans_without_writing(tiny_config, monkeypatch) -> None:
     assert "baseline       nothing to train" in plan
     assert "trains         TRAINS: no prepared artefacts for key" in plan
     assert not Path(config.output_dir).exists() and not (Path(config.cache_dir) / "artefacts").exists()
+
+
+def test_a_scheduler_override_changes_the_sampler_and_the_image_keys(tiny_config) -> None:
+    """`sampler.scheduler` swaps the scheduler class on the model's own noise schedule; the base
+    fingerprint (and so every image key) changes with it, and the default keeps the run id."""
+    from benchmark.config import load_config
+    from benchmark.runner import Runner, default_run_id
+
+    swapped = load_config(None, {**tiny_config.model_dump(), "sampler": {"scheduler": "euler"}})
+    plain, other = Runner(tiny_config, progress=False).components(), Runner(swapped, progress=False).components()
+    assert type(other.scheduler).__name__ == "EulerDiscreteScheduler"
+    assert other.scheduler.config.num_train_timesteps == plain.scheduler.config.num_train_timesteps
+    assert other.fingerprint != plain.fingerprint and default_run_id(swapped) != default_run_id(tiny_config)
+    spelled = load_config(None, {**tiny_config.model_dump(), "sampler": {"scheduler": None}})
+    assert default_run_id(spelled) == default_run_id(tiny_config)
