@@ -1,0 +1,50 @@
+"""Every method prepared and sampled on Stable Diffusion 1.5 at its published shapes (random weights,
+benchmark.full_shape) through the real profile's loader, at 256 px with a few steps: any shape, dtype
+or device fault of a method at real scale fails here. Slow (about 6 minutes on 2 cores); each method
+runs in its own process, which prints its time and peak memory (docs/gpu.md)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from benchmark.full_shape import SD15_UNET, build_pipeline
+
+DRIVER = Path(__file__).resolve().parent / "full_shape_driver.py"
+STEPS = {"difflens": 4}  # its edit window needs more than two steps
+
+
+def test_the_published_shapes_are_the_ones_built() -> None:
+    """No download: the configuration alone, checked against the numbers the papers and model cards give."""
+    from diffusers import UNet2DConditionModel
+
+    with __import__("torch").device("meta"):
+        unet = UNet2DConditionModel(**SD15_UNET)
+    assert round(sum(p.numel() for p in unet.parameters()) / 1e6, 1) == 859.5
+    assert unet.config.block_out_channels[-1] == 1280 and unet.config.cross_attention_dim == 768
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method", ["baseline", "ddm", "invdiff", "selfdebias", "difflens"])
+def test_method_runs_at_sd15_shapes(method: str, tmp_path: Path) -> None:
+    env = {**os.environ, "DEBIAS_BENCH_RANDOM_MODELS": os.environ.get("DEBIAS_BENCH_RANDOM_MODELS", str(tmp_path.parent)),
+           "HF_HUB_OFFLINE": "1", "TRANSFORMERS_VERBOSITY": "error", "DIFFUSERS_VERBOSITY": "error",
+           "HF_HUB_DISABLE_PROGRESS_BARS": "1"}
+    proc = subprocess.run([sys.executable, str(DRIVER), "sd15-random", method, "256", str(STEPS.get(method, 2)),
+                           str(tmp_path / method)], capture_output=True, text=True, env=env, timeout=1800)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    print(json.dumps(result))
+    assert result["unet_parameters_m"] == 859.5 and result["mid_block_channels"] == 1280
+
+
+def test_an_unknown_random_model_is_a_config_error() -> None:
+    from benchmark.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="unknown random model 'sd3-random'"):
+        build_pipeline("sd3-random")
