@@ -79,8 +79,9 @@ def fairness_for(cells: Sequence[Cell], ps: PromptSet, name: str, clf: Classifie
             if keep.any():  # prompts whose images all lack a subject are reported by no_subject_rate
                 probs[attr][cell.prompt_id] = cell.predictions[name][attr][keep][:, cols]
         texts = {pid: text_of[pid] for pid in probs[attr]}
-        for kept, pooled, by_content in ((confusion, clf.confusion, clf.confusion_by_content),
-                                         (soft_confusion, clf.soft_confusion, clf.soft_confusion_by_content)):
+        # (getattr: a plugin classifier that never called Classifier.__init__ has no per-content matrices)
+        for kept, pooled, by_content in ((confusion, clf.confusion, getattr(clf, "confusion_by_content", {})),
+                                         (soft_confusion, clf.soft_confusion, getattr(clf, "soft_confusion_by_content", {}))):
             kept[attr] = in_columns(matrices_by_prompt(texts, pooled.get(attr), by_content.get(attr)), cols)
     boot = {"n_boot": config.metrics.bootstrap, "seed": config.metrics.seed}
     records: list[dict] = []
