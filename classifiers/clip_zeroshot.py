@@ -39,11 +39,11 @@ class ClipZeroShot(Classifier):
     ) -> None:
         super().__init__()
         if embedder is None:
-            if model is None and checkpoint is None and model_config is None:
-                from benchmark.world.features import world_embedder
+            if model is None and checkpoint is None and model_config is None:  # the world's CLIP
+                from classifiers.world import CLIP_MODEL_CONFIG, CLIP_TEMPLATES, CLIP_WEIGHTS, WEIGHTS_DIR
 
-                embedder = world_embedder()
-                templates = templates or _world_templates()
+                embedder = OpenClipEmbedder(model_config=str(CLIP_MODEL_CONFIG), checkpoint=str(WEIGHTS_DIR / CLIP_WEIGHTS))
+                templates = templates or CLIP_TEMPLATES
             else:
                 embedder = OpenClipEmbedder(model=model, pretrained=pretrained,
                                             checkpoint=str(checkpoint) if checkpoint else None,
@@ -70,8 +70,3 @@ class ClipZeroShot(Classifier):
             out[attr] = p / p.sum(axis=1, keepdims=True)
         return out
 
-
-def _world_templates() -> dict[str, dict[str, str]]:
-    from benchmark.world.clip import TEMPLATES
-
-    return TEMPLATES

@@ -32,6 +32,14 @@ ATTRIBUTES = {
     "shade": ["light", "mid", "dark"],
     "digit": ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"],
 }
+# The world CLIP's zero-shot texts (benchmark/world/clip.py trains on captions of this form) and files.
+CLIP_TEMPLATES: dict[str, dict[str, str]] = {
+    "color": {c: f"a {c} glyph" for c in ATTRIBUTES["color"]},
+    "shade": {s: f"a glyph on a {s} background" for s in ATTRIBUTES["shade"]},
+    "digit": {d: f"a photo of a {d}" for d in ATTRIBUTES["digit"]},
+}
+CLIP_MODEL_CONFIG = Path(__file__).resolve().parent.parent / "benchmark" / "world" / "world-clip.json"
+CLIP_WEIGHTS = "clip.safetensors"
 
 
 def _as_input(images: np.ndarray) -> torch.Tensor:

@@ -123,3 +123,13 @@ def test_cleam_assumption_is_measured_and_fails_for_the_weak_classifier() -> Non
                                           "world-weak": {"cleam_assumption": weak}}}}
     [line] = cleam_warnings(results)
     assert line.startswith("classifier world-weak: accuracy varies across contents by color 0.38")
+
+
+def test_the_clip_classifiers_world_defaults_are_the_world_clips() -> None:
+    """classifiers.world keeps its own copy of the world CLIP's texts and files (so that classifiers
+    import nothing from the harness): it must name what benchmark.world.clip trains and ships."""
+    from benchmark.world.clip import CLIP_CONFIG, TEMPLATES
+    from benchmark.world.features import CLIP_FILE
+    from classifiers.world import CLIP_MODEL_CONFIG, CLIP_TEMPLATES, CLIP_WEIGHTS
+
+    assert CLIP_TEMPLATES == TEMPLATES and CLIP_MODEL_CONFIG == CLIP_CONFIG and CLIP_WEIGHTS == CLIP_FILE
