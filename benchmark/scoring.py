@@ -33,6 +33,7 @@ from benchmark.metrics import (
     reference_stats,
 )
 from benchmark.metrics.cleam import matrices_by_prompt
+from benchmark.metrics.fid import extract_features, paired_fid_delta
 from classifiers import Classifier
 from prompts import PromptSet
 
@@ -131,6 +132,24 @@ def deltas_for(cells: Sequence[Cell], baseline: Sequence[Cell], ps: PromptSet, n
     return records
 
 
+FID_BOOT = 200  # resamples for the ΔFID interval: two matrix roots each (the fairness intervals use the config's)
+
+
+def _delta_fid(cells: Sequence[Cell], baseline: Sequence[Cell], features: Any, reference: Any,
+               config: RunConfig) -> list[dict]:
+    """FID(method) − FID(baseline) against the reference, paired by prompt and seed (``delta_fid``)."""
+    base_of = {c.prompt_id: c for c in baseline}
+    pairs = [(c, base_of.get(c.prompt_id)) for c in cells]
+    if not all(b is not None and b.seeds == c.seeds and len(b.images) == len(c.images) for c, b in pairs):
+        return []
+    mine = extract_features(np.concatenate([c.images for c, _ in pairs]), features)
+    theirs = extract_features(np.concatenate([b.images for _, b in pairs]), features)
+    value, ci, p = paired_fid_delta(mine, theirs, reference, [len(c.images) for c in cells],
+                                    min(config.metrics.bootstrap, FID_BOOT), config.metrics.seed)
+    record = make_record(None, "delta_fid", "vs-reference", value, len(mine), ci)
+    return [{"classifier": None, "attribute": None, **record, "p_value": p}]
+
+
 def quality_for(cells: Sequence[Cell], baseline: Sequence[Cell] | None, profile: Profile, config: RunConfig,
                 reference: Any, clip_scores: dict[tuple[str, str, str], np.ndarray] | None = None,
                 features: Any = None) -> list[dict]:
@@ -150,6 +169,8 @@ def quality_for(cells: Sequence[Cell], baseline: Sequence[Cell] | None, profile:
             base_images = np.concatenate([c.images for c in baseline])
             for metric, value in fid_vs_baseline(images, base_images, features, kid=True).items():
                 records.append({**none, **make_record(None, metric, "vs-baseline", value, n, None)})
+            if reference is not None:
+                records += _delta_fid(cells, baseline, features, reference, config)
     if config.metrics.clip and profile.embedder is not None:
         boot = {"n_boot": config.metrics.bootstrap, "seed": config.metrics.seed}
         known = clip_scores if clip_scores is not None else {}

@@ -230,3 +230,49 @@ def test_precomputed_reference_statistics_errors(tmp_path):
     np.savez(bad, mu=np.zeros(4), sigma=np.eye(4))  # 4-d statistics, 10-d features
     with pytest.raises(DataError, match="dimensions differ"):
         fid_vs_reference(_images(1), ext, load_reference_stats(bad, ext))
+
+
+def test_paired_fid_delta_is_zero_for_the_same_images_and_positive_for_moved_ones() -> None:
+    from benchmark.metrics.fid import BOOT_MAX_DIM, FeatureStats, paired_fid_delta
+
+    rng = np.random.default_rng(1)
+    ref = FeatureStats.from_features(rng.normal(size=(600, 6)))
+    base = rng.normal(size=(300, 6))
+    value, (low, high), p = paired_fid_delta(base, base, ref, [100, 100, 100], n_boot=100)
+    assert value == 0.0 and low == high == 0.0 and p == 1.0
+    value, (low, high), p = paired_fid_delta(base + 0.3, base, ref, [100, 100, 100], n_boot=100)
+    assert value > 0 and 0 < low <= value <= high and p < 0.05
+    wide = rng.normal(size=(40, BOOT_MAX_DIM + 1))
+    value, ci, p = paired_fid_delta(wide, wide, FeatureStats.from_features(rng.normal(size=(60, BOOT_MAX_DIM + 1))),
+                                    [40], n_boot=10)
+    assert ci is None and p is None
+    with pytest.raises(DataError, match="strata"):
+        paired_fid_delta(base, base[:200], ref, [300], n_boot=10)
+
+
+def test_scoring_records_delta_fid_against_the_baseline_paired_by_seed() -> None:
+    from benchmark.cell import Cell
+    from benchmark.config import RunConfig
+    from benchmark.metrics.fid import FeatureStats
+    from benchmark.scoring import _delta_fid
+
+    def feats(images: np.ndarray) -> np.ndarray:
+        return images.reshape(len(images), -1)[:, :8].astype(np.float64) / 255
+
+    rng = np.random.default_rng(0)
+    ref = FeatureStats.from_features(feats(rng.integers(0, 200, (80, 4, 4, 3), dtype=np.uint8)), "")
+
+    def cells(method: str, shift: int) -> list:
+        out = []
+        for pid in ("a", "b"):
+            c = Cell(method, "ps", pid, pid, list(range(20)))
+            c.images = np.clip(rng.integers(0, 200, (20, 4, 4, 3)) + shift, 0, 255).astype(np.uint8)
+            out.append(c)
+        return out
+
+    base, moved = cells("baseline", 0), cells("m", 60)
+    (rec,) = _delta_fid(moved, base, feats, ref, RunConfig(metrics={"bootstrap": 50}))
+    assert rec["metric"] == "delta_fid" and rec["variant"] == "vs-reference" and rec["n"] == 40
+    assert rec["value"] > 0 and rec["ci_low"] <= rec["value"] <= rec["ci_high"] and 0 < rec["p_value"] <= 1
+    moved[0].seeds = list(range(1, 21))  # not paired: no record rather than a wrong one
+    assert _delta_fid(moved, base, feats, ref, RunConfig()) == []

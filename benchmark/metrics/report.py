@@ -91,6 +91,7 @@ HIGHER_IS_BETTER = {
     "seconds_per_image": False,
     "target_p": True,
     "delta_fd": False,
+    "delta_fid": False,
     "delta_clip_t": True,
 }
 
