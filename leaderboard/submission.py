@@ -86,6 +86,7 @@ RANGE_SLACK = 1e-9
 PARQUET_TYPES = (pa.types.is_string, pa.types.is_large_string, pa.types.is_integer, pa.types.is_floating,
                  pa.types.is_boolean)
 REQUIRED_PREDICTION_COLUMNS = ("method", "prompt_set", "prompt_id", "index", "seed", "image_key", "image_sha256")
+OPTIONAL_PREDICTION_COLUMNS = ("prompt",)  # what the runner writes besides the required ones and c/... columns
 
 
 @dataclass(frozen=True)
@@ -102,6 +103,9 @@ class Limits:
     max_thumbnail_bytes: int = 4 << 20
     max_thumbnail_side: int = 2048
     max_rows: int = 5_000_000
+    # the predictions table once decoded (parquet's own count of uncompressed bytes): a column of one
+    # repeated value compresses to nothing and would still fill memory when read
+    max_decoded_bytes: int = 1 << 30
 
 
 DEFAULT_LIMITS = Limits()
@@ -557,6 +561,27 @@ def _key_text(key: tuple) -> str:
     return ", ".join(f"{n}={str(v)[:40]!r}" for n, v in zip(names, key, strict=True) if v is not None)
 
 
+def _decoded_bytes(path: Path, pfile: pq.ParquetFile) -> int:
+    """What the table takes in memory once read into pandas, estimated without decoding it: 8 bytes per
+    number, and for strings their lengths (read dictionary-encoded, each value's length counted per row)
+    plus a Python object's overhead."""
+    import pyarrow.compute as pc
+
+    rows, schema = pfile.metadata.num_rows, pfile.schema_arrow
+    strings = [f.name for f in schema if pa.types.is_string(f.type) or pa.types.is_large_string(f.type)]
+    total = rows * 8 * (len(schema) - len(strings)) + rows * 50 * len(strings)
+    if strings:
+        coded = pq.read_table(path, columns=strings, read_dictionary=strings)
+        for column in coded.columns:
+            for chunk in column.chunks:
+                if pa.types.is_dictionary(chunk.type):
+                    lengths = pc.binary_length(chunk.dictionary).fill_null(0)
+                    total += int(pc.sum(pc.take(lengths, chunk.indices.fill_null(0))).as_py() or 0)
+                else:
+                    total += int(chunk.nbytes)
+    return total
+
+
 def read_predictions_safely(path: Path, limits: Limits = DEFAULT_LIMITS) -> pd.DataFrame:
     """Read an untrusted parquet file: magic bytes, plain column types only, no pandas metadata."""
     with open(path, "rb") as f:
@@ -574,6 +599,13 @@ def read_predictions_safely(path: Path, limits: Limits = DEFAULT_LIMITS) -> pd.D
             if not any(check(fld.type) for check in PARQUET_TYPES):
                 raise _reject("predictions", f"{PREDICTIONS_FILE}: column {fld.name[:60]!r} has type {fld.type}, "
                               "only strings, integers, floats and booleans are accepted")
+            known = fld.name in REQUIRED_PREDICTION_COLUMNS or fld.name in OPTIONAL_PREDICTION_COLUMNS
+            if not known and fld.name.count("/") not in (1, 2):
+                raise _reject("predictions", f"{PREDICTIONS_FILE}: unknown column {fld.name[:60]!r} (expected the "
+                              "runner's columns and <classifier>/has_subject, <classifier>/<attribute>/<class>)")
+        decoded = _decoded_bytes(path, pfile)
+        if decoded > limits.max_decoded_bytes:
+            raise _reject("predictions", f"{PREDICTIONS_FILE} decodes to {decoded} bytes, over {limits.max_decoded_bytes}")
         table = pfile.read()
     except SubmissionRejected:
         raise

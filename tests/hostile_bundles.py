@@ -335,6 +335,15 @@ def _binary_column(f: dict, d: Path) -> Path:
     return write_zip(d / "b.zip", _predictions(f, lambda df: df.assign(payload=[b"\x80\x04K\x01." for _ in range(len(df))])))
 
 
+def _unknown_column(f: dict, d: Path) -> Path:
+    return write_zip(d / "b.zip", _predictions(f, lambda df: df.assign(payload="x" * 1000)))
+
+
+def _decodes_large(f: dict, d: Path) -> Path:
+    # a probability-named column of one repeated long string: compresses to almost nothing
+    return write_zip(d / "b.zip", _predictions(f, lambda df: df.assign(**{"world/color/padding": "x" * 100_000})))
+
+
 def _huge_png(f: dict, d: Path) -> Path:
     png = bytearray(next(v for k, v in f.items() if k.endswith(".png")))
     png[16:24] = (100_000).to_bytes(4, "big") * 2  # IHDR width and height
@@ -383,4 +392,6 @@ CASES: list[Case] = [
     Case("nan-probability", "non-finite", "NaN or Inf probabilities", _nan_prob),
     Case("binary-column", "predictions", "only strings, integers", _binary_column),
     Case("giant-png", "thumbnail", "100000x100000", _huge_png),
+    Case("unknown-column", "predictions", "unknown column 'payload'", _unknown_column),
+    Case("decodes-too-large", "predictions", "decodes to", _decodes_large, Limits(max_decoded_bytes=4 << 20)),
 ]
