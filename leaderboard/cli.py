@@ -32,7 +32,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
     run_dir = Path(args.run_dir)
     if not run_dir.is_dir():
         raise BenchError(f"{run_dir}: run directory not found")
-    out = pack(run_dir, args.out)
+    out = pack(run_dir, args.out, label=args.label, code=args.code)
     print(f"bundle: {out} (checked: hashes, schema, every fairness metric recomputed)")
     return 0
 
@@ -71,6 +71,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("submit", help="pack a run directory into a checked leaderboard bundle")
     p.add_argument("run_dir", help="results/<run-id>")
     p.add_argument("--out", help="bundle path (default: next to the run, <run-id>.zip)")
+    p.add_argument("--label", help="the entry's name on the leaderboard page, e.g. 'DiffLens K=80 (lab X)' "
+                                   "(default: the run id)")
+    p.add_argument("--code", help="where the code that made the run is, e.g. a repository URL at a commit")
     p.set_defaults(func=cmd_submit)
 
     p = subparsers.add_parser("leaderboard", help="add a bundle to the leaderboard, or rebuild its tables and page")

@@ -447,11 +447,25 @@ def thumbnail_grids(runs: list[Run], labels: dict[tuple[str, str], str]) -> list
     return grids
 
 
+def _entry_info(run: Run) -> dict[str, Any]:
+    path = run.path / "entry.json"
+    try:
+        info = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+    except (OSError, ValueError):
+        return {}
+    return info if isinstance(info, dict) else {}
+
+
 def provenance(run: Run) -> dict[str, Any]:
     r = run.results
     cfg = r.get("config") or {}
+    base = ((r.get("models") or {}).get("base") or {})
+    info = _entry_info(run)
     facts = [
+        *([("label", info["label"])] if info.get("label") else []),
         ("run id", run.run_id),
+        ("model", base.get("name", "") if isinstance(base, dict) else ""),
+        *([("code", info["code"])] if info.get("code") else []),
         ("created", r.get("created", "")),
         ("debias-bench", (r.get("versions") or {}).get("debias-bench", "")),
         ("profile", cfg.get("profile", "")),
@@ -461,9 +475,7 @@ def provenance(run: Run) -> dict[str, Any]:
     ]
     for ps, info in (r.get("prompt_sets") or {}).items():
         facts.append((f"prompt set {ps}", f"sha256 {info.get('fingerprint', '')}"))
-    entry = run.path / "entry.json"
-    if entry.is_file():
-        info = json.loads(entry.read_text(encoding="utf-8"))
+    if info:
         facts += [("bundle sha256", info.get("bundle_sha256", "")), ("accepted", info.get("accepted", "")),
                   ("metrics verified", info.get("verified_metrics", ""))]
     manifest = run.path / MANIFEST_FILE
@@ -588,6 +600,10 @@ def build_leaderboard(entries_dir: str | Path, out_dir: str | Path, studies_dir:
         run = load_run(d)
         run.entry_id = d.name
         runs.append(run)
+    labels = [_entry_info(r).get("label") for r in runs]
+    for run, label in zip(runs, labels, strict=True):
+        if label and labels.count(label) == 1:  # the submitter's name for it, where it tells entries apart
+            run.entry_id = str(label)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     studies = load_studies(Path(entries_dir).parent / "studies" if studies_dir is None else studies_dir)

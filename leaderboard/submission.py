@@ -144,8 +144,11 @@ def parse_sample_name(name: str) -> dict[str, Any] | None:
     return {"method": parts[0], "prompt_set": parts[1], "prompt_id": parts[2], "index": int(parts[3])}
 
 
-def pack(run_dir: str | Path, out: str | Path | None = None, limits: Limits = DEFAULT_LIMITS) -> Path:
+def pack(run_dir: str | Path, out: str | Path | None = None, limits: Limits = DEFAULT_LIMITS,
+         label: str | None = None, code: str | None = None) -> Path:
     """Write a bundle (``.zip``) of a run directory and check it with :func:`validate_bundle`.
+    ``label`` names the entry on the page (e.g. "DiffLens, K=80 (lab X)"); ``code`` points to the
+    code that made it (a repository URL at a commit).
 
     Thumbnails are renamed ``thumbnails/<n>.png``; the manifest maps each to its method, prompt
     set, prompt and image index, so no name from the run has to survive as a file name.
@@ -168,7 +171,11 @@ def pack(run_dir: str | Path, out: str | Path | None = None, limits: Limits = DE
         "run_id": run_id,
         "files": {name: hash_file(path) for name, path in files.items()},
         "thumbnails": thumbs,
+        **{k: v for k, v in (("label", label), ("code", code)) if v is not None},
     }
+    for key, value in (("label", label), ("code", code)):
+        if value is not None and not ENTRY_TEXT[key].fullmatch(value):
+            raise BenchError(f"--{key}: {value[:80]!r} is not plain printable ASCII ({ENTRY_TEXT[key].pattern})")
     out_path = Path(out) if out is not None else run_dir.parent / f"{run_id}.zip"
     out_path.parent.mkdir(parents=True, exist_ok=True)
     tmp = out_path.with_name(f".{out_path.name}.tmp")
@@ -377,6 +384,13 @@ def _read_json(path: Path, name: str, limits: Limits) -> Any:
         raise _reject("json", f"{name} is not valid JSON ({str(exc).splitlines()[0][:120]})") from None
 
 
+# What a submitter may say about an entry (shown on the page): printable ASCII, short, no markup needed.
+ENTRY_TEXT = {
+    "label": re.compile(r"[A-Za-z0-9][A-Za-z0-9 ._,:;()+/-]{0,79}"),
+    "code": re.compile(r"[A-Za-z0-9][A-Za-z0-9._~:/?#@!$&*+,;=%-]{0,199}"),
+}
+
+
 def _check_manifest(root: Path, files: list[str], limits: Limits) -> dict[str, Any]:
     manifest = _read_json(root / MANIFEST_FILE, MANIFEST_FILE, limits)
     if not isinstance(manifest, dict) or manifest.get("schema_version") != MANIFEST_VERSION:
@@ -406,6 +420,10 @@ def _check_manifest(root: Path, files: list[str], limits: Limits) -> dict[str, A
                 raise _reject("manifest", f"{MANIFEST_FILE}: thumbnail {t['file']!r}: {key} must be a string")
         if t.get("index") is not None and not (isinstance(t["index"], int) and not isinstance(t["index"], bool)):
             raise _reject("manifest", f"{MANIFEST_FILE}: thumbnail {t['file']!r}: index must be an integer")
+    for key, pattern in ENTRY_TEXT.items():
+        value = manifest.get(key)
+        if value is not None and not (isinstance(value, str) and pattern.fullmatch(value)):
+            raise _reject("manifest", f"{MANIFEST_FILE}: {key} must be plain printable ASCII ({pattern.pattern})")
     return manifest
 
 
@@ -1096,6 +1114,7 @@ def add_entry(bundle: str | Path, entries_dir: str | Path, limits: Limits = DEFA
                 "verified_metrics": ok.verified_metrics,
                 "accepted": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
                 "leaderboard_version": __version__,
+                **{k: ok.manifest[k] for k in ENTRY_TEXT if ok.manifest.get(k) is not None},
             }
             (staging / "entry.json").write_text(json.dumps(info, indent=1, sort_keys=True), encoding="utf-8")
             final = entries_dir / ok.run_id
