@@ -276,3 +276,16 @@ def test_scoring_records_delta_fid_against_the_baseline_paired_by_seed() -> None
     assert rec["value"] > 0 and rec["ci_low"] <= rec["value"] <= rec["ci_high"] and 0 < rec["p_value"] <= 1
     moved[0].seeds = list(range(1, 21))  # not paired: no record rather than a wrong one
     assert _delta_fid(moved, base, feats, ref, RunConfig()) == []
+
+
+@pytest.mark.parametrize("d", [5, 130])  # the moments path (d <= 128) and the gathering one
+def test_the_batched_resample_fid_equals_clean_fids_formula(d: int) -> None:
+    from benchmark.metrics.fid import FeatureStats, _resampled_fid, frechet_distance
+
+    rng = np.random.default_rng(3)
+    ref = FeatureStats.from_features(rng.normal(size=(600, d)) @ rng.normal(size=(d, d)))
+    feats = rng.normal(size=(400, d)) + 0.2
+    idx = rng.integers(0, 400, size=(7, 400))
+    fast = _resampled_fid(feats, idx, ref, chunk=3)
+    slow = [frechet_distance(FeatureStats.from_features(feats[i]), ref) for i in idx]
+    np.testing.assert_allclose(fast, slow, rtol=1e-6, atol=1e-8)
