@@ -23,6 +23,12 @@ LABEL_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
 BASELINE = "baseline"  # the registry's plain model; the default of RunConfig.baseline
 
 
+# Fields a profile fills in when the config leaves them out (the class defaults are the world's).
+PROFILE_DEFAULTS: dict[str, dict[str, Any]] = {
+    "real": {"prompt_sets": ["occupations"], "classifiers": ["fairface"], "debias_attribute": "gender"},
+}
+
+
 def all_methods() -> list[str]:
     """Every registered method, in registration order (the default run)."""
     from methods import METHODS
@@ -122,6 +128,18 @@ class RunConfig(_Strict):
                 raise ValueError(f"method {spec.key!r} listed twice; give one a distinct `label`")
             seen.add(spec.key)
         return methods
+
+    @model_validator(mode="before")
+    @classmethod
+    def _profile_defaults(cls, data: Any) -> Any:
+        """The real profile's prompt set and classifier when the config names none (the world's would
+        not match a Stable Diffusion model's faces)."""
+        if isinstance(data, dict) and data.get("profile") in PROFILE_DEFAULTS:
+            defaults = dict(PROFILE_DEFAULTS[data["profile"]])
+            if data.get("prompt_sets") is not None:  # the attribute default belongs to the default prompt set
+                defaults.pop("debias_attribute", None)
+            data = {**defaults, **{k: v for k, v in data.items() if v is not None}}
+        return data
 
     @model_validator(mode="after")
     def _baseline_listed(self) -> RunConfig:

@@ -77,3 +77,14 @@ def test_missing_and_unsupported_files(tmp_path: Path) -> None:
     (tmp_path / "run.json").write_text("{}")
     with pytest.raises(ConfigError, match="unsupported config type"):
         load_config(tmp_path / "run.json")
+
+
+def test_the_real_profile_defaults_to_occupations_and_fairface() -> None:
+    """A real-profile config that names no prompt set or classifier gets ones that fit faces (the
+    world's would fail at the compatibility check); named ones are kept; the world keeps its own."""
+    real = load_config(None, {"profile": "real", "model": "sd15"})
+    assert (real.prompt_sets, real.classifiers, real.debias_attribute) == (["occupations"], ["fairface"], "gender")
+    named = load_config(None, {"profile": "real", "model": "sd15", "prompt_sets": ["faces"], "classifiers": ["clip"]})
+    assert (named.prompt_sets, named.classifiers) == (["faces"], ["clip"])
+    world = load_config()
+    assert (world.prompt_sets, world.classifiers, world.debias_attribute) == (["world"], ["world", "world-weak"], None)
