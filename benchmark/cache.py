@@ -134,3 +134,48 @@ class Cache:
         for p in (path, meta):
             if p is not None:
                 p.unlink(missing_ok=True)
+
+
+class DiskMemo:
+    """``fn(images) -> array`` remembered on disk, keyed by ``fingerprint`` and the images' bytes, so a
+    re-score of cached images reads their CLIP embeddings and FID features instead of recomputing them.
+    A file that cannot be read back as the right shape is recomputed and rewritten."""
+
+    def __init__(self, fn: Any, fingerprint: str, folder: str | Path) -> None:
+        self.fn, self.fingerprint, self.folder = fn, fingerprint, Path(folder)
+
+    def __call__(self, images: np.ndarray) -> np.ndarray:
+        import hashlib
+
+        images = np.ascontiguousarray(images)
+        digest = hashlib.blake2b(digest_size=20)
+        digest.update(f"{self.fingerprint}|{images.dtype}|{images.shape}|".encode())
+        digest.update(images.tobytes())
+        key = digest.hexdigest()
+        path = self.folder / key[:2] / f"{key}.npy"
+        try:
+            known = np.load(path, allow_pickle=False)
+            if known.shape[:1] == images.shape[:1] and np.isfinite(known).all():
+                return known
+        except (OSError, ValueError):
+            pass
+        value = np.asarray(self.fn(images))
+        buf = io.BytesIO()
+        np.save(buf, value, allow_pickle=False)
+        try:
+            atomic_write(path, buf.getvalue())
+        except OSError:  # a read-only cache still scores
+            log.warning("could not keep %s", path)
+        return value
+
+
+class CachedImageEncoder:
+    """An embedder whose ``encode_images`` goes through :class:`DiskMemo`; everything else is the
+    wrapped embedder's."""
+
+    def __init__(self, embedder: Any, folder: str | Path) -> None:
+        self._embedder = embedder
+        self.encode_images = DiskMemo(embedder.encode_images, embedder.fingerprint, folder)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._embedder, name)

@@ -264,7 +264,8 @@ class Runner:
         from benchmark.scoring import cost_records, score, score_truth
 
         t0 = time.perf_counter()
-        records = score(cells, self.prompt_sets, self.classifiers, self.profile, self.config, self.failures)
+        records = score(cells, self.prompt_sets, self.classifiers, self.profile, self.config, self.failures,
+                        cache_root=self.cache.root)
         records += cost_records(self.cost, [ps.name for ps in self.prompt_sets], self.config.baseline)
         self.truth = score_truth(cells, self.prompt_sets, self.classifiers, self.profile.truth, self.config)
         t1 = time.perf_counter()

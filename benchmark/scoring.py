@@ -7,14 +7,17 @@ metrics, where the profile supplies a feature extractor and an embedder.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Sequence
 from itertools import combinations
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from benchmark import progress
+from benchmark.cache import CachedImageEncoder, DiskMemo
 from benchmark.cell import Cell
 from benchmark.config import RunConfig
 from benchmark.errors import DataError
@@ -239,9 +242,17 @@ def score_truth(cells: Sequence[Cell], prompt_sets: Sequence[PromptSet], classif
 
 
 def score(cells: Sequence[Cell], prompt_sets: Sequence[PromptSet], classifiers: dict[str, Classifier],
-          profile: Profile, config: RunConfig, failures: list[dict]) -> list[dict]:
+          profile: Profile, config: RunConfig, failures: list[dict], cache_root: Path | None = None) -> list[dict]:
     """All metric records of a run. A method whose cells failed on a prompt is scored on the rest
-    and the failure is listed in ``results.json`` (never averaged in as a number)."""
+    and the failure is listed in ``results.json`` (never averaged in as a number). With ``cache_root``,
+    image embeddings and FID features are kept there and read back on a re-score."""
+    if cache_root is not None:
+        embedder, features = profile.embedder, profile.features
+        if isinstance(getattr(embedder, "fingerprint", None), str) and embedder.fingerprint:
+            embedder = CachedImageEncoder(embedder, cache_root / "embeddings")
+        if isinstance(getattr(features, "fingerprint", None), str) and features.fingerprint:
+            features = DiskMemo(features, features.fingerprint, cache_root / "features")
+        profile = dataclasses.replace(profile, embedder=embedder, features=features)
     reference = None
     if config.metrics.fid and profile.features is not None:
         if config.reference_stats:

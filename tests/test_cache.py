@@ -77,3 +77,40 @@ def test_read_only_cache_gives_clear_error(tmp_path: Path) -> None:
             Cache(ro).put_image("ab" * 32, _image(0))
     finally:
         ro.chmod(0o700)
+
+
+def test_disk_memo_computes_each_image_array_once_and_recovers_from_a_bad_file(tmp_path) -> None:
+    import numpy as np
+
+    from benchmark.cache import CachedImageEncoder, DiskMemo
+
+    calls = []
+
+    def embed(images: np.ndarray) -> np.ndarray:
+        calls.append(len(images))
+        return images.reshape(len(images), -1)[:, :4].astype(np.float64)
+
+    memo = DiskMemo(embed, "fp-1", tmp_path / "emb")
+    images = np.arange(2 * 4 * 4 * 3, dtype=np.uint8).reshape(2, 4, 4, 3)
+    first = memo(images)
+    again = DiskMemo(embed, "fp-1", tmp_path / "emb")(images)  # another process: read from disk
+    assert calls == [2] and np.array_equal(first, again)
+    DiskMemo(embed, "fp-2", tmp_path / "emb")(images)  # another extractor: its own entry
+    assert calls == [2, 2]
+    for stored in (tmp_path / "emb").rglob("*.npy"):
+        stored.write_bytes(b"not an array")
+    assert np.array_equal(memo(images), first) and calls == [2, 2, 2]  # recomputed, not trusted
+
+    class Embedder:
+        fingerprint = "clip-x"
+
+        def encode_images(self, images):
+            return embed(images)
+
+        def encode_texts(self, texts):
+            return np.ones((len(texts), 4))
+
+    cached = CachedImageEncoder(Embedder(), tmp_path / "clip")
+    cached.encode_images(images)
+    cached.encode_images(images)
+    assert calls == [2, 2, 2, 2] and cached.encode_texts(["a"]).shape == (1, 4) and cached.fingerprint == "clip-x"
