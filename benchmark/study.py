@@ -305,6 +305,72 @@ def seed_spread(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
+def seed_and_image_interval(probs: dict[str, dict[str, np.ndarray]], target: np.ndarray, n_boot: int = 1000,
+                            seed: int = 0, level: float = 0.95) -> dict[str, float]:
+    """Set-level soft FD averaged over training seeds, with an interval that resamples seeds and then,
+    for each seed drawn, images within each prompt (a two-stage bootstrap).
+
+    ``probs``: setting label (one per training seed) → prompt id → (N, K) probabilities of the images;
+    the set-level FD of a setting is the mean over its prompts of ‖mean probability − target‖₂.
+
+    >>> rng = np.random.default_rng(0)
+    >>> same = {f"s{i}": {"p": rng.dirichlet([5, 5], 200)} for i in range(3)}
+    >>> out = seed_and_image_interval(same, np.array([0.5, 0.5]), n_boot=300)
+    >>> bool(out["low"] <= out["mean"] <= out["high"])
+    True
+    """
+    rng = np.random.default_rng([seed, 0x5EED])
+    labels = sorted(probs)
+    point, pools = [], []
+    for label in labels:
+        per_prompt = []
+        for p in probs[label].values():
+            idx = rng.integers(0, len(p), size=(n_boot, len(p)))
+            per_prompt.append(np.linalg.norm(p[idx].mean(axis=1) - target, axis=1))
+        pools.append(np.mean(per_prompt, axis=0))  # (n_boot,) image-resampled set FDs of this seed
+        point.append(float(np.mean([np.linalg.norm(p.mean(axis=0) - target) for p in probs[label].values()])))
+    pools_arr = np.stack(pools)  # (seeds, n_boot)
+    chosen = rng.integers(0, len(labels), size=(n_boot, len(labels)))  # seeds drawn with replacement
+    draws = rng.integers(0, n_boot, size=(n_boot, len(labels)))  # an independent image resample for each
+    samples = pools_arr[chosen, draws].mean(axis=1)
+    low, high = np.quantile(samples, [(1 - level) / 2, (1 + level) / 2])
+    return {"mean": float(np.mean(point)), "low": float(low), "high": float(high), "seeds": len(labels)}
+
+
+def seed_intervals(spec: StudySpec, spread: list[dict[str, Any]], rows: list[dict[str, Any]],
+                   run_dirs: dict[str, Path]) -> None:
+    """Adds ``fd_seeds_and_images`` (:func:`seed_and_image_interval`) to each seed-spread entry, from the
+    predictions of the run that measured it."""
+    import pandas as pd
+
+    frames: dict[str, Any] = {}
+    for entry in spread:
+        members = [r for r in rows if r["method"] == entry["method"] and r["preset"] == entry["preset"]
+                   and r["sampler"] == entry["sampler"] and "seed" in r["knobs"]
+                   and {k: v for k, v in r["knobs"].items() if k != "seed"} == entry["knobs"]]
+        run_dir = run_dirs.get(members[0]["run_id"]) if members else None
+        if run_dir is None or not (run_dir / "predictions.parquet").is_file():
+            continue
+        if members[0]["run_id"] not in frames:
+            frames[members[0]["run_id"]] = (pd.read_parquet(run_dir / "predictions.parquet"),
+                                            json.loads((run_dir / "results.json").read_text()))
+        pred, results = frames[members[0]["run_id"]]
+        attribute, classifier = members[0]["attribute"], members[0]["classifier"]
+        info = next(iter(results["prompt_sets"].values()))
+        classes = info["classes"][attribute]
+        free = {p["id"] for p in info["prompts"] if attribute not in (p.get("named") or {})}
+        cols = [f"{classifier}/{attribute}/{c}" for c in classes]
+        subject = f"{classifier}/has_subject"
+        probs = {}
+        for r in members:
+            part = pred[(pred["method"] == r["label"]) & pred["prompt_id"].isin(free)]
+            if subject in part.columns:
+                part = part[part[subject].astype(bool)]
+            probs[r["label"]] = {pid: g[cols].to_numpy(np.float64) for pid, g in part.groupby("prompt_id", sort=True)}
+        target = np.asarray(info["target"][attribute], dtype=np.float64)
+        entry["fd_seeds_and_images"] = seed_and_image_interval(probs, target, seed=int(results["config"]["metrics"]["seed"]))
+
+
 def robustness(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Each setting's worst and best FD over the sampler grid, and where the worst is."""
     worst = []
@@ -356,6 +422,10 @@ def format_tables(rows: list[dict[str, Any]], summary: dict[str, Any]) -> str:
                     v = s[field]
                     parts.append(f"{label} {v['mean']:.3f} ± {_num(v['sd'], '.3f')} [{v['min']:.3f}, {v['max']:.3f}]")
             out.append(f"  {name:<24} seeds {','.join(map(str, s['seeds']))}: " + "; ".join(parts))
+            if "fd_seeds_and_images" in s:
+                c = s["fd_seeds_and_images"]
+                out.append(f"  {'':<24} FD over seeds and images {c['mean']:.3f} [{c['low']:.3f}, {c['high']:.3f}] "
+                           "(95 %, seeds then images resampled)")
         out.append("")
     if any(w["points"] > 1 for w in summary["robustness"]):
         out.append("robustness (FD over the sampler grid):")
@@ -384,6 +454,8 @@ def run_study(spec: StudySpec, overrides: dict[str, Any] | None = None, output_d
         results.append((point.sampler, json.loads((run_dir / "results.json").read_text())))
     rows = study_rows(spec, results)
     summary = summaries(rows)
+    if spec.measure.variant == "soft":  # the two-stage interval is written for soft FD
+        seed_intervals(spec, summary["seeds"], rows, {r["run_id"]: folder / "runs" / r["run_id"] for _, r in results})
     from benchmark import __version__
     from benchmark.cache import atomic_write
 

@@ -60,7 +60,9 @@ def study_view(study: dict[str, Any]) -> dict[str, Any]:
                                    "CLIP-T"], "rows": table})
     seeds = [[s["method"] + "".join(f" {k} {v}" for k, v in s.get("knobs", {}).items()), ", ".join(map(str, s["seeds"])),
               *(f"{_f(s[f]['mean'], signed=f == 'delta_fd')} ± {_f(s[f]['sd'])} [{_f(s[f]['min'])}, {_f(s[f]['max'])}]"
-                if f in s else "–" for f in ("fd", "delta_fd", "fid"))]
+                if f in s else "–" for f in ("fd", "delta_fd", "fid")),
+              (lambda c: f"{_f(c.get('mean'))} [{_f(c.get('low'))}, {_f(c.get('high'))}]")(s["fd_seeds_and_images"])
+              if isinstance(s.get("fd_seeds_and_images"), dict) else "–"]
              for s in study.get("seeds") or [] if isinstance(s, dict)]
     robust = [[w["label"], _f(w["worst_fd"]), _where(w.get("at", {})), _f(w["best_fd"])]
               for w in study.get("robustness") or [] if isinstance(w, dict) and w.get("points", 0) > 1]
@@ -73,7 +75,7 @@ def study_view(study: dict[str, Any]) -> dict[str, Any]:
                 f"runs {', '.join(map(str, study.get('runs') or []))}",
         "points": points,
         "seeds": {"columns": ["method", "training seeds", "FD mean ± sd [range]", "ΔFD mean ± sd [range]",
-                              "FID mean ± sd [range]"], "rows": seeds},
+                              "FID mean ± sd [range]", "FD over seeds and images [95% CI]"], "rows": seeds},
         "robustness": {"columns": ["setting", "worst FD", "at", "best FD"], "rows": robust},
         "hypervolume": {"columns": ["method", "hypervolume", "settings", "sampler"], "rows": hv},
     }

@@ -144,3 +144,23 @@ def test_seed_spread_summarises_settings_that_differ_only_in_seed() -> None:
     assert spread["knobs"] == {"alpha": 0.05} and spread["seeds"] == [0, 1, 2]
     assert spread["fd"]["mean"] == pytest.approx(0.3) and spread["fd"]["sd"] == pytest.approx(0.1)
     assert (spread["fd"]["min"], spread["fd"]["max"]) == (0.2, 0.4) and spread["fid"]["sd"] == 0.0
+
+
+def test_the_seed_and_image_interval_widens_with_the_seed_spread() -> None:
+    """Seeds that agree give about the image-only width; seeds that disagree widen the interval to
+    their spread (what a reader needs before trusting one training run's number)."""
+    from benchmark.study import seed_and_image_interval
+
+    rng = np.random.default_rng(0)
+    target = np.array([0.5, 0.5])
+
+    def setting(p_red: float) -> dict:
+        return {f"p{i}": np.stack([np.full(200, p_red), np.full(200, 1 - p_red)], 1) + rng.normal(0, 0.05, (200, 2))
+                for i in range(4)}
+
+    agree = seed_and_image_interval({f"s{i}": setting(0.7) for i in range(3)}, target, n_boot=400)
+    differ = seed_and_image_interval({"s0": setting(0.55), "s1": setting(0.7), "s2": setting(0.85)}, target, n_boot=400)
+    assert agree["high"] - agree["low"] < 0.02
+    assert differ["high"] - differ["low"] > 5 * (agree["high"] - agree["low"])
+    assert differ["low"] < differ["mean"] < differ["high"] and differ["seeds"] == 3
+    assert differ["mean"] == pytest.approx(np.mean([0.05, 0.2, 0.35]) * np.sqrt(2), abs=0.01)
