@@ -308,7 +308,8 @@ def seed_spread(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 def seed_and_image_interval(probs: dict[str, dict[str, np.ndarray]], target: np.ndarray, n_boot: int = 1000,
                             seed: int = 0, level: float = 0.95) -> dict[str, float]:
     """Set-level soft FD averaged over training seeds, with an interval that resamples seeds and then,
-    for each seed drawn, images within each prompt (a two-stage bootstrap).
+    for each seed drawn, images within each prompt (a two-stage bootstrap), bias-corrected by shifting
+    the draws by their mean's distance from the estimate.
 
     ``probs``: setting label (one per training seed) → prompt id → (N, K) probabilities of the images;
     the set-level FD of a setting is the mean over its prompts of ‖mean probability − target‖₂.
@@ -333,8 +334,12 @@ def seed_and_image_interval(probs: dict[str, dict[str, np.ndarray]], target: np.
     chosen = rng.integers(0, len(labels), size=(n_boot, len(labels)))  # seeds drawn with replacement
     draws = rng.integers(0, n_boot, size=(n_boot, len(labels)))  # an independent image resample for each
     samples = pools_arr[chosen, draws].mean(axis=1)
+    # FD is a norm: near 0 its resamples sit above the estimate (the DiffLens row of the world's seed
+    # study drew [0.082, 0.127] around 0.078). The draws are shifted back by that bias, floored at 0.
+    value = float(np.mean(point))
+    samples = np.clip(samples - (samples.mean() - value), 0.0, None)
     low, high = np.quantile(samples, [(1 - level) / 2, (1 + level) / 2])
-    return {"mean": float(np.mean(point)), "low": float(low), "high": float(high), "seeds": len(labels)}
+    return {"mean": value, "low": float(low), "high": float(high), "seeds": len(labels)}
 
 
 def seed_intervals(spec: StudySpec, spread: list[dict[str, Any]], rows: list[dict[str, Any]],
