@@ -246,8 +246,16 @@ def _check_references(config: RunConfig, source: str) -> None:
     if config.debias_attribute is not None and config.debias_attribute not in attributes:
         raise ConfigError(f"{source}: debias_attribute: unknown attribute {config.debias_attribute!r}; "
                           f"the prompt sets have: {', '.join(attributes)}")
-    if config.reference_stats is not None and not Path(config.reference_stats).is_file():
-        raise ConfigError(f"{source}: reference_stats: statistics file {config.reference_stats!r} not found")
+    if config.reference_stats is not None:
+        if not Path(config.reference_stats).is_file():
+            raise ConfigError(f"{source}: reference_stats: statistics file {config.reference_stats!r} not found")
+        from benchmark.errors import DataError
+        from benchmark.metrics.fid import check_stats_file
+
+        try:
+            check_stats_file(config.reference_stats)
+        except DataError as exc:
+            raise ConfigError(f"{source}: reference_stats: {exc}") from None
     if config.profile == "world" and config.variant != "default":
         from benchmark.world.config import VARIANTS
 

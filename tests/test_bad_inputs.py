@@ -168,6 +168,8 @@ CASES: list[tuple[str, dict[str, str | bytes], list[str], str, list[str]]] = [
     ("difflens-needs-ddim", {"run.yaml": cfg(methods=[{"name": "difflens"}], sampler={"scheduler": "pndm"})},
      ["run.yaml"], "difflens: the two-pass update needs a DDIMScheduler, got PNDMScheduler", ["--scheduler ddim"]),
     ("scheduler-unknown", {}, ["--scheduler", "lms"], "debias-bench run: argument --scheduler: invalid choice", []),
+    ("reference-stats-pickle", {"run.yaml": cfg(reference_stats="s.npz"), "s.npz": b"PK\x03\x04 not an npz"},
+     ["run.yaml"], "run.yaml: reference_stats: s.npz: unreadable feature statistics", []),
     ("device-meta", {}, ["--device", "meta"], "command line: device: ", ["cannot run on a 'meta' device"]),
     ("prompts-too-many-images", run_with(prompts(name="p", images_per_prompt=100_000_000)), ["run.yaml"],
      "p.yaml: images_per_prompt: ", ["more than 1,000,000"]),

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import zipfile
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -146,7 +147,7 @@ class FeatureStats:
                 key, n = str(arrays.pop("key", "")), int(arrays.pop("n", -1))
             else:
                 raise DataError(f"{path}: feature statistics are stored as .safetensors or .npz")
-        except (OSError, ValueError, KeyError) as e:
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as e:
             raise DataError(f"{path}: unreadable feature statistics ({type(e).__name__}: {e})") from None
         if fmt != STATS_FORMAT or "mu" not in arrays or "sigma" not in arrays:
             raise DataError(f"{path}: not a {STATS_FORMAT} file")
@@ -257,6 +258,32 @@ def reference_stats(
     return stats
 
 
+def check_stats_file(path: str | Path) -> None:
+    """Read a reference statistics file as :func:`load_reference_stats` will (DataError naming the
+    problem), without a feature extractor: the run config checks it before any work."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: reference statistics file not found")
+    if path.suffix == ".npz":
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                arrays = {k: z[k] for k in z.files}
+        except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
+            raise DataError(f"{path}: unreadable feature statistics ({type(e).__name__}: {e})") from None
+        if "format" not in arrays:
+            if "mu" not in arrays or "sigma" not in arrays:
+                raise DataError(f"{path}: expected arrays 'mu' and 'sigma' (clean-fid statistics), got {sorted(arrays)}")
+            mu, sigma = np.asarray(arrays["mu"], np.float64), np.asarray(arrays["sigma"], np.float64)
+            if mu.ndim != 1 or sigma.shape != (mu.shape[0], mu.shape[0]):
+                raise DataError(f"{path}: 'mu' {mu.shape} and 'sigma' {sigma.shape} are not a mean and its covariance")
+            if not (np.isfinite(mu).all() and np.isfinite(sigma).all()):
+                raise DataError(f"{path}: 'mu' or 'sigma' contains NaN or Inf")
+            return
+    stats = FeatureStats.load(path)
+    if not (np.isfinite(stats.mu).all() and np.isfinite(stats.sigma).all()):
+        raise DataError(f"{path}: 'mu' or 'sigma' contains NaN or Inf")
+
+
 def load_reference_stats(path: str | Path, extractor: FeatureExtractor) -> FeatureStats:
     """Precomputed reference statistics: this project's files (``FeatureStats.save``) or clean-fid's
     ``.npz`` (arrays ``mu`` and ``sigma``, as ``cleanfid.fid.make_custom_stats`` writes them).
@@ -274,7 +301,7 @@ def load_reference_stats(path: str | Path, extractor: FeatureExtractor) -> Featu
         try:
             with np.load(path, allow_pickle=False) as z:
                 arrays = {k: z[k] for k in z.files}
-        except (OSError, ValueError) as e:
+        except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
             raise DataError(f"{path}: unreadable feature statistics ({type(e).__name__}: {e})") from None
         if "format" not in arrays:
             if "mu" not in arrays or "sigma" not in arrays:
