@@ -258,30 +258,36 @@ def reference_stats(
     return stats
 
 
+def _clean_fid_arrays(path: Path) -> tuple[np.ndarray, np.ndarray] | None:
+    """(mu, sigma) of a clean-fid ``.npz``, checked; None for a file in this project's format."""
+    if not path.is_file():
+        raise DataError(f"{path}: reference statistics file not found")
+    if path.suffix != ".npz":
+        return None
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            arrays = {k: z[k] for k in z.files}
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
+        raise DataError(f"{path}: unreadable feature statistics ({type(e).__name__}: {e})") from None
+    if "format" in arrays:
+        return None
+    if "mu" not in arrays or "sigma" not in arrays:
+        raise DataError(f"{path}: expected arrays 'mu' and 'sigma' (clean-fid statistics), got {sorted(arrays)}")
+    mu, sigma = np.asarray(arrays["mu"], np.float64), np.asarray(arrays["sigma"], np.float64)
+    if mu.ndim != 1 or sigma.shape != (mu.shape[0], mu.shape[0]):
+        raise DataError(f"{path}: 'mu' {mu.shape} and 'sigma' {sigma.shape} are not a mean and its covariance")
+    if not (np.isfinite(mu).all() and np.isfinite(sigma).all()):
+        raise DataError(f"{path}: 'mu' or 'sigma' contains NaN or Inf")
+    return mu, sigma
+
+
 def check_stats_file(path: str | Path) -> None:
     """Read a reference statistics file as :func:`load_reference_stats` will (DataError naming the
     problem), without a feature extractor: the run config checks it before any work."""
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"{path}: reference statistics file not found")
-    if path.suffix == ".npz":
-        try:
-            with np.load(path, allow_pickle=False) as z:
-                arrays = {k: z[k] for k in z.files}
-        except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
-            raise DataError(f"{path}: unreadable feature statistics ({type(e).__name__}: {e})") from None
-        if "format" not in arrays:
-            if "mu" not in arrays or "sigma" not in arrays:
-                raise DataError(f"{path}: expected arrays 'mu' and 'sigma' (clean-fid statistics), got {sorted(arrays)}")
-            mu, sigma = np.asarray(arrays["mu"], np.float64), np.asarray(arrays["sigma"], np.float64)
-            if mu.ndim != 1 or sigma.shape != (mu.shape[0], mu.shape[0]):
-                raise DataError(f"{path}: 'mu' {mu.shape} and 'sigma' {sigma.shape} are not a mean and its covariance")
-            if not (np.isfinite(mu).all() and np.isfinite(sigma).all()):
-                raise DataError(f"{path}: 'mu' or 'sigma' contains NaN or Inf")
-            return
-    stats = FeatureStats.load(path)
-    if not (np.isfinite(stats.mu).all() and np.isfinite(stats.sigma).all()):
-        raise DataError(f"{path}: 'mu' or 'sigma' contains NaN or Inf")
+    if _clean_fid_arrays(Path(path)) is None:
+        stats = FeatureStats.load(path)
+        if not (np.isfinite(stats.mu).all() and np.isfinite(stats.sigma).all()):
+            raise DataError(f"{path}: 'mu' or 'sigma' contains NaN or Inf")
 
 
 def load_reference_stats(path: str | Path, extractor: FeatureExtractor) -> FeatureStats:
@@ -295,23 +301,9 @@ def load_reference_stats(path: str | Path, extractor: FeatureExtractor) -> Featu
     from benchmark.hashing import hash_file
 
     path = Path(path)
-    if not path.is_file():
-        raise DataError(f"{path}: reference statistics file not found")
-    if path.suffix == ".npz":
-        try:
-            with np.load(path, allow_pickle=False) as z:
-                arrays = {k: z[k] for k in z.files}
-        except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
-            raise DataError(f"{path}: unreadable feature statistics ({type(e).__name__}: {e})") from None
-        if "format" not in arrays:
-            if "mu" not in arrays or "sigma" not in arrays:
-                raise DataError(f"{path}: expected arrays 'mu' and 'sigma' (clean-fid statistics), got {sorted(arrays)}")
-            mu, sigma = np.asarray(arrays["mu"], np.float64), np.asarray(arrays["sigma"], np.float64)
-            if mu.ndim != 1 or sigma.shape != (mu.shape[0], mu.shape[0]):
-                raise DataError(f"{path}: 'mu' {mu.shape} and 'sigma' {sigma.shape} are not a mean and its covariance")
-            if not (np.isfinite(mu).all() and np.isfinite(sigma).all()):
-                raise DataError(f"{path}: 'mu' or 'sigma' contains NaN or Inf")
-            return FeatureStats(mu, sigma, -1, _fingerprint(extractor), None, "file:" + hash_file(path))
+    clean = _clean_fid_arrays(path)
+    if clean is not None:
+        return FeatureStats(clean[0], clean[1], -1, _fingerprint(extractor), None, "file:" + hash_file(path))
     stats = FeatureStats.load(path)
     fp = _fingerprint(extractor)
     if stats.fingerprint and stats.fingerprint != fp:
