@@ -42,8 +42,57 @@ def _where(sampler: dict[str, Any]) -> str:
     return ", ".join(f"{k.replace('_', ' ')} {v:g}" for k, v in sampler.items()) or "the profile's sampler"
 
 
-def study_view(study: dict[str, Any]) -> dict[str, Any]:
-    """Tables (header + rows of strings) of one study, for the page template."""
+def study_figures(rows: list[dict[str, Any]], render: Any) -> list[dict[str, str]]:
+    """Per sampler point, FD against FID with each setting labelled where it is drawn, the FD interval
+    as a bar and the FD–FID front as a line; with several sampler points, each setting's FD across
+    them. ``render`` turns a matplotlib figure into an image URI."""
+    import matplotlib.pyplot as plt
+
+    figures = []
+    keys = list(dict.fromkeys(json.dumps(r.get("sampler", {}), sort_keys=True) for r in rows))
+    for key in keys:
+        here = [r for r in rows if json.dumps(r.get("sampler", {}), sort_keys=True) == key
+                and isinstance(r.get("fd"), (int, float)) and isinstance(r.get("fid"), (int, float))]
+        if len(here) < 2:
+            continue
+        fig, ax = plt.subplots(figsize=(7.5, 4.8))
+        for r in here:
+            low, high = r.get("fd_low"), r.get("fd_high")
+            err = [[r["fd"] - low], [high - r["fd"]]] if isinstance(low, (int, float)) and isinstance(high, (int, float)) else None
+            colour = "black" if r.get("label") == "baseline" else ("tab:red" if r.get("front_fid") else "tab:blue")
+            ax.errorbar(r["fd"], r["fid"], xerr=err, fmt="o", color=colour, ecolor="0.75", capsize=2)
+            ax.annotate(str(r.get("label", ""))[:32], (r["fd"], r["fid"]), textcoords="offset points", xytext=(4, 4),
+                        fontsize=8)
+        front = sorted((r for r in here if r.get("front_fid")), key=lambda r: r["fd"])
+        if len(front) > 1:
+            ax.plot([r["fd"] for r in front], [r["fid"] for r in front], color="tab:red", lw=1, ls="--",
+                    label="FD–FID front")
+            ax.legend(fontsize=8)
+        ax.set_xlabel("FD (lower is fairer) ←", fontsize=10)
+        ax.set_ylabel("FID vs reference (lower is closer) ←", fontsize=10)
+        ax.set_title(f"{_where(json.loads(key))}: fairness against quality", fontsize=10)
+        figures.append({"title": f"{_where(json.loads(key))}: FD against FID", "uri": render(fig)})
+    knobs = [json.loads(k) for k in keys]
+    varying = [k for k in (knobs[0] if knobs else {}) if len({json.dumps(s.get(k)) for s in knobs}) > 1]
+    if len(keys) > 1 and len(varying) == 1:
+        knob = varying[0]
+        fig, ax = plt.subplots(figsize=(7.5, 4.2))
+        for label in dict.fromkeys(r.get("label") for r in rows):
+            mine = sorted((r for r in rows if r.get("label") == label and isinstance(r.get("fd"), (int, float))),
+                          key=lambda r: r["sampler"].get(knob, 0))
+            ax.plot([r["sampler"][knob] for r in mine], [r["fd"] for r in mine], marker="o",
+                    color="black" if label == "baseline" else None, label=str(label)[:32])
+        ax.set_xlabel(knob.replace("_", " "), fontsize=10)
+        ax.set_ylabel("FD (lower is fairer)", fontsize=10)
+        ax.legend(fontsize=8, ncol=2)
+        ax.set_title(f"FD across {knob.replace('_', ' ')}", fontsize=10)
+        figures.append({"title": f"FD across {knob.replace('_', ' ')}", "uri": render(fig)})
+    return figures
+
+
+def study_view(study: dict[str, Any], render: Any = None) -> dict[str, Any]:
+    """Tables (header + rows of strings) of one study, and its figures when ``render`` is given
+    (a matplotlib figure → image URI), for the page template."""
     rows = [r for r in study["rows"] if isinstance(r, dict)]
     points = []
     for key in dict.fromkeys(json.dumps(r.get("sampler", {}), sort_keys=True) for r in rows):
@@ -78,4 +127,5 @@ def study_view(study: dict[str, Any]) -> dict[str, Any]:
                               "FID mean ± sd [range]", "FD over seeds and images [95% CI]"], "rows": seeds},
         "robustness": {"columns": ["setting", "worst FD", "at", "best FD"], "rows": robust},
         "hypervolume": {"columns": ["method", "hypervolume", "settings", "sampler"], "rows": hv},
+        "figures": study_figures(rows, render) if render is not None else [],
     }

@@ -58,6 +58,7 @@ def test_studies_render_as_page_sections(tmp_path: Path) -> None:
 
     html, _ = render_page([], studies=load_studies(tmp_path))
     assert '<h2 id="studies">Studies</h2>' in html and "Spread over training seeds" in html
+    assert '<img alt="the profile&#39;s sampler: FD against FID" src="data:image/png;base64,' in html
     (tmp_path / "bad.json").write_text("[1]")
     from benchmark.errors import DataError
 
