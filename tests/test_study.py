@@ -14,6 +14,7 @@ from benchmark.errors import ConfigError
 from benchmark.study import hypervolume, load_study, parse_study, points, run_study, settings
 from methods import METHODS
 from methods.base import Method, MethodData
+from studies import STUDIES
 
 
 @dataclasses.dataclass
@@ -88,7 +89,7 @@ def test_unknown_study_names_the_known_ones() -> None:
         load_study("nope")
 
 
-@pytest.mark.parametrize("name", ["ddm-alpha", "guidance", "selfdebias-batch"])
+@pytest.mark.parametrize("name", sorted(STUDIES))
 def test_shipped_studies_are_valid(name) -> None:
     planned = points(load_study(name), source=name)
     assert planned and all(p.config.baseline == "baseline" for p in planned)
