@@ -342,7 +342,7 @@ def seed_and_image_interval(probs: dict[str, dict[str, np.ndarray]], target: np.
     return {"mean": value, "low": float(low), "high": float(high), "seeds": len(labels)}
 
 
-def seed_intervals(spec: StudySpec, spread: list[dict[str, Any]], rows: list[dict[str, Any]],
+def seed_intervals(spread: list[dict[str, Any]], rows: list[dict[str, Any]],
                    run_dirs: dict[str, Path]) -> None:
     """Adds ``fd_seeds_and_images`` (:func:`seed_and_image_interval`) to each seed-spread entry, from the
     predictions of the run that measured it."""
@@ -460,7 +460,7 @@ def run_study(spec: StudySpec, overrides: dict[str, Any] | None = None, output_d
     rows = study_rows(spec, results)
     summary = summaries(rows)
     if spec.measure.variant == "soft":  # the two-stage interval is written for soft FD
-        seed_intervals(spec, summary["seeds"], rows, {r["run_id"]: folder / "runs" / r["run_id"] for _, r in results})
+        seed_intervals(summary["seeds"], rows, {r["run_id"]: folder / "runs" / r["run_id"] for _, r in results})
     from benchmark import __version__
     from benchmark.cache import atomic_write
 
