@@ -414,9 +414,21 @@ def _thumbnail_columns(runs: list[Run], ps: str, part: list[dict[str, Any]]) -> 
     return cols[:MAX_THUMB_COLUMNS]
 
 
+def _method_order(run: Run) -> dict[str, int]:
+    """A run's methods in its config's order, the baseline first (rows of the sample grid)."""
+    cfg = run.results.get("config") or {}
+    keys = [m.get("label") or m.get("name") for m in cfg.get("methods") or [] if isinstance(m, dict)]
+    keys = [k for k in keys if isinstance(k, str)]
+    base = cfg.get("baseline", "baseline")
+    return {k: i for i, k in enumerate(sorted(dict.fromkeys(keys), key=lambda k: k != base))}
+
+
 def thumbnail_grids(runs: list[Run], labels: dict[tuple[str, str], str]) -> list[dict[str, Any]]:
+    """One grid per prompt set: a row per method (each run's baseline first, then its config's order), a
+    column per prompt and image index (:func:`_thumbnail_columns`); every image names its seed."""
     items = []
-    for run in runs:
+    for run_index, run in enumerate(runs):
+        order = _method_order(run)
         pred = run.predictions()
         seeds = {}
         if pred is not None and "seed" in pred.columns:
@@ -426,23 +438,31 @@ def thumbnail_grids(runs: list[Run], labels: dict[tuple[str, str], str]) -> list
             if not t["path"].is_file() or t["path"].stat().st_size > MAX_THUMB_BYTES:
                 continue
             key = (t["method"], t["prompt_set"], t["prompt_id"], t["index"])
-            items.append({**t, "row": labels.get((run.label, t["method"]), t["method"]), "seed": seeds.get(key)})
+            items.append({**t, "row": labels.get((run.label, t["method"]), t["method"]), "seed": seeds.get(key),
+                          "order": (run_index, order.get(t["method"], len(order)), t["method"])})
     grids = []
     for ps in dict.fromkeys(i["prompt_set"] for i in items):
         part = [i for i in items if i["prompt_set"] == ps]
         cols = _thumbnail_columns(runs, ps, part)
-        rows = list(dict.fromkeys(i["row"] for i in part))
+        rows = list(dict.fromkeys(i["row"] for i in sorted(part, key=lambda i: i["order"])))
         by_key = {(i["row"], i["prompt_id"], i["index"]): i for i in part}
-        seeds = {(i["prompt_id"], i["index"]): i["seed"] for i in part if i["seed"] is not None}
+        seeds: dict[tuple[str, int], set[int]] = {}
+        for i in part:
+            if i["seed"] is not None:
+                seeds.setdefault((i["prompt_id"], i["index"]), set()).add(i["seed"])
         grid_rows = []
         for r in rows:
             images = []
             for pid, idx in cols:
                 hit = by_key.get((r, pid, idx))
+                seed = "" if hit is None or hit["seed"] is None else f" · seed {hit['seed']}"
                 images.append(None if hit is None else {"uri": _data_uri(hit["path"].read_bytes()),
-                                                        "alt": f"{r} · {pid} #{idx}"})
+                                                        "alt": f"{r} · {pid} #{idx}{seed}"})
             grid_rows.append({"label": r, "images": images})
-        columns = [f"{pid} #{idx}" + (f" (seed {seeds[(pid, idx)]})" if (pid, idx) in seeds else "") for pid, idx in cols]
+        # a column is one seed for every method; were it not, the header says so rather than name one
+        columns = [f"{pid} #{idx}" + ("" if (pid, idx) not in seeds else f" (seed {min(seeds[(pid, idx)])})"
+                                      if len(seeds[(pid, idx)]) == 1 else " (seeds differ across methods)")
+                   for pid, idx in cols]
         grids.append({"title": f"prompt set {ps}", "columns": columns, "rows": grid_rows})
     return grids
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import io
 import json
 import re
 import shutil
@@ -11,6 +12,8 @@ import subprocess
 from html.parser import HTMLParser
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
 import pytest
 from leaderboard_runs import PROMPTS, make_run
 
@@ -284,3 +287,144 @@ def test_every_heat_map_has_one_row_order_baseline_first(tmp_path: Path, monkeyp
     heatmap_figures(build_tables([load_run(run)]))
     assert orders and all(o == orders[0] for o in orders) and orders[0][0].startswith("baseline")
     assert orders[0][1:] == sorted(orders[0][1:])
+
+
+# --- the rendered page, read back from headless Chromium (issue 23: what a reader saw was wrong) ----------
+
+# A named (conditional) prompt declared first, whose id also sorts first: the grid must still show the plain
+# prompts first. Methods in config order baseline, difflens, ddm; by colour FD they rank difflens, ddm, baseline.
+WORLD_LIKE_PROMPTS = [
+    {"id": "blue-zero", "text": "a photo of a blue zero", "named": {"color": "blue"}},
+    {"id": "eight", "text": "a photo of a eight", "named": {}},
+    {"id": "zero", "text": "a photo of a zero", "named": {}},
+]
+WORLD_LIKE_METHODS = {"baseline": 0.35, "difflens": 0.02, "ddm": 0.15}
+
+
+def _pixels(uri: str) -> np.ndarray:
+    from PIL import Image
+
+    assert uri.startswith("data:image/png;base64,")
+    return np.asarray(Image.open(io.BytesIO(base64.b64decode(uri.split(",", 1)[1]))).convert("RGB"))
+
+
+def _count(pixels: np.ndarray, hex_colour: str) -> int:
+    rgb = np.array([int(hex_colour[i:i + 2], 16) for i in (1, 3, 5)], dtype=pixels.dtype)
+    return int((pixels == rgb).all(axis=-1).sum())
+
+
+@pytest.fixture(scope="module")
+def rendered(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """A leaderboard (one world-like entry and the shipped studies) built as `leaderboard build` builds it,
+    opened in headless Chromium; the DOM it serialises after its script ran."""
+    if _chromium() is None:
+        pytest.skip("headless Chromium not found (install Debian's `chromium` package: apt-get install -y chromium)")
+    root = tmp_path_factory.mktemp("rendered")
+    run = make_run(root, "run-w", methods=WORLD_LIKE_METHODS, n=24, n_boot=20, prompts=WORLD_LIKE_PROMPTS)
+    entry = root / "leaderboard" / "entries" / "run-w"
+    shutil.copytree(run, entry)
+    (entry / "entry.json").write_text(json.dumps({"run_id": "run-w", "bundle_sha256": "0" * 64, "verified_metrics": 1}))
+    shutil.copytree(REPO / "leaderboard" / "studies", root / "leaderboard" / "studies")
+    page = build_leaderboard(root / "leaderboard" / "entries", root / "site")
+    proc = _run_chromium(["--dump-dom", page.as_uri()], root)
+    dom = proc.stdout
+    assert 'data-ready="1"' in dom, proc.stderr[-2000:]
+    assert "data-js-error" not in re.search(r"<body[^>]*>", dom).group(0)
+    results = json.loads((entry / "results.json").read_text())
+    return {"dom": dom, "results": results, "predictions": pd.read_parquet(entry / "predictions.parquet")}
+
+
+def _text(cell: str) -> str:
+    return re.sub(r"<[^>]+>", "", cell).strip()
+
+
+def _tables(html: str, pattern: str) -> list[tuple[str, list[list[str]]]]:
+    """(opening tag, rows of cell texts) of every <table> whose opening tag matches ``pattern``."""
+    out = []
+    for m in re.finditer(r"(<table[^>]*>)(.*?)</table>", html, re.S):
+        if re.search(pattern, m.group(1)):
+            rows = [[_text(c) for c in re.findall(r"<t[hd][^>]*>(.*?)</t[hd]>", r, re.S)]
+                    for r in re.findall(r"<tr[^>]*>(.*?)</tr>", m.group(2), re.S)]
+            out.append((m.group(1), rows))
+    return out
+
+
+@pytest.mark.browser
+def test_rendered_page_opens_with_the_headline_sorted_by_fd(rendered: dict) -> None:
+    dom, results = rendered["dom"], rendered["results"]
+    # what a reader meets first: the headline section, and its tables before any other table
+    assert re.findall(r'<h2 id="([^"]+)"', dom)[0] == "headline"
+    assert re.search(r"<table[^>]*>", dom).group(0).startswith('<table class="headline"')
+    fd = {r["method"]: r["value"] for r in results["metrics"]
+          if (r["metric"], r["variant"], r["attribute"], r["prompt_id"]) == ("fd", "soft", "color", None)}
+    (tag, rows), = _tables(dom, r'data-headline="synth/color"')
+    header, body = rows[0], rows[1:]
+    assert header[:3] == ["method", "FD [95% CI]", "ΔFD [95% CI]"] and "FID×" in header and "UNet×" in header
+    assert [r[0] for r in body] == sorted(fd, key=fd.get) == ["difflens", "ddm", "baseline"]
+    shown = [float(r[1].split()[0]) for r in body]
+    assert shown == [round(fd[r[0]], 3) for r in body] and shown == sorted(shown)
+    assert body[-1][2] == "—"  # the baseline has no change against itself (this synthetic run records no ΔFD)
+    assert len(_tables(dom, r'class="headline"')) == 2  # colour and shade
+
+
+@pytest.mark.browser
+def test_rendered_class_colours_follow_class_names(rendered: dict) -> None:
+    """The colour attribute's bars: class "red" in red and "blue" in blue (it was the other way round, in
+    the colour-blind palette's blue and orange), each class's area its mean share."""
+    from matplotlib.colors import CSS4_COLORS
+
+    dom, pred = rendered["dom"], rendered["predictions"]
+    uris = dict(re.findall(r'<figure><img alt="([^"]*)" src="([^"]*)"', dom))
+    colour = _pixels(next(u for a, u in uris.items() if "· color (synthclf): class distribution" in a))
+    red, blue = _count(colour, CSS4_COLORS["red"]), _count(colour, CSS4_COLORS["blue"])
+    assert red > 1000 and blue > 1000
+    for wrong in ("#0173b2", "#de8f05"):  # seaborn colorblind blue and orange: the old palette
+        assert _count(colour, wrong) == 0
+    # one bar per method and prompt, all the same size: pixel areas in proportion to the mean shares
+    means = pred.groupby(["method", "prompt_id"])[["synthclf/color/red", "synthclf/color/blue"]].mean().sum()
+    expected = means["synthclf/color/red"] / means["synthclf/color/blue"]
+    assert red / blue == pytest.approx(expected, rel=0.1), (red, blue, expected)
+    shade = _pixels(next(u for a, u in uris.items() if "· shade (synthclf): class distribution" in a))
+    assert _count(shade, CSS4_COLORS["red"]) == 0 and _count(shade, "#303030") > 100  # "dark" is dark grey
+
+
+@pytest.mark.browser
+def test_rendered_sample_grid_one_row_per_method_plain_prompts_first_same_seeds(rendered: dict) -> None:
+    dom = rendered["dom"]
+    grid = re.search(r'<table class="thumbs">(.*?)</table>', dom, re.S).group(1)
+    header = [_text(c) for c in re.findall(r"<th>(.*?)</th>", grid.split("</thead>")[0], re.S)][1:]
+    columns = [re.fullmatch(r"([a-z-]+) #(\d+) \(seed (\d+)\)", h).groups() for h in header]
+    prompts = [pid for pid, _, _ in columns]
+    # plain prompts first (in the prompt set's order), then the named one; one image of each before a second
+    assert prompts[:3] == ["eight", "zero", "blue-zero"] and [i for _, i, _ in columns[:3]] == ["0", "0", "0"]
+    rows = re.findall(r"<tr><td>([^<]*)</td>(.*?)</tr>", grid.split("<tbody>")[1], re.S)
+    assert [label for label, _ in rows] == ["baseline", "difflens", "ddm"]  # one row per method, baseline first
+    for label, cells in rows:
+        alts = re.findall(r'<img alt="([^"]*)"', cells)
+        assert alts == [f"{label} · {pid} #{i} · seed {seed}" for pid, i, seed in columns]  # same seed per column
+
+
+@pytest.mark.browser
+def test_rendered_studies_sections(rendered: dict) -> None:
+    """Every shipped study has its section, its per-point tables sorted by FD with the numbers of its
+    study.json, and its FD-against-FID figure."""
+    dom = rendered["dom"]
+    assert "studies" in re.findall(r'<h2 id="([^"]+)"', dom)
+    shipped = sorted((REPO / "leaderboard" / "studies").glob("*.json"))
+    assert shipped
+    sections = dom.split('<h3 id="study-')[1:]
+    assert [s.split('"')[0] for s in sections] == [json.loads(p.read_text())["study"]["name"] for p in shipped]
+    for path, section in zip(shipped, sections, strict=True):
+        study = json.loads(path.read_text())
+        section = section.split("<h2")[0]
+        tables = _tables(section, r'class="sortable study"')
+        points = {json.dumps(r.get("sampler", {}), sort_keys=True) for r in study["rows"]}
+        assert len(tables) == len(points)
+        shown = [row for _, rows in tables for row in rows[1:]]
+        assert len(shown) == len(study["rows"])
+        for _, rows in tables:
+            fds = [float(r[1].split()[0]) for r in rows[1:]]
+            assert fds == sorted(fds)
+        baseline = next(r for r in study["rows"] if r["label"] == "baseline")
+        assert any(r[0].rstrip(" *") == "baseline" and r[1].startswith(f"{baseline['fd']:.3f} [") for r in shown)
+        assert re.search(r'<img alt="[^"]*FD against FID" src="data:image/png;base64,', section)
