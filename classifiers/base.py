@@ -31,6 +31,11 @@ class Classifier(ABC):
         # prompt that names one content uses that content's matrix (benchmark.metrics.cleam.content_of)
         self.confusion_by_content: dict[str, dict[str, np.ndarray]] = {}
         self.soft_confusion_by_content: dict[str, dict[str, np.ndarray]] = {}
+        # labelled images per true class behind each row of the matrices above (attribute -> counts, and
+        # attribute -> content -> counts): with them the CLEAM intervals include the matrices' own
+        # sampling error; without them (hand-given or published matrices) the matrices are taken as exact
+        self.confusion_n: dict[str, np.ndarray] = {}
+        self.confusion_n_by_content: dict[str, dict[str, np.ndarray]] = {}
         self.confusion_source: str = ""
         self.fingerprint: str = ""
 

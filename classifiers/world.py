@@ -144,8 +144,10 @@ MEASUREMENTS_FILE = "classifier_measurements.json"
 
 def read_measurements(weights: Path) -> dict:
     """What the build measured for ``weights`` on held-out renders, kept beside them (so the weights
-    file and the classifier's fingerprint stay as they were): ``soft_confusion`` {attribute: matrix}
-    and ``accuracy_by_content`` {attribute: {digit: accuracy}}; empty when nothing was recorded."""
+    file and the classifier's fingerprint stay as they were): ``soft_confusion`` {attribute: matrix},
+    ``accuracy_by_content`` {attribute: {digit: accuracy}}, the per-digit matrices, and the held-out
+    images per true class behind each matrix row, ``confusion_n`` {attribute: counts} (pooled) and
+    ``confusion_n_by_content`` {attribute: {digit: counts}}; empty when nothing was recorded."""
     path = weights.parent / MEASUREMENTS_FILE
     if not path.exists():
         return {}
@@ -156,7 +158,10 @@ def read_measurements(weights: Path) -> dict:
                       for kind in ("confusion_by_content", "soft_confusion_by_content")}
         return {"soft_confusion": {a: np.asarray(m, dtype=float) for a, m in recorded.get("soft_confusion", {}).items()},
                 "accuracy_by_content": {a: {str(g): float(v) for g, v in by.items()}
-                                        for a, by in recorded.get("accuracy_by_content", {}).items()}, **by_content}
+                                        for a, by in recorded.get("accuracy_by_content", {}).items()}, **by_content,
+                "confusion_n": {a: np.asarray(n, dtype=np.int64) for a, n in recorded.get("confusion_n", {}).items()},
+                "confusion_n_by_content": {a: {str(g): np.asarray(n, dtype=np.int64) for g, n in by.items()}
+                                           for a, by in recorded.get("counts_by_content", {}).items()}}
     except (OSError, ValueError, AttributeError, TypeError) as exc:
         raise ModelLoadError(f"{path}: unreadable classifier measurements ({exc})") from None
 
@@ -203,6 +208,8 @@ class _NetClassifier(Classifier):
         self.accuracy_by_content = measured.get("accuracy_by_content", {})
         self.confusion_by_content = measured.get("confusion_by_content", {})
         self.soft_confusion_by_content = measured.get("soft_confusion_by_content", {})
+        self.confusion_n = measured.get("confusion_n", {})
+        self.confusion_n_by_content = measured.get("confusion_n_by_content", {})
         self.confusion_source = meta.get("confusion_source", "")
         self.accuracy = meta.get("accuracy", {})
         self.fingerprint = hash_file(path)

@@ -145,15 +145,24 @@ def counts_by_content(labels: dict[str, np.ndarray], attributes: list[str]) -> d
                    for d in range(len(DIGITS)) if (labels["content"] == d).any()} for attr in attributes}
 
 
+def counts(labels: dict[str, np.ndarray], attributes: list[str]) -> dict[str, list[int]]:
+    """Held-out images per attribute and true class, over every digit: the sample behind each row of
+    the pooled matrices (``confusion`` in the weights' metadata and ``soft_confusion``)."""
+    return {attr: np.bincount(labels["content"] if attr == "digit" else labels[attr]).tolist() for attr in attributes}
+
+
 def write_measurements(out: Path, held, nets: dict[str, object]) -> None:
     """Measure every classifier on the held-out renders (soft confusion, accuracy and confusion
-    matrices per digit); one JSON file beside the weights (classifiers.world.read_measurements)."""
+    matrices per digit, and the image counts behind each matrix row: ``confusion_n`` pooled,
+    ``counts_by_content`` per digit); one JSON file beside the weights
+    (classifiers.world.read_measurements)."""
     from classifiers.world import MEASUREMENTS_FILE, predict_probs
 
     doc = {}
     for name, net in nets.items():
         probs = predict_probs(net, held.images)
         doc[name] = {"soft_confusion": soft_confusions(probs, held.labels),
+                     "confusion_n": counts(held.labels, list(probs)),
                      "accuracy_by_content": accuracy_by_content(probs, held.labels),
                      "confusion_by_content": confusions_by_content(probs, held.labels, hard=True),
                      "soft_confusion_by_content": confusions_by_content(probs, held.labels, hard=False),
