@@ -83,3 +83,16 @@ def scalar_or_array(x: np.ndarray) -> float | np.ndarray:
     """A 0-d result becomes a Python float; batched results stay arrays."""
     x = np.asarray(x)
     return float(x) if x.ndim == 0 else x
+
+
+def check_counts(counts: np.ndarray, k: int, name: str = "confusion_n") -> np.ndarray:
+    """Validate the labelled images per true class behind a confusion matrix's rows: (K,) positive
+    whole numbers; returned as int64."""
+    arr = np.asarray(counts)
+    if arr.shape != (k,):
+        raise DataError(f"{name}: expected {k} counts (one per true class), got shape {arr.shape}")
+    if arr.dtype == bool or not np.issubdtype(arr.dtype, np.number) or not np.isfinite(arr).all():
+        raise DataError(f"{name}: counts must be finite numbers, got {arr.tolist()}")
+    if (arr < 1).any() or (arr != np.round(arr)).any():
+        raise DataError(f"{name}: counts must be whole numbers >= 1, got {arr.tolist()}")
+    return arr.astype(np.int64)

@@ -12,10 +12,18 @@ the least-squares problem on the probability simplex
     p* = argmin_{p ≥ 0, Σp = 1} ‖Cᵀ p − p̂‖₂,
 
 which equals the exact inverse C⁻ᵀ p̂ whenever that lies on the simplex (C⁻ᵀ p̂ always sums to 1 because
-C's rows do). Instead of CLEAM's Gaussian interval, the benchmark puts bootstrap intervals on p*.
+C's rows do). Instead of CLEAM's Gaussian interval, the benchmark puts bootstrap intervals on p*
+(``benchmark.metrics.report``).
 
 The confusion matrix must match the variant: for hard p̂ it is the argmax confusion measured on labelled
 images; for soft p̂ it is C[i, j] = E[q_j | true i] (``confusion_matrix(..., hard=False)``).
+
+**The matrix's own sampling error.** C is itself an estimate, from n_i labelled images of each true
+class i, and an interval that takes it as exact is too narrow when n_i is small. Where the counts n_i
+are known, each bootstrap resample gets its own matrix drawn from C's sampling distribution
+(:func:`sample_confusions`, a parametric bootstrap of the calibration set) and is corrected with it
+(:func:`corrected_distributions`, exact and batched); ``benchmark.metrics.report`` builds the interval
+from those draws.
 """
 
 from __future__ import annotations
@@ -26,7 +34,7 @@ from collections.abc import Iterable, Mapping
 import numpy as np
 
 from benchmark.errors import DataError
-from benchmark.metrics._checks import check_confusion, check_distribution, check_probs
+from benchmark.metrics._checks import check_confusion, check_counts, check_distribution, check_probs
 from benchmark.metrics.fairness import fairness_discrepancy
 
 # Weight of the Σp = 1 row appended to the NNLS system; large enough to enforce it to ~1e-9 relative.
@@ -156,6 +164,146 @@ def corrected_distribution(dist: np.ndarray, confusion: np.ndarray) -> np.ndarra
     return out.reshape(d.shape)
 
 
+# Largest K whose resamples are each corrected with their own drawn matrix: an off-simplex row is solved
+# on all 2^K − 1 faces. Beyond it the interval keeps the measured matrix fixed (``report``).
+MAX_PROPAGATED_K = 8
+
+
+def sample_confusions(confusion: np.ndarray, counts: np.ndarray, hard: bool, size: int,
+                      rng: np.random.Generator) -> np.ndarray:
+    """``size`` draws (size, K, K) of a confusion matrix from its sampling distribution, given the
+    ``counts`` n_i of labelled images of each true class i that row i was measured on.
+
+    * hard (argmax confusion): row i ~ Multinomial(n_i, C_i) / n_i. This is exact: row i is the share
+      of n_i independent images of class i that land in each class (parametric bootstrap at Ĉ).
+    * soft (C_i = mean of n_i probability vectors q): row i ~ Dirichlet(n_i · C_i). Its mean is C_i and
+      its covariance (diag(C_i) − C_i C_iᵀ)/(n_i + 1), while the true one is Cov(q | i)/n_i, which
+      never exceeds (diag(C_i) − C_i C_iᵀ)/n_i for vectors on the simplex (E[q_j²] ≤ E[q_j]): the
+      draws keep every row on the simplex and are, up to the factor n_i/(n_i + 1), the widest the soft
+      matrix's error can be. The per-image spread of q that would make them exact is not stored, so
+      this errs on the wide side (equal for a classifier whose outputs are one-hot).
+
+    Entries that are 0 in C stay 0 in every draw. A row with n_i → ∞ is drawn as C_i.
+    """
+    k = len(counts)
+    c = check_confusion(confusion, k)
+    n = check_counts(counts, k)
+    if hard:
+        # Multinomial rows need Σ p ≤ 1 exactly; the checked rows sum to 1 up to rounding.
+        pvals = np.clip(c, 0.0, None)
+        pvals /= pvals.sum(axis=1, keepdims=True)
+        return rng.multinomial(n, pvals, size=(size, k)) / n[:, None]
+    g = rng.standard_gamma(np.broadcast_to(n[:, None] * c, (size, k, k)))
+    return g / g.sum(axis=2, keepdims=True)
+
+
+def _solve_each(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Batched solve of a[r] x = b[r]; rows whose system is singular give NaN."""
+    try:
+        return np.linalg.solve(a, b[..., None])[..., 0]
+    except np.linalg.LinAlgError:
+        out = np.full(b.shape, np.nan)
+        for r in range(len(a)):
+            try:
+                out[r] = np.linalg.solve(a[r], b[r])
+            except np.linalg.LinAlgError:
+                pass
+        return out
+
+
+def unconstrained_inverses(dists: np.ndarray, confusions: np.ndarray) -> np.ndarray:
+    """C_r⁻ᵀ b_r for each row (R, K) and its own matrix (R, K, K), without the simplex constraint; NaN for a
+    row whose matrix is (nearly) singular (1-norm condition number 1e10 or more)."""
+    ct = np.asarray(confusions, dtype=np.float64).transpose(0, 2, 1)
+    try:
+        inv = np.linalg.inv(ct)
+    except np.linalg.LinAlgError:
+        inv = np.full(ct.shape, np.nan)
+        for r in range(len(ct)):
+            try:
+                inv[r] = np.linalg.inv(ct[r])
+            except np.linalg.LinAlgError:
+                pass
+    cond = np.abs(ct).sum(axis=1).max(axis=1) * np.abs(inv).sum(axis=1).max(axis=1)
+    out = np.einsum("rij,rj->ri", inv, dists)
+    out[~(cond < _MAX_COND)] = np.nan
+    return out
+
+
+def _faces(ct: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Exact min ‖C_rᵀ p − b_r‖₂ over the simplex for each row r (ct = C_rᵀ stacked), by enumeration.
+
+    For every support S (2^K − 1 faces) the equality-constrained least squares on the face's affine
+    hull is the KKT system [[G_SS, 1], [1ᵀ, 0]] [x_S; μ] = [h_S; 1] (G = C Cᵀ, h = C b), solved for all
+    rows (and all supports of one size) at once. A solution with x_S ≥ 0 is a feasible point; the
+    optimum p* is the solution on its own support (p* is interior to that face, so it minimises the
+    convex objective on the face's affine hull). Hence the feasible candidate of least residual is
+    optimal: exact for this convex problem, with no iteration. Single vertices are always feasible, so
+    every row gets an answer."""
+    from itertools import combinations
+
+    r_count, k = b.shape
+    g = np.einsum("rji,rjl->ril", ct, ct)  # C Cᵀ per row (einsum: tiny products, no BLAS threads)
+    h = np.einsum("rji,rj->ri", ct, b)
+    best = np.full((r_count, k), np.nan)
+    best_res = np.full(r_count, np.inf)
+    for m in range(1, k + 1):
+        supports = np.array(list(combinations(range(k), m)))  # (F, m)
+        f = len(supports)
+        if m == 1:
+            x = np.broadcast_to(np.eye(k)[None], (r_count, k, k)).copy()  # vertices: always feasible
+            feasible = np.ones((r_count, k), dtype=bool)
+        else:
+            kkt = np.zeros((r_count, f, m + 1, m + 1))
+            kkt[:, :, :m, :m] = g[:, supports[:, :, None], supports[:, None, :]]
+            kkt[:, :, :m, m] = kkt[:, :, m, :m] = 1.0
+            rhs = np.concatenate([h[:, supports], np.ones((r_count, f, 1))], axis=2)
+            sol = _solve_each(kkt.reshape(-1, m + 1, m + 1), rhs.reshape(-1, m + 1)).reshape(r_count, f, m + 1)
+            x = np.zeros((r_count, f, k))
+            np.put_along_axis(x, np.broadcast_to(supports[None], (r_count, f, m)), sol[:, :, :m], axis=2)
+            tol = 1e-10 * np.maximum(1.0, np.abs(np.nan_to_num(sol[:, :, :m])).max(axis=2))
+            feasible = np.isfinite(sol).all(axis=2) & (sol[:, :, :m] >= -tol[:, :, None]).all(axis=2)
+            x = np.clip(np.nan_to_num(x), 0.0, None)
+            total = x.sum(axis=2, keepdims=True)
+            feasible &= total[:, :, 0] > 0
+            x = np.divide(x, total, out=np.zeros_like(x), where=total > 0)
+        res = ((np.einsum("rij,rfj->rfi", ct, x) - b[:, None, :]) ** 2).sum(axis=2)
+        res = np.where(feasible, res, np.inf)
+        pick = res.argmin(axis=1)
+        cand = res[np.arange(r_count), pick]
+        better = cand < best_res
+        best[better], best_res[better] = x[np.flatnonzero(better), pick[better]], cand[better]
+    return best
+
+
+def corrected_distributions(dists: np.ndarray, confusions: np.ndarray, inverses: np.ndarray | None = None) -> np.ndarray:
+    """:func:`corrected_distribution` of each row of ``dists`` (R, K) with its own matrix
+    ``confusions[r]`` (R, K, K): the bootstrap resamples of the propagated CLEAM interval, each with the
+    matrix drawn for it (:func:`sample_confusions`).
+
+    Rows whose exact inverse C_r⁻ᵀ b_r lies on the simplex take it (batched; ``inverses``: those of
+    :func:`unconstrained_inverses` when already computed); the others are solved exactly on the
+    simplex's faces (:func:`_faces`). For K up to :data:`MAX_PROPAGATED_K`."""
+    d = check_distribution(dists, "dists")
+    c = np.asarray(confusions, dtype=np.float64)
+    if d.ndim != 2 or c.shape != (*d.shape, d.shape[1]):
+        raise DataError(f"corrected_distributions: expected (R, K) shares and (R, K, K) matrices, got {d.shape} "
+                        f"and {c.shape}")
+    k = d.shape[1]
+    if k > MAX_PROPAGATED_K:
+        raise DataError(f"corrected_distributions: K = {k} classes, more than {MAX_PROPAGATED_K} (2^K faces)")
+    if not np.isfinite(c).all():
+        raise DataError("corrected_distributions: matrices contain NaN or Inf")
+    exact = unconstrained_inverses(d, c) if inverses is None else np.asarray(inverses, dtype=np.float64)
+    out = np.full(d.shape, np.nan)
+    ok = np.isfinite(exact).all(axis=1) & (exact >= 0).all(axis=1)
+    out[ok] = exact[ok] / exact[ok].sum(axis=1, keepdims=True)
+    todo = np.flatnonzero(~ok)
+    if len(todo):
+        out[todo] = _faces(c[todo].transpose(0, 2, 1), d[todo])
+    return out
+
+
 def content_of(text: str, contents: Iterable[str]) -> str | None:
     """The one content class whose name is a word of ``text`` (None for none or several): the
     content-specific confusion matrix applies to a prompt that names exactly one.
@@ -182,6 +330,22 @@ def matrices_by_prompt(texts: Mapping[str, str], pooled: np.ndarray | None,
         if chosen is None:
             return pooled
         out[pid] = np.asarray(chosen, dtype=np.float64)
+    return out
+
+
+def counts_by_prompt(texts: Mapping[str, str], pooled: np.ndarray | None, by_content: Mapping[str, np.ndarray] | None,
+                     matrices_by_content: Mapping[str, np.ndarray] | None
+                     ) -> dict[str, np.ndarray | None] | np.ndarray | None:
+    """The labelled images per true class behind the matrix :func:`matrices_by_prompt` picks for each
+    prompt id (given the same ``matrices_by_content``): its content's counts where its content's matrix is
+    used, else ``pooled``; None for a prompt whose matrix has no counts."""
+    if not matrices_by_content:
+        return pooled
+    out: dict[str, np.ndarray | None] = {}
+    for pid, text in texts.items():
+        content = content_of(text, matrices_by_content)
+        chosen = (by_content or {}).get(content) if content is not None else pooled
+        out[pid] = None if chosen is None else np.asarray(chosen)
     return out
 
 

@@ -42,6 +42,12 @@ probability at least ``level``, so the mean of the metric over prompts lies in t
 Such intervals are conservative (wider than a percentile interval away from the boundary); compare two
 methods with the paired differences of :func:`paired_delta_records`, which are much narrower.
 
+The CLEAM variants' intervals include the confusion matrix's own sampling error where the labelled
+images behind its rows are given (``confusion_n``): every resample is corrected with its own matrix
+drawn from the matrix's sampling distribution (``cleam.sample_confusions``), the region is built from
+those corrected draws seen through the measured matrix, and the point estimate keeps the measured
+matrix. Without counts, or for more than ``cleam.MAX_PROPAGATED_K`` classes, the matrix is taken as exact.
+
 ``target_p`` (per prompt, higher = more consistent with the target) is the p-value of Pearson's
 chi-square test of the hard counts against π; the set record combines the prompts' p-values by
 Fisher's method (all prompts consistent with the target).
@@ -57,9 +63,15 @@ from typing import Any
 import numpy as np
 
 from benchmark.errors import DataError
-from benchmark.metrics._checks import check_confusion, check_probs, target_or_uniform
+from benchmark.metrics._checks import check_confusion, check_counts, check_probs, target_or_uniform
 from benchmark.metrics.bootstrap import DEFAULT_LEVEL, DEFAULT_N_BOOT, percentile_interval, resample_indices, rng_for
-from benchmark.metrics.cleam import corrected_distribution
+from benchmark.metrics.cleam import (
+    MAX_PROPAGATED_K,
+    corrected_distribution,
+    corrected_distributions,
+    sample_confusions,
+    unconstrained_inverses,
+)
 from benchmark.metrics.fairness import (
     JOINT_SEP,
     deviation_ratio,
@@ -196,11 +208,21 @@ class _Region:
 
     For hard shares (counts of ``n`` images) a point's membership is Pearson's chi-square test of the
     counts against it, with Yates' continuity correction (the score test, whose covariance is the point's own and which holds its level
-    better at small n than the draws' spread); for soft shares it is the Mahalanobis distance."""
+    better at small n than the draws' spread); for soft shares it is the Mahalanobis distance.
 
-    def __init__(self, center: np.ndarray, boot: np.ndarray, n: int | None = None) -> None:
+    For a CLEAM variant whose matrix's sampling error is propagated, ``boot`` holds the draws
+    y_b = Cᵀ C*_b⁻ᵀ p̂*_b (each resample as the measured C sees it once corrected with its own drawn
+    matrix C*_b; :func:`_propagated`) and ``noise`` the drawn matrices (B, K, K): the Mahalanobis
+    distances then include the matrix's error, and the
+    hard test's statistic is scaled by δᵀ(Σ_x + Σ_C)⁻¹δ / δᵀΣ_x⁻¹δ, where δ = p̂ − Cᵀπ, Σ_x the
+    multinomial covariance of p̂ at Cᵀπ and Σ_C the covariance of C*ᵀπ over the drawn matrices (for K = 2
+    this is exactly the score test with the variance of p̂ − Ĉᵀπ; 1 when the matrix is exact)."""
+
+    def __init__(self, center: np.ndarray, boot: np.ndarray, n: int | None = None,
+                 noise: np.ndarray | None = None) -> None:
         self.center = center
         self.n = n
+        self.noise = noise
         free = boot[:, :-1] - center[:-1]
         cov = np.atleast_2d(np.cov(free, rowvar=False))
         self.precision = np.linalg.pinv(cov, rcond=1e-10, hermitian=True)
@@ -220,7 +242,9 @@ class _Region:
                                           float(chi2.ppf(level, self.dof)))
         return self._thresholds[level]
 
-    def contains(self, point: np.ndarray, level: float) -> bool:
+    def contains(self, point: np.ndarray, level: float, truth: np.ndarray | None = None) -> bool:
+        """Whether the region holds ``point`` (observed shares; ``truth``: the true shares they come
+        from, needed to weigh the matrix's error into the hard test)."""
         if self.n is not None:
             from scipy.stats import chi2
 
@@ -231,12 +255,24 @@ class _Region:
             # level falls below nominal at small n (measured: 0.93 at n = 64, K = 2)
             gap = np.clip(np.abs(self.center - point) * self.n - 0.5, 0.0, None)
             stat = float((gap[pos] ** 2 / (point[pos] * self.n)).sum())
+            if self.noise is not None and truth is not None:
+                stat *= self._matrix_share(point, truth)
             return stat <= float(chi2.ppf(level, max(int(pos.sum()) - 1, 1))) + 1e-12
         x = point[:-1] - self.center[:-1]
         if np.abs(x - self.projector @ x).max() > 1e-9:  # off the directions the data can move in
             return False
         return float(x @ self.precision @ x) <= self.threshold(level) + 1e-12
 
+
+    def _matrix_share(self, point: np.ndarray, truth: np.ndarray) -> float:
+        """δᵀ(Σ_x + Σ_C)⁺δ / δᵀΣ_x⁺δ in the K − 1 free coordinates (see the class doc)."""
+        delta = (self.center - point)[:-1]
+        sx = ((np.diag(point) - np.outer(point, point)) / self.n)[:-1, :-1]
+        observed = np.einsum("i,bij->bj", truth, self.noise)[:, :-1]
+        sc = np.atleast_2d(np.cov(observed, rowvar=False))
+        m0 = float(delta @ np.linalg.pinv(sx, hermitian=True) @ delta)
+        m1 = float(delta @ np.linalg.pinv(sx + sc, hermitian=True) @ delta)
+        return min(m1 / m0, 1.0) if m0 > 1e-300 else 1.0
 
     def boundary(self, boot: np.ndarray, level: float) -> np.ndarray:
         """Points on the region's surface: each draw moved along its direction from the centre until its
@@ -257,7 +293,7 @@ def _region_interval(spec: _Spec, value: float, boot: np.ndarray, boot_values: n
     inside = boot_values[region.distance <= region.threshold(level)]
     edge = region.boundary(boot, level)
     candidates = [value, *inside.tolist(), *(np.atleast_1d(spec(edge)).tolist() if len(edge) else [])]
-    candidates += [v for truth, v in special if region.contains(spec.observed(truth), level)]
+    candidates += [v for truth, v in special if region.contains(spec.observed(truth), level, truth)]
     return float(min(candidates)), float(max(candidates))
 
 
@@ -273,6 +309,62 @@ def _per_prompt(confusion: np.ndarray | Mapping[str, np.ndarray] | None, k: int,
         return {pid: check_confusion(confusion[pid], k, f"{name}[{pid!r}]") for pid in prompts}
     matrix = check_confusion(confusion, k, name)
     return dict.fromkeys(prompts, matrix)
+
+
+def _counts_per_prompt(counts: np.ndarray | Mapping[str, np.ndarray | None] | None, k: int, name: str,
+                       prompts: Mapping[str, Any]) -> dict[str, np.ndarray | None] | None:
+    """``counts`` (labelled images per true class behind a matrix's rows) per prompt id: one vector for
+    every prompt, or one per prompt id (None or absent: that prompt's matrix has no counts)."""
+    if counts is None:
+        return None
+    if isinstance(counts, Mapping):
+        return {pid: None if counts.get(pid) is None else check_counts(counts[pid], k, f"{name}[{pid!r}]")
+                for pid in prompts}
+    vector = check_counts(counts, k, name)
+    return dict.fromkeys(prompts, vector)
+
+
+# A prompt's calibration for one CLEAM variant: the (matrix, counts) factors whose Kronecker product is
+# its matrix (one factor for an attribute, two for a joint attribute a×b).
+Calibration = tuple[tuple[np.ndarray, np.ndarray], ...]
+
+
+def _calibration(matrices: Mapping[str, list[dict[str, np.ndarray] | None]],
+                 counts: list[dict[str, np.ndarray | None] | None], prompts: Mapping[str, Any]
+                 ) -> dict[str, dict[str, Calibration]] | None:
+    """Per CLEAM variant and prompt id, the factors to draw that prompt's matrix from (prompts whose
+    every factor has counts); ``matrices``: variant → per factor, the per-prompt matrices."""
+    if any(n is None for n in counts):
+        return None
+    out: dict[str, dict[str, Calibration]] = {}
+    for variant, per_factor in matrices.items():
+        if any(m is None for m in per_factor):
+            continue
+        out[variant] = {pid: tuple((m[pid], n[pid]) for m, n in zip(per_factor, counts, strict=True))
+                        for pid in prompts if all(n[pid] is not None for n in counts)}
+    return out
+
+
+def _propagated(spec: _Spec, shares: np.ndarray, factors: Calibration, seed: int,
+                pid: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Each resample of ``shares`` (B, K) corrected with its own matrix drawn from the calibration's
+    sampling distribution (``cleam.sample_confusions``; a joint matrix is the Kronecker product of its
+    factors' draws). Returns, for the region, the shares y_b = Cᵀ C*_b⁻ᵀ p̂*_b that the measured matrix
+    C corrects as the drawn C*_b corrects p̂*_b (before the simplex constraint; y_b = p̂*_b when
+    C*_b = C), the metric of each resample corrected with its own matrix, and the drawn matrices."""
+    n_boot, k = shares.shape
+    rng = rng_for(seed, f"{pid}\x00{spec.variant}\x00confusion")
+    draws = None
+    for matrix, counts in factors:
+        m = sample_confusions(matrix, counts, spec.source == "hard", n_boot, rng)
+        draws = m if draws is None else np.einsum("bij,bkl->bikjl", draws, m).reshape(n_boot, k, k)
+    inverses = unconstrained_inverses(shares, draws)
+    corrected = corrected_distributions(shares, draws, inverses)
+    y = inverses @ spec.confusion
+    bad = ~np.isfinite(y).all(axis=1)
+    if bad.any():  # a (near-)singular draw: its correction's shift, mapped back with C
+        y[bad] = shares[bad] + (corrected[bad] - corrected_distribution(shares[bad], spec.confusion)) @ spec.confusion
+    return y, np.asarray(spec.f(corrected)), draws
 
 
 def _for_prompt(spec: _Spec, pid: str, c: dict | None, sc: dict | None) -> _Spec:
@@ -301,6 +393,7 @@ def _records_from_labels(
     seed: int,
     level: float,
     soft_confusion: np.ndarray | None = None,
+    calibration: dict[str, dict[str, Calibration]] | None = None,
 ) -> list[Record]:
     k = len(classes)
     if not soft_by_prompt:
@@ -338,7 +431,14 @@ def _records_from_labels(
             d = data[pid]
             values[pid] = float(spec(getattr(d, spec.source)))
             ci = None
-            if n_boot:
+            factors = None if spec.confusion is None else (calibration or {}).get(spec.variant, {}).get(pid)
+            if n_boot and factors and k <= MAX_PROPAGATED_K:
+                # the matrix's own sampling error: every resample corrected with its own drawn matrix
+                shares, boot, noise = _propagated(spec, getattr(d, f"{spec.source}_boot"), factors, seed, pid)
+                region = _Region(getattr(d, spec.source), shares, d.n if spec.source == "hard" else None, noise)
+                ci = _region_interval(spec, values[pid], shares, boot, region, level, special)
+                set_bounds.append(_region_interval(spec, values[pid], shares, boot, region, set_level, special))
+            elif n_boot:
                 shares = getattr(d, f"{spec.source}_boot")
                 boot = np.asarray(spec(shares))
                 region = regions[(pid, spec.source)]
@@ -403,18 +503,30 @@ def fairness_records(
     seed: int = 0,
     level: float = DEFAULT_LEVEL,
     soft_confusion: np.ndarray | None = None,
+    confusion_n: np.ndarray | Mapping[str, np.ndarray | None] | None = None,
 ) -> list[Record]:
     """Every fairness metric and variant for one attribute, per prompt and for the prompt set.
 
     ``probs_by_prompt``: prompt id → (N, K) per-image probabilities, columns in ``classes`` order.
     ``target``: π over ``classes`` (uniform when None). ``confusion``: C[i, j] = P(pred j | true i) of the
     classifier, enabling ``hard-cleam``; ``soft_confusion``: C[i, j] = E[q_j | true i], enabling
-    ``soft-cleam``. ``named``: prompt id → the class its text names
+    ``soft-cleam``. ``confusion_n``: the labelled images per true class that the rows of both matrices
+    were measured on ((K,), or per prompt id like the matrices; None or absent for a prompt whose
+    matrix has none); with it the ``*-cleam`` intervals include the matrices' sampling error (each
+    resample corrected with its own drawn matrix, up to K = ``cleam.MAX_PROPAGATED_K``), without it they
+    take the matrix as exact. ``named``: prompt id → the class its text names
     (None or absent for prompts that name none). ``n_boot=0`` skips the intervals (ci_low/ci_high None).
     """
     soft = {pid: check_probs(p, f"probs[{pid!r}]", len(classes)) for pid, p in probs_by_prompt.items()}
     labels = {pid: p.argmax(axis=1) for pid, p in soft.items()}
-    return _records_from_labels(soft, labels, classes, target, confusion, named, n_boot, seed, level, soft_confusion)
+    k = len(classes)
+    calibration = None
+    if confusion_n is not None:
+        calibration = _calibration({"hard-cleam": [_per_prompt(confusion, k, "confusion", soft)],
+                                    "soft-cleam": [_per_prompt(soft_confusion, k, "soft_confusion", soft)]},
+                                   [_counts_per_prompt(confusion_n, k, "confusion_n", soft)], soft)
+    return _records_from_labels(soft, labels, classes, target, confusion, named, n_boot, seed, level, soft_confusion,
+                                calibration)
 
 
 def intersectional_records(
@@ -433,13 +545,17 @@ def intersectional_records(
     level: float = DEFAULT_LEVEL,
     soft_confusion_a: np.ndarray | None = None,
     soft_confusion_b: np.ndarray | None = None,
+    confusion_n_a: np.ndarray | Mapping[str, np.ndarray | None] | None = None,
+    confusion_n_b: np.ndarray | Mapping[str, np.ndarray | None] | None = None,
 ) -> list[Record]:
     """``fairness_records`` over the joint attribute a×b (the caller labels the attribute "a×b").
 
     Joint soft probabilities are q_a ⊗ q_b, the hard joint class is (argmax_a, argmax_b), the target is
     π_a ⊗ π_b and the joint confusion is C_a ⊗ C_b (Kronecker; errors of the two heads independent given
     the true classes). A prompt naming a class of both attributes is a named joint class "ca×cb"; a prompt
-    naming only one of them targets neither π nor a joint class and is left out.
+    naming only one of them targets neither π nor a joint class and is left out. With the counts of both
+    sides (``confusion_n_a``, ``confusion_n_b``), each resample's joint matrix is the product of a draw
+    of C_a and one of C_b.
     """
     if set(probs_a_by_prompt) != set(probs_b_by_prompt):
         raise DataError("intersectional: attributes a and b have predictions for different prompt ids")
@@ -464,9 +580,17 @@ def intersectional_records(
         return {pid: np.kron(pa[pid], pb[pid]) for pid in soft}
 
     target = joint_target(target_a, target_b, ka, kb)
+    calibration = None
+    if confusion_n_a is not None and confusion_n_b is not None:
+        calibration = _calibration(
+            {"hard-cleam": [_per_prompt(confusion_a, ka, "confusion_a", soft), _per_prompt(confusion_b, kb, "confusion_b", soft)],
+             "soft-cleam": [_per_prompt(soft_confusion_a, ka, "soft_confusion_a", soft),
+                            _per_prompt(soft_confusion_b, kb, "soft_confusion_b", soft)]},
+            [_counts_per_prompt(confusion_n_a, ka, "confusion_n_a", soft),
+             _counts_per_prompt(confusion_n_b, kb, "confusion_n_b", soft)], soft)
     return _records_from_labels(
         soft, labels, joint_classes(classes_a, classes_b), target, joint(confusion_a, confusion_b, "confusion"),
-        named, n_boot, seed, level, joint(soft_confusion_a, soft_confusion_b, "soft_confusion"),
+        named, n_boot, seed, level, joint(soft_confusion_a, soft_confusion_b, "soft_confusion"), calibration,
     )
 
 
