@@ -26,6 +26,10 @@ BASELINE = "baseline"  # the registry's plain model; the default of RunConfig.ba
 # Fields a profile fills in when the config leaves them out (the class defaults are the world's).
 PROFILE_DEFAULTS: dict[str, dict[str, Any]] = {
     "real": {"prompt_sets": ["occupations"], "classifiers": ["fairface"], "debias_attribute": "gender"},
+    # a smoke run of the loop in seconds: the baseline on its own small prompt set, scored by the weightless
+    # tone classifier (each other method trains on a tiny model for minutes: name them with --methods)
+    "tiny": {"methods": [{"name": "baseline"}], "prompt_sets": ["tones"], "classifiers": ["palette"],
+             "debias_attribute": "tone"},
 }
 
 
@@ -132,8 +136,8 @@ class RunConfig(_Strict):
     @model_validator(mode="before")
     @classmethod
     def _profile_defaults(cls, data: Any) -> Any:
-        """The real profile's prompt set and classifier when the config names none (the world's would
-        not match a Stable Diffusion model's faces)."""
+        """The real and tiny profiles' prompt set and classifier when the config names none (the world's
+        would match neither a Stable Diffusion model's faces nor a random tiny model)."""
         if isinstance(data, dict) and data.get("profile") in PROFILE_DEFAULTS:
             defaults = dict(PROFILE_DEFAULTS[data["profile"]])
             if data.get("prompt_sets") is not None:  # the attribute default belongs to the default prompt set

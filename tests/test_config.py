@@ -88,3 +88,17 @@ def test_the_real_profile_defaults_to_occupations_and_fairface() -> None:
     assert (named.prompt_sets, named.classifiers) == (["faces"], ["clip"])
     world = load_config()
     assert (world.prompt_sets, world.classifiers, world.debias_attribute) == (["world"], ["world", "world-weak"], None)
+
+
+def test_the_tiny_profile_defaults_to_a_smoke_run() -> None:
+    """`--profile tiny` alone: the baseline on the shipped `tones` set (4 prompts x 8 images) scored by
+    `palette`, not the world's 14,000 images and digit classifiers; named fields are kept."""
+    from prompts import load_prompt_set
+
+    tiny = load_config(None, {"profile": "tiny"})
+    assert ([m.name for m in tiny.methods], tiny.prompt_sets, tiny.classifiers, tiny.debias_attribute) == (
+        ["baseline"], ["tones"], ["palette"], "tone")
+    tones = load_prompt_set("tones")
+    assert len(tones) * tones.images_per_prompt == 32 and tones.attributes == ["tone"]
+    named = load_config(None, {"profile": "tiny", "methods": [{"name": "baseline"}, {"name": "ddm"}]})
+    assert [m.name for m in named.methods] == ["baseline", "ddm"] and named.prompt_sets == ["tones"]
