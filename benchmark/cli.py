@@ -2,7 +2,7 @@
 
     debias-bench run [CONFIG] [--methods baseline,ddm] [--images-per-prompt 50] ...
     debias-bench prepare [CONFIG] [--export DIR]   (train or load artefacts only; DIR receives copies)
-    debias-bench list {methods,classifiers,prompts,profiles}
+    debias-bench list [profiles|methods|classifiers|prompts|studies]
     debias-bench report RUN_DIR
     debias-bench world build [...]
     debias-bench study SPEC              (a grid over methods' knobs and the sampler: fronts, robustness)
@@ -77,7 +77,8 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--run-id", help="name of the run folder (default: profile + hash of the resolved config)")
     p.add_argument("--device", help="where the world's models run (cuda, cuda:1); default: the CPU")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
-    p.add_argument("--dry-run", action="store_true", help="print the work and which methods would train; run nothing")
+    p.add_argument("--dry-run", action="store_true", help="print the plan (methods, prompts, images, what is loaded, "
+                                                          "cached or trained) and an estimated time; run nothing")
     p.set_defaults(func=_cmd_run)
 
 
@@ -132,9 +133,16 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
     config = load_config(args.config, _overrides(args))
     if args.dry_run:
+        from benchmark.estimate import estimate, reference_run
         from benchmark.runner import Runner
 
-        print(Runner(config, progress=False).plan())
+        runner = Runner(config, progress=False)
+        plan = runner.plan()
+        print(plan)
+        status = {line.split()[0]: line for line in plan.splitlines() if line.startswith("  ") and line.split()}
+        methods = [(m.key, m.name, "TRAINS" in status.get(m.key, "")) for m in config.methods]
+        images = sum(len(ps.prompts) * ps.images_per_prompt for ps in runner.prompt_sets)
+        print(estimate(config.profile, images, methods, reference_run(config.profile)))
         return 0
     run_dir = run(config, progress=not args.quiet)
     results = load_results(run_dir)
@@ -142,51 +150,79 @@ def _cmd_run(args: argparse.Namespace) -> int:
     for failure in results.get("failures", []):
         print(f"FAILED {failure['stage']}: {failure['method']} on {failure['prompt_set']}/{failure['prompt_id']}: "
               f"{failure['error']}")
-    print(f"\nevery metric: `debias-bench report {run_dir}`; measured vs configured shares (world): "
-          f"results.json → truth\nresults: {run_dir}/results.json\nreport:  {run_dir}/report.html")
+    truth = "; measured vs configured shares (world): results.json → truth" if config.profile == "world" else ""
+    print(f"\nevery metric: `debias-bench report {run_dir}`{truth}\nresults: {run_dir}/results.json\n"
+          f"report:  {run_dir}/report.html")
     return 0
 
 
 PROFILES_DESCRIBED = {
-    "world": "the embedded controlled-bias world (default): shipped weights, prompt set `world`",
-    "real": "Stable Diffusion 1.x/2.x/XL from a diffusers id or folder (--model); faces and occupations",
-    "tiny": "a random tiny SD model for smoke runs of the loop (classifier `palette`)",
+    "world": "the embedded controlled-bias world (default): shipped weights and method artefacts",
+    "real": "Stable Diffusion 1.x/2.x/XL from a diffusers id or folder (--model)",
+    "tiny": "a random tiny SD model: a smoke run of the loop in seconds, nothing to download",
 }
+# The attributes each profile's classifiers predict: which prompt sets a profile can score.
+PROFILE_ATTRIBUTES = {"world": {"color", "shade", "digit"}, "real": {"gender", "race", "age"}, "tiny": {"tone"}}
+LIST_WHAT = ("profiles", "methods", "classifiers", "prompts", "studies")
 
 
-def _cmd_list(args: argparse.Namespace) -> int:
-    if args.what == "prompts":
-        import yaml
+def _list_lines(what: str) -> list[str]:
+    """One line per item: its name, what it is, and (where it applies) size, attributes and profiles."""
+    if what == "prompts":
+        from prompts import PROMPT_SETS, load_prompt_set
 
-        from prompts import PROMPT_SETS
-
-        for name, resource in PROMPT_SETS.items():
-            raw = yaml.safe_load(resource.read_text(encoding="utf-8")) or {}
-            count = len(raw.get("prompts") or []) or "templated"
-            print(f"{name:<12} {count!s:>9} prompts  attributes: {', '.join(raw.get('attributes') or [])}  "
-                  f"- {' '.join(str(raw.get('description', '')).split())}")
-        return 0
-    if args.what == "studies":
+        lines = []
+        for name in PROMPT_SETS:
+            ps = load_prompt_set(name)
+            fits = [p for p, attrs in PROFILE_ATTRIBUTES.items() if attrs & set(ps.attributes)]
+            lines.append(f"{name:<12} {len(ps):>3} prompts x {ps.images_per_prompt:<3} images  "
+                         f"attributes: {', '.join(ps.attributes)}  profiles: {', '.join(fits) or '-'}  "
+                         f"- {' '.join(ps.description.split())}")
+        return lines
+    if what == "studies":
         import yaml
 
         from studies import STUDIES
 
+        lines = []
         for name, resource in STUDIES.items():
             raw = yaml.safe_load(resource.read_text(encoding="utf-8")) or {}
-            print(f"{name:<18} {' '.join(str(raw.get('description', '')).split())}")
-        return 0
-    if args.what == "profiles":
-        described = PROFILES_DESCRIBED
-    elif args.what == "methods":
+            lines.append(f"{name:<18} {' '.join(str(raw.get('description', '')).split())}")
+        return lines
+    if what == "profiles":
+        from benchmark.config import PROFILE_DEFAULTS, RunConfig
+
+        world = RunConfig.model_fields
+        lines = []
+        for name, text in PROFILES_DESCRIBED.items():
+            own = PROFILE_DEFAULTS.get(name, {})
+            prompts = own.get("prompt_sets") or world["prompt_sets"].default_factory()
+            classifiers = own.get("classifiers") or world["classifiers"].default_factory()
+            lines.append(f"{name:<12} {text}; defaults: prompts {', '.join(prompts)}, "
+                         f"classifiers {', '.join(classifiers)}")
+        return lines
+    if what == "methods":
         from methods import METHODS
 
-        described = {n: METHODS.descriptions.get(n, "") for n in METHODS.names()}
-    else:
-        from classifiers import CLASSIFIERS
+        store = Path(__file__).resolve().parent / "world"
+        lines = []
+        for name in METHODS.names():
+            variants = [v for v, d in (("default", "weights"), ("alt", "weights-alt")) if (store / d / "methods" / name).is_dir()]
+            shipped = f"; world artefacts shipped ({', '.join(variants)})" if variants else ""
+            lines.append(f"{name:<12} {METHODS.descriptions.get(name, '')}; any profile{shipped}")
+        return lines
+    from classifiers import CLASSIFIERS
 
-        described = {n: CLASSIFIERS.descriptions.get(n, "") for n in CLASSIFIERS.names()}
-    for name, text in described.items():
-        print(f"{name:<12} {text}")
+    return [f"{name:<12} {CLASSIFIERS.descriptions.get(name, '')}" for name in CLASSIFIERS.names()]
+
+
+def _cmd_list(args: argparse.Namespace) -> int:
+    if args.what is not None:
+        print("\n".join(_list_lines(args.what)))
+        return 0
+    for i, what in enumerate(LIST_WHAT):
+        print(("\n" if i else "") + f"{what}:")
+        print("\n".join("  " + line for line in _list_lines(what)))
     return 0
 
 
@@ -268,16 +304,17 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     _add_run(sub)
     _add_prepare(sub)
-    p = sub.add_parser("list", help="list registered names")
-    p.add_argument("what", choices=["methods", "classifiers", "prompts", "profiles", "studies"])
+    p = sub.add_parser("list", help="list profiles, methods, classifiers, prompt sets and studies, one line each")
+    p.add_argument("what", nargs="?", choices=LIST_WHAT, help="one kind only (default: every kind, each under a heading)")
     p.set_defaults(func=_cmd_list)
     p = sub.add_parser("report", help="(re)write a run's report.html and print its summary")
-    p.add_argument("run_dir")
+    p.add_argument("run_dir", help="a run folder, results/<run-id>")
     p.set_defaults(func=_cmd_report)
     p = sub.add_parser("world", help="the controlled-bias world: `world build` rebuilds its weights, "
                                      "`world check` compares this machine's renders with the shipped ones")
-    p.add_argument("action", choices=["build", "check"])
-    p.add_argument("rest", nargs=argparse.REMAINDER)
+    p.add_argument("action", choices=["build", "check"], help="build: retrain the world's weights; "
+                                                                 "check: compare renders with the shipped ones")
+    p.add_argument("rest", nargs=argparse.REMAINDER, help="the action's own options (`world build --help`)")
     p.set_defaults(func=_cmd_world)
     p = sub.add_parser("study", help="run a study: methods over a grid of their knobs and the sampler "
                                      "(fronts, hypervolume, robustness)")
@@ -304,8 +341,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_arguments(p)
     p.set_defaults(func=_cmd_perf)
     p = sub.add_parser("method", help="a method's diagnostics, e.g. `method difflens features`")
-    p.add_argument("name")
-    p.add_argument("rest", nargs=argparse.REMAINDER)
+    p.add_argument("name", help="a method with diagnostics (e.g. difflens)")
+    p.add_argument("rest", nargs=argparse.REMAINDER, help="the diagnostic and its options (`method difflens --help`)")
     p.set_defaults(func=_cmd_method)
     try:
         from leaderboard.cli import register

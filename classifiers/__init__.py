@@ -22,7 +22,8 @@ CLASSIFIERS: Registry[type[Classifier]] = Registry(
     {
         "world": "world profile: colour, shade and digit of a world image (strong, shipped weights)",
         "world-weak": "world profile: its deliberately weak twin (for the CLEAM correction)",
-        "clip": "any profile: open_clip zero-shot over the prompt set's class names",
+        "clip": "world profile: the world's CLIP zero-shot over colour, digit and shade texts (another open_clip "
+                "model and class texts: ClipZeroShot(model=..., templates=...) from Python)",
         "deepface": "real profile: gender, race, age with deepface (needs its ONNX weights)",
         "fairface": "real profile: gender, race, age with FairFace (needs its weights)",
         "palette": "tiny profile: warm/cool tone by a colour rule (smoke runs)",

@@ -12,8 +12,10 @@ from pathlib import Path
 
 from benchmark.errors import BenchError
 
-# The project's own leaderboard, wherever the command runs from (never the working directory's).
-DEFAULT_ENTRIES = Path(__file__).resolve().parent / "entries"
+# The project's own leaderboard, wherever the command runs from (never the working directory's):
+# entries/ (accepted bundles), studies/ (shipped study.json files) and site/ (the built page).
+DEFAULT_LEADERBOARD = Path(__file__).resolve().parent
+DEFAULT_ENTRIES = DEFAULT_LEADERBOARD / "entries"
 
 
 def _tolerance(text: str) -> float:
@@ -41,7 +43,7 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
     from leaderboard.html import build_leaderboard
     from leaderboard.submission import add_entry
 
-    entries = Path(args.entries)
+    entries = Path(args.entries) if args.entries else Path(args.leaderboard) / "entries"
     out = Path(args.out) if args.out else entries.parent / "site"
     if args.action == "add":
         if not args.bundle:
@@ -77,9 +79,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_submit)
 
     p = subparsers.add_parser("leaderboard", help="add a bundle to the leaderboard, or rebuild its tables and page")
-    p.add_argument("action", choices=["add", "build"])
+    p.add_argument("action", choices=["add", "build"], help="add: check a bundle and add it as an entry, then "
+                                                            "rebuild the page; build: rebuild the page only")
     p.add_argument("bundle", nargs="?", help="bundle to add (for `add`)")
-    p.add_argument("--entries", default=str(DEFAULT_ENTRIES), help="entries directory (default: the project's)")
+    p.add_argument("--leaderboard", metavar="DIR", default=str(DEFAULT_LEADERBOARD),
+                   help="the leaderboard folder: entries/, studies/ and site/ inside it (default: the project's, "
+                        "%(default)s, wherever the command runs)")
+    p.add_argument("--entries", metavar="DIR", help="entries folder, if not DIR/entries (its parent's studies/ "
+                                                    "are shown)")
     p.add_argument("--out", help="output directory for index.html and tables/ (default: <entries>/../site)")
     p.set_defaults(func=cmd_leaderboard)
 

@@ -26,6 +26,34 @@ def test_list_methods_and_prompts(capsys) -> None:
         assert all(len(line.split()) > 3 for line in capsys.readouterr().out.splitlines())
 
 
+def test_list_with_no_kind_lists_every_kind_with_sizes_attributes_and_profiles(capsys) -> None:
+    assert main(["list"]) == 0
+    out = capsys.readouterr().out
+    assert [line for line in out.splitlines() if line and not line.startswith(" ")] == [
+        "profiles:", "methods:", "classifiers:", "prompts:", "studies:"]
+    lines = {line.split()[0]: line for line in out.splitlines() if line.startswith("  ")}
+    assert "14 prompts x 200 images" in lines["world"] and "profiles: world" in lines["world"]
+    assert "134 prompts" in lines["occupations"] and "profiles: real" in lines["occupations"]  # templated: counted
+    assert "profiles: tiny" in lines["tones"]
+    assert "defaults: prompts tones, classifiers palette" in lines["tiny"]
+    assert "defaults: prompts occupations, classifiers fairface" in lines["real"]
+    assert "world artefacts shipped (default, alt)" in lines["difflens"]
+    assert lines["clip"].split()[1:3] == ["world", "profile:"]  # by name it is the world's CLIP, nothing else
+
+
+def test_every_option_and_argument_has_help() -> None:
+    import argparse
+
+    from benchmark.cli import build_parser
+
+    parser = build_parser()
+    subs = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    missing = [f"{name} {action.dest}" for name, sub in [("debias-bench", parser), *subs.choices.items()]
+               for action in sub._actions
+               if not isinstance(action, (argparse._HelpAction, argparse._SubParsersAction)) and not action.help]
+    assert missing == []
+
+
 def test_help_shows_defaults_and_version(capsys) -> None:
     from benchmark import __version__
 
@@ -120,3 +148,61 @@ def test_library_chatter_is_off_unless_verbose(monkeypatch) -> None:
             warnings.warn_explicit("old", FutureWarning, "x.py", 1, module="transformers.modeling_utils")
             warnings.warn_explicit("ours", FutureWarning, "y.py", 1, module="benchmark.runner")
         assert [str(w.message) for w in seen] == ["ours"]
+
+
+def test_leaderboard_folder_is_named_never_the_working_directory(tmp_path, monkeypatch, capsys) -> None:
+    """`leaderboard build` works on the project's leaderboard by default, wherever it runs; --leaderboard DIR
+    names another folder (DIR/entries in, DIR/site out), and nothing appears in the working directory."""
+    import shutil
+    from pathlib import Path
+
+    from leaderboard_runs import make_run
+
+    from benchmark.cli import build_parser
+
+    monkeypatch.setattr("leaderboard.html.all_figures", lambda *a: ([], []))  # figures: test_leaderboard_html
+    args = build_parser().parse_args(["leaderboard", "build"])
+    assert Path(args.leaderboard) == Path(__file__).resolve().parents[1] / "leaderboard" and args.entries is None
+    board = tmp_path / "board"
+    run = make_run(tmp_path, "run-w", methods={"baseline": 0.3, "ddm": 0.1}, n=8, n_boot=10)
+    shutil.copytree(run, board / "entries" / "run-w")
+    (board / "entries" / "run-w" / "entry.json").write_text(json.dumps({"run_id": "run-w"}))
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    assert main(["leaderboard", "build", "--leaderboard", str(board)]) == 0
+    assert f"leaderboard: {board / 'site' / 'index.html'}" in capsys.readouterr().out
+    assert "run-w" in (board / "site" / "index.html").read_text() and list(elsewhere.iterdir()) == []
+
+
+def test_estimate_adds_generation_training_and_scoring_at_a_reference_runs_timings() -> None:
+    from benchmark.estimate import estimate
+
+    reference = {"run_id": "ref", "config": {"profile": "world"},
+                 "cost": {"baseline": {"seconds_per_image": 0.05, "timed_images": 100},
+                          "ddm": {"seconds_per_image": 0.1, "train_seconds": 200.0, "timed_images": 100}},
+                 "execution": {"machine": {"cpu": "AMD EPYC", "cores": 2}, "phase_seconds": {"load": 5.0, "classify": 1.0,
+                                                                                             "score": 3.0}}}
+    # 1000 images per method: baseline 50 s + ddm 100 s + an unknown method at the baseline's 50 s; ddm trains
+    # 200 s; loading 5 s + scoring 3000 images at 4 s per 200 = 60 s
+    line = estimate("world", 1000, [("baseline", "baseline", False), ("ddm", "ddm", True), ("new", "new", True)],
+                    reference)
+    assert line.startswith("estimated time from an empty cache: about 7 min 45 s (generation 3 min 20 s, training "
+                           "3 min 20 s, loading and scoring 1 min 05 s), at the timings of run ref on AMD EPYC, 2 cores")
+    assert line.endswith("counted at the baseline's speed or as no training: new, new training")
+    assert estimate("real", 10, [("baseline", "baseline", False)], None).startswith("estimated time: none")
+
+
+def test_dry_run_prints_the_plan_and_an_estimate(capsys) -> None:
+    from benchmark.estimate import reference_run
+
+    argv = ["run", "--dry-run", "--methods", "baseline,difflens", "--max-prompts", "2", "--images-per-prompt", "10"]
+    assert main(argv) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert "prompt set world: 2 prompts x 10 images" in out and "images: 40 (20 per method; cached ones are read back)" in out
+    assert out[-1].startswith("estimated time from an empty cache: about ")
+    assert f"at the timings of run {reference_run('world')['run_id']} on " in out[-1]
+    assert main(["run", "--dry-run", "--profile", "tiny"]) == 0
+    out = capsys.readouterr().out
+    assert "prompt set tones: 4 prompts x 8 images" in out and "classifiers: palette" in out
+    assert "estimated time: none" in out and "TRAINS" not in out  # the tiny default: the baseline alone
