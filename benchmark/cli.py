@@ -227,12 +227,19 @@ def _cmd_list(args: argparse.Namespace) -> int:
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
-    from benchmark.report import summary_table, write_report
+    from benchmark.headline import headline_table
+    from benchmark.report import load_results, summary_table, write_report
 
     path = write_report(Path(args.run_dir))
-    print(summary_table(Path(args.run_dir)))
+    if args.all:
+        print(summary_table(Path(args.run_dir)))
+    else:  # the headline, as after a run (fits 100 columns); the wide table of every metric on request
+        results = load_results(Path(args.run_dir))
+        print(headline_table(results))
+        for failure in results.get("failures", []):
+            print(f"FAILED {failure['stage']}: {failure['method']} on {failure['prompt_set']}/{failure['prompt_id']}: "
+                  f"{failure['error']}")
+        print(f"\nevery set-level metric: `debias-bench report {args.run_dir} --all`, or the report's tables")
     print(f"\nreport: {path}")
     return 0
 
@@ -307,8 +314,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("list", help="list profiles, methods, classifiers, prompt sets and studies, one line each")
     p.add_argument("what", nargs="?", choices=LIST_WHAT, help="one kind only (default: every kind, each under a heading)")
     p.set_defaults(func=_cmd_list)
-    p = sub.add_parser("report", help="(re)write a run's report.html and print its summary")
+    p = sub.add_parser("report", help="(re)write a run's report.html and print its headline")
     p.add_argument("run_dir", help="a run folder, results/<run-id>")
+    p.add_argument("--all", action="store_true", help="print every set-level metric of every method (a wide table) "
+                                                      "instead of the headline")
     p.set_defaults(func=_cmd_report)
     p = sub.add_parser("world", help="the controlled-bias world: `world build` rebuilds its weights, "
                                      "`world check` compares this machine's renders with the shipped ones")

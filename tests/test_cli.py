@@ -206,3 +206,18 @@ def test_dry_run_prints_the_plan_and_an_estimate(capsys) -> None:
     out = capsys.readouterr().out
     assert "prompt set tones: 4 prompts x 8 images" in out and "classifiers: palette" in out
     assert "estimated time: none" in out and "TRAINS" not in out  # the tiny default: the baseline alone
+
+
+def test_report_prints_the_headline_in_100_columns_and_every_metric_on_request(tmp_path, monkeypatch, capsys) -> None:
+    from leaderboard_runs import make_run
+
+    monkeypatch.setattr("leaderboard.html.all_figures", lambda *a: ([], []))  # figures: test_leaderboard_html
+    run = make_run(tmp_path, "run-a", methods={"baseline": 0.35, "ddm": 0.02}, n=12, n_boot=10)
+    assert main(["report", str(run)]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("synth · color · classifier synthclf: soft FD") and "\nddm " in out
+    headline = out[: out.index("\nevery set-level metric: `debias-bench report")]  # the lines after name paths
+    assert max(map(len, headline.splitlines())) <= 100
+    assert f"report: {run / 'report.html'}" in out
+    assert main(["report", str(run), "--all"]) == 0
+    assert "fd:soft:color" in capsys.readouterr().out
