@@ -86,12 +86,17 @@ def _version(name: str) -> str:
 
 
 def _by_content(clf: Any) -> dict[str, Any]:
-    """A classifier's per-content confusion matrices for results.json (only where it has any)."""
-    out = {}
-    for kind in ("confusion_by_content", "soft_confusion_by_content"):
+    """A classifier's per-content confusion matrices for results.json (only where it has any), and the
+    labelled images per true class behind its matrices' rows (``confusion_n`` pooled,
+    ``confusion_n_by_content``; only where they were recorded)."""
+    out: dict[str, Any] = {}
+    for kind in ("confusion_by_content", "soft_confusion_by_content", "confusion_n_by_content"):
         by = getattr(clf, kind, {})
         if by:
             out[kind] = {a: {g: np.asarray(m).tolist() for g, m in v.items()} for a, v in by.items()}
+    counts = getattr(clf, "confusion_n", {})
+    if counts:
+        out["confusion_n"] = {a: np.asarray(n).tolist() for a, n in counts.items()}
     return out
 
 
