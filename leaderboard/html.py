@@ -2,7 +2,9 @@
 
 The page opens from disk with no network: a Content-Security-Policy allows only data: images, inline
 styles and the one inline script whose sha256 it names, so even markup that slipped through could not
-run script or fetch anything. Every string from a config, a run or a submission goes through Jinja2's
+run script or fetch anything. The script sorts tables and marks the body with ``data-ready`` and
+``data-wide-tables`` (visible tables wider than the page), which the browser tests read. Every
+string from a config, a run or a submission goes through Jinja2's
 autoescaping; figure labels are made safe for matplotlib's mathtext. Sorting: click a header, or open
 the page with ``#sort=<table-id>:<column>:<asc|desc>``.
 """
@@ -88,6 +90,12 @@ SCRIPT = """
   }
   fromHash();
   window.addEventListener("hashchange", fromHash);
+  /* a layout self-check the browser tests read: tables that stick out of the page, by id or class */
+  var right = document.body.getBoundingClientRect().right, wide = [];
+  Array.prototype.forEach.call(document.querySelectorAll("table"), function (t) {
+    if (t.offsetParent !== null && t.getBoundingClientRect().right > right + 1) { wide.push(t.id || t.className || "table"); }
+  });
+  document.body.setAttribute("data-wide-tables", wide.join(" "));
   document.body.setAttribute("data-ready", "1");
 })();
 """

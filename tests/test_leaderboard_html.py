@@ -291,12 +291,16 @@ def test_every_heat_map_has_one_row_order_baseline_first(tmp_path: Path, monkeyp
 
 # --- the rendered page, read back from headless Chromium (issue 23: what a reader saw was wrong) ----------
 
-# A named (conditional) prompt declared first, whose id also sorts first: the grid must still show the plain
-# prompts first. Methods in config order baseline, difflens, ddm; by colour FD they rank difflens, ddm, baseline.
+# Named (conditional) prompts declared among the plain ones, one whose id sorts first: the grid must still show
+# the plain prompts first. Six prompts with two images each fill the grid's 12 columns. Methods in config order
+# baseline, difflens, ddm; by colour FD they rank difflens, ddm, baseline.
 WORLD_LIKE_PROMPTS = [
     {"id": "blue-zero", "text": "a photo of a blue zero", "named": {"color": "blue"}},
     {"id": "eight", "text": "a photo of a eight", "named": {}},
     {"id": "zero", "text": "a photo of a zero", "named": {}},
+    {"id": "red-one", "text": "a photo of a red one", "named": {"color": "red"}},
+    {"id": "one", "text": "a photo of a one", "named": {}},
+    {"id": "seven", "text": "a photo of a seven", "named": {}},
 ]
 WORLD_LIKE_METHODS = {"baseline": 0.35, "difflens": 0.02, "ddm": 0.15}
 
@@ -326,7 +330,7 @@ def rendered(tmp_path_factory: pytest.TempPathFactory) -> dict:
     (entry / "entry.json").write_text(json.dumps({"run_id": "run-w", "bundle_sha256": "0" * 64, "verified_metrics": 1}))
     shutil.copytree(REPO / "leaderboard" / "studies", root / "leaderboard" / "studies")
     page = build_leaderboard(root / "leaderboard" / "entries", root / "site")
-    proc = _run_chromium(["--dump-dom", page.as_uri()], root)
+    proc = _run_chromium(["--window-size=1280,900", "--dump-dom", page.as_uri()], root)
     dom = proc.stdout
     assert 'data-ready="1"' in dom, proc.stderr[-2000:]
     assert "data-js-error" not in re.search(r"<body[^>]*>", dom).group(0)
@@ -354,6 +358,8 @@ def test_rendered_page_opens_with_the_headline_sorted_by_fd(rendered: dict) -> N
     dom, results = rendered["dom"], rendered["results"]
     # what a reader meets first: the headline section, and its tables before any other table
     assert re.findall(r'<h2 id="([^"]+)"', dom)[0] == "headline"
+    # at 1280 px no visible table sticks out of the page (the sample grid did: 12 columns of long headers)
+    assert re.search(r'<body[^>]*data-wide-tables="([^"]*)"', dom).group(1) == ""
     assert re.search(r"<table[^>]*>", dom).group(0).startswith('<table class="headline"')
     fd = {r["method"]: r["value"] for r in results["metrics"]
           if (r["metric"], r["variant"], r["attribute"], r["prompt_id"]) == ("fd", "soft", "color", None)}
@@ -395,8 +401,9 @@ def test_rendered_sample_grid_one_row_per_method_plain_prompts_first_same_seeds(
     header = [_text(c) for c in re.findall(r"<th>(.*?)</th>", grid.split("</thead>")[0], re.S)][1:]
     columns = [re.fullmatch(r"([a-z-]+) #(\d+) \(seed (\d+)\)", h).groups() for h in header]
     prompts = [pid for pid, _, _ in columns]
-    # plain prompts first (in the prompt set's order), then the named one; one image of each before a second
-    assert prompts[:3] == ["eight", "zero", "blue-zero"] and [i for _, i, _ in columns[:3]] == ["0", "0", "0"]
+    # plain prompts first (in the prompt set's order), then the named ones; one image of each before a second
+    order = ["eight", "zero", "one", "seven", "blue-zero", "red-one"]
+    assert prompts == order + order and [i for _, i, _ in columns] == ["0"] * 6 + ["1"] * 6
     rows = re.findall(r"<tr><td>([^<]*)</td>(.*?)</tr>", grid.split("<tbody>")[1], re.S)
     assert [label for label, _ in rows] == ["baseline", "difflens", "ddm"]  # one row per method, baseline first
     for label, cells in rows:
@@ -409,7 +416,7 @@ def test_rendered_studies_sections(rendered: dict) -> None:
     """Every shipped study has its section, its per-point tables sorted by FD with the numbers of its
     study.json, and its FD-against-FID figure."""
     dom = rendered["dom"]
-    assert "studies" in re.findall(r'<h2 id="([^"]+)"', dom)
+    assert "studies" in re.findall(r'<h2 id="([^"]+)"', dom) and '<a href="#studies">Studies</a>' in dom
     shipped = sorted((REPO / "leaderboard" / "studies").glob("*.json"))
     assert shipped
     sections = dom.split('<h3 id="study-')[1:]
