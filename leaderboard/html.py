@@ -39,6 +39,8 @@ MAX_PLOT_PROMPTS = 12
 # Metrics whose tables are open on the page; the rest are one click away, which keeps it short.
 OPEN_METRICS = ("fd", "fid", "clip_t")
 LABEL_CHARS = 32
+# Paul Tol's "bright" scheme: distinct hues that stay apart under colour-vision deficiency (grey last)
+TRADEOFF_COLORS = ["#4477AA", "#EE6677", "#228833", "#CCBB44", "#66CCEE", "#AA3377", "#BBBBBB"]
 
 SCRIPT = """
 (function () {
@@ -318,7 +320,6 @@ def _headline_points(df: pd.DataFrame, metric: str, variants: tuple[str, ...]) -
 def tradeoff_figures(df: pd.DataFrame) -> tuple[list[Figure], list[str]]:
     """FD (soft, set level) against FID and against CLIP-T, with both intervals as error bars."""
     import matplotlib.pyplot as plt
-    import seaborn as sns
 
     notes: list[str] = []
     if df.empty:
@@ -339,8 +340,9 @@ def tradeoff_figures(df: pd.DataFrame) -> tuple[list[Figure], list[str]]:
         if not panels:
             continue
         fig, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels), 4), squeeze=False)
-        # distinct hues (tab10: no two oranges), and each point labelled where it is drawn
-        colors = sns.color_palette("tab10", max(len(p[1]) for p in panels))
+        # a colour-blind-safe palette of distinct hues (no two oranges), and each point labelled where it is drawn
+        n = max(len(p[1]) for p in panels)
+        colors = [TRADEOFF_COLORS[i % len(TRADEOFF_COLORS)] for i in range(n)]
         for ax, (name, joined) in zip(axes[0], panels, strict=True):
             for color, (_, r) in zip(colors, joined.iterrows(), strict=False):
                 xerr = _err(r["value_fd"], r["ci_low_fd"], r["ci_high_fd"])

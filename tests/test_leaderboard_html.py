@@ -435,3 +435,30 @@ def test_rendered_studies_sections(rendered: dict) -> None:
         baseline = next(r for r in study["rows"] if r["label"] == "baseline")
         assert any(r[0].rstrip(" *") == "baseline" and r[1].startswith(f"{baseline['fd']:.3f} [") for r in shown)
         assert re.search(r'<img alt="[^"]*FD against FID" src="data:image/png;base64,', section)
+
+
+def test_tradeoff_points_get_distinct_colour_blind_safe_colours_and_labels(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Five methods: five different colours of Paul Tol's bright scheme (DDM and SelfDebias were two
+    near-identical oranges), each point also named where it is drawn."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib.axes import Axes
+
+    from leaderboard.html import TRADEOFF_COLORS, tradeoff_figures
+    from leaderboard.rundir import load_run
+    from leaderboard.tables import combined_metrics
+
+    methods = {"baseline": 0.35, "ddm": 0.1, "invdiff": 0.15, "selfdebias": 0.05, "difflens": 0.02}
+    run = make_run(tmp_path, "run-a", methods=methods, n=8, n_boot=10)
+    drawn, named = [], []
+    real_errorbar, real_annotate = Axes.errorbar, Axes.annotate
+    monkeypatch.setattr(Axes, "errorbar", lambda self, *a, **kw: drawn.append((kw["label"], kw["color"]))
+                        or real_errorbar(self, *a, **kw))
+    monkeypatch.setattr(Axes, "annotate", lambda self, text, *a, **kw: named.append(text) or real_annotate(self, text, *a, **kw))
+    figures, _ = tradeoff_figures(combined_metrics([load_run(run)]))
+    assert figures
+    panel = drawn[: len(methods)]  # the first panel: FD against FID
+    assert sorted(label for label, _ in panel) == sorted(methods) and sorted(named[: len(methods)]) == sorted(methods)
+    colours = [colour for _, colour in panel]
+    assert len(set(colours)) == len(methods) and set(colours) <= set(TRADEOFF_COLORS)
