@@ -62,6 +62,8 @@ class Table:
         parts = [self.prompt_set]
         if self.attribute:
             parts.append(f"{self.attribute} ({self.classifier})" if self.classifier else self.attribute)
+        elif self.classifier:  # e.g. the no-subject rate, once per classifier: the title names which
+            parts.append(f"classifier {self.classifier}")
         arrow = "higher is better" if self.higher_is_better else "lower is better"
         return f"{' · '.join(parts)} · {METRIC_NAMES.get(self.metric, self.metric)} ({arrow})"
 

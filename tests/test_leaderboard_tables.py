@@ -37,6 +37,21 @@ def test_one_table_per_metric_and_attribute(runs: list[Run]) -> None:
     assert tables[0].family == "fairness"  # fairness tables lead
 
 
+def test_every_title_is_distinct_and_names_its_classifier(runs: list[Run]) -> None:
+    """A metric without an attribute but with a classifier (the no-subject rate) gets a table per
+    classifier; each title names it (world and world-weak had two identical titles)."""
+    run = runs[0]
+    twin = [{**r, "classifier": "synthclf-weak"} for r in run.results["metrics"] if r["metric"] == "no_subject_rate"]
+    doubled = Run(run.path, {**run.results, "metrics": run.results["metrics"] + twin})
+    doubled.entry_id = run.entry_id
+    tables = build_tables([doubled])
+    titles = [t.title for t in tables]
+    assert len(set(titles)) == len(titles)
+    assert {t.title for t in tables if t.metric == "no_subject_rate"} == {
+        "synth · classifier synthclf · no-subject rate (lower is better)",
+        "synth · classifier synthclf-weak · no-subject rate (lower is better)"}
+
+
 def test_rows_ranks_and_intervals(runs: list[Run]) -> None:
     tables = build_tables(runs)
     fd = _table(tables, "fd", "color")
