@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -22,3 +23,4 @@ class Cell:
     predictions: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)  # classifier -> attr -> probs
     has_subject: dict[str, np.ndarray] = field(default_factory=dict)  # classifier -> bool (N,)
     failed: bool = False
+    vectors: Any = None  # benchmark.quality.Vectors once scored

@@ -38,6 +38,7 @@ from benchmark.distributed import my_share, process_state
 from benchmark.errors import BenchError, CacheError, ConfigError, DataError
 from benchmark.hashing import hash_value
 from benchmark.profiles import Profile, load_profile
+from benchmark.quality import FEATURES_FILE, save_vectors
 from benchmark.seeding import image_seeds
 from classifiers import CLASSIFIERS, Classifier
 from methods import METHODS, Method
@@ -88,7 +89,8 @@ def _version(name: str) -> str:
 def _by_content(clf: Any) -> dict[str, Any]:
     """A classifier's per-content confusion matrices for results.json (only where it has any), and the
     labelled images per true class behind its matrices' rows (``confusion_n`` pooled,
-    ``confusion_n_by_content``; only where they were recorded)."""
+    ``confusion_n_by_content``; only where they were recorded): with them the ``*-cleam`` intervals
+    include the matrices' sampling error, and ``confusion_error`` says whether they do."""
     out: dict[str, Any] = {}
     for kind in ("confusion_by_content", "soft_confusion_by_content", "confusion_n_by_content"):
         by = getattr(clf, kind, {})
@@ -97,6 +99,10 @@ def _by_content(clf: Any) -> dict[str, Any]:
     counts = getattr(clf, "confusion_n", {})
     if counts:
         out["confusion_n"] = {a: np.asarray(n).tolist() for a, n in counts.items()}
+    if getattr(clf, "confusion", {}) or getattr(clf, "soft_confusion", {}):
+        out["confusion_error"] = ("propagated: each resample of a *-cleam interval is corrected with its own matrix "
+                                  "drawn from the calibration counts (confusion_n)" if counts else
+                                  "not propagated: no calibration counts, the matrices are taken as exact")
     return out
 
 
@@ -521,6 +527,11 @@ class Runner:
         try:
             staging.mkdir()
             pd.DataFrame(rows).to_parquet(staging / "predictions.parquet", index=False)
+            scored = [c for c in cells if not c.failed]
+            has_vectors = save_vectors(
+                staging / FEATURES_FILE, [c.vectors for c in scored if c.vectors is not None]
+                if all(c.vectors is not None for c in scored) else [], [c.prompt for c in scored],
+                getattr(self.profile.features, "fingerprint", None), getattr(self.profile.embedder, "fingerprint", None))
             samples = self._write_samples(staging, cells)
             atomic_write(staging / "results.json", json.dumps(results, indent=1, sort_keys=True, default=str).encode())
             committing = True  # renames only from here on: no new blocks needed on the disk
@@ -528,6 +539,10 @@ class Runner:
             for name in samples:
                 os.replace(staging / "samples" / name, run_dir / "samples" / name)
             os.replace(staging / "predictions.parquet", run_dir / "predictions.parquet")
+            if has_vectors:
+                os.replace(staging / FEATURES_FILE, run_dir / FEATURES_FILE)
+            else:
+                (run_dir / FEATURES_FILE).unlink(missing_ok=True)
             os.replace(staging / "results.json", run_dir / "results.json")
         except (OSError, CacheError) as exc:
             reason = (exc.strerror or exc) if isinstance(exc, OSError) else exc

@@ -22,12 +22,7 @@ from benchmark.cell import Cell
 from benchmark.config import RunConfig
 from benchmark.errors import DataError
 from benchmark.metrics import (
-    MemoizedExtractor,
-    clip_i,
-    clip_t,
     fairness_records,
-    fid_vs_baseline,
-    fid_vs_reference,
     intersectional_records,
     load_reference_stats,
     make_record,
@@ -35,8 +30,9 @@ from benchmark.metrics import (
     paired_delta_records,
     reference_stats,
 )
-from benchmark.metrics.cleam import matrices_by_prompt
-from benchmark.metrics.fid import extract_features, paired_fid_delta
+from benchmark.metrics.cleam import counts_by_prompt, matrices_by_prompt
+from benchmark.metrics.fid import extract_features
+from benchmark.quality import Vectors, as_stored, quality_records
 from classifiers import Classifier
 from prompts import PromptSet
 
@@ -68,6 +64,15 @@ def in_columns(matrices: np.ndarray | dict[str, np.ndarray] | None, cols: list[i
     return np.asarray(matrices)[np.ix_(cols, cols)]
 
 
+def counts_in_columns(counts: np.ndarray | dict[str, np.ndarray | None] | None, cols: list[int]):
+    """Calibration counts per true class (one vector, or one per prompt) in the prompt set's class columns."""
+    if counts is None:
+        return None
+    if isinstance(counts, dict):
+        return {pid: None if n is None else np.asarray(n)[cols] for pid, n in counts.items()}
+    return np.asarray(counts)[cols]
+
+
 def fairness_for(cells: Sequence[Cell], ps: PromptSet, name: str, clf: Classifier, config: RunConfig) -> list[dict]:
     """Every fairness record of one method on one prompt set with one classifier."""
     named_of = {p.id: p.named for p in ps.prompts}
@@ -76,6 +81,7 @@ def fairness_for(cells: Sequence[Cell], ps: PromptSet, name: str, clf: Classifie
     probs: dict[str, dict[str, np.ndarray]] = {a: {} for a in attrs}
     confusion: dict[str, np.ndarray | None] = {}
     soft_confusion: dict[str, np.ndarray | None] = {}
+    confusion_n: dict[str, Any] = {}  # labelled images per true class behind each matrix (CLEAM intervals)
     for attr in attrs:
         cols = _columns(clf, ps, attr)
         for cell in cells:
@@ -87,6 +93,9 @@ def fairness_for(cells: Sequence[Cell], ps: PromptSet, name: str, clf: Classifie
         for kept, pooled, by_content in ((confusion, clf.confusion, getattr(clf, "confusion_by_content", {})),
                                          (soft_confusion, clf.soft_confusion, getattr(clf, "soft_confusion_by_content", {}))):
             kept[attr] = in_columns(matrices_by_prompt(texts, pooled.get(attr), by_content.get(attr)), cols)
+        confusion_n[attr] = counts_in_columns(counts_by_prompt(
+            texts, getattr(clf, "confusion_n", {}).get(attr), getattr(clf, "confusion_n_by_content", {}).get(attr),
+            getattr(clf, "confusion_by_content", {}).get(attr)), cols)
     boot = {"n_boot": config.metrics.bootstrap, "seed": config.metrics.seed}
     records: list[dict] = []
     for attr in attrs:
@@ -94,7 +103,7 @@ def fairness_for(cells: Sequence[Cell], ps: PromptSet, name: str, clf: Classifie
             continue
         named = {pid: named_of[pid].get(attr) for pid in probs[attr]}
         recs = fairness_records(probs[attr], ps.classes[attr], ps.target.get(attr), confusion[attr], named,
-                                soft_confusion=soft_confusion[attr], **boot)
+                                soft_confusion=soft_confusion[attr], confusion_n=confusion_n[attr], **boot)
         records += _label(recs, classifier=name, attribute=attr)
     for a, b in combinations(attrs, 2):
         if not probs[a]:
@@ -103,7 +112,7 @@ def fairness_for(cells: Sequence[Cell], ps: PromptSet, name: str, clf: Classifie
             probs[a], probs[b], ps.classes[a], ps.classes[b], ps.target.get(a), ps.target.get(b),
             confusion[a], confusion[b], {p: named_of[p].get(a) for p in probs[a]},
             {p: named_of[p].get(b) for p in probs[b]}, soft_confusion_a=soft_confusion[a],
-            soft_confusion_b=soft_confusion[b], **boot)
+            soft_confusion_b=soft_confusion[b], confusion_n_a=confusion_n[a], confusion_n_b=confusion_n[b], **boot)
         records += _label(recs, classifier=name, attribute=f"{a}×{b}")
     no_subject = {c.prompt_id: (~c.has_subject[name]).astype(float) for c in cells}
     records += _label(mean_records(no_subject, "no_subject_rate", "detector", False, **boot),
@@ -135,68 +144,35 @@ def deltas_for(cells: Sequence[Cell], baseline: Sequence[Cell], ps: PromptSet, n
     return records
 
 
-FID_BOOT = 200  # resamples for the ΔFID interval: two matrix roots each (the fairness intervals use the config's)
-
-
-def _delta_fid(cells: Sequence[Cell], baseline: Sequence[Cell], features: Any, reference: Any,
-               config: RunConfig) -> list[dict]:
-    """FID(method) − FID(baseline) against the reference, paired by prompt and seed (``delta_fid``)."""
-    base_of = {c.prompt_id: c for c in baseline}
-    pairs = [(c, base_of.get(c.prompt_id)) for c in cells]
-    if not all(b is not None and b.seeds == c.seeds and len(b.images) == len(c.images) for c, b in pairs):
-        return []
-    mine = extract_features(np.concatenate([c.images for c, _ in pairs]), features)
-    theirs = extract_features(np.concatenate([b.images for _, b in pairs]), features)
-    value, ci, p = paired_fid_delta(mine, theirs, reference, [len(c.images) for c in cells],
-                                    min(config.metrics.bootstrap, FID_BOOT), config.metrics.seed)
-    record = make_record(None, "delta_fid", "vs-reference", value, len(mine), ci)
-    return [{"classifier": None, "attribute": None, **record, "p_value": p}]
+def vectors_of(cell: Cell, profile: Profile, texts: dict[str, np.ndarray]) -> Vectors:
+    """The cell's FID features and CLIP image embeddings (computed once, kept on the cell for
+    ``features.safetensors``); ``texts`` remembers each prompt's text embedding across cells."""
+    if cell.vectors is None:
+        feats = embs = text = None
+        if profile.features is not None:
+            feats = as_stored(extract_features(cell.images, profile.features))
+        if profile.embedder is not None:
+            embs = as_stored(np.concatenate([np.asarray(profile.embedder.encode_images(cell.images[i:i + 64]))
+                                             for i in range(0, len(cell.images), 64)]))
+            if cell.prompt not in texts:
+                texts[cell.prompt] = as_stored(np.asarray(profile.embedder.encode_texts([cell.prompt]))[0])
+            text = texts[cell.prompt]
+        cell.vectors = Vectors(tuple(cell.seeds), feats, embs, text)
+    return cell.vectors
 
 
 def quality_for(cells: Sequence[Cell], baseline: Sequence[Cell] | None, profile: Profile, config: RunConfig,
-                reference: Any, clip_scores: dict[tuple[str, str, str], np.ndarray] | None = None,
-                features: Any = None) -> list[dict]:
-    """FID (vs reference, vs baseline) and CLIP-T / CLIP-I records of one method on one prompt set.
-    ``clip_scores`` keeps per-image CLIP-T scores by (method, prompt set, prompt) across calls, so the
-    baseline's are computed once for every method's paired ``delta_clip_t``."""
-    records: list[dict] = []
-    images = np.concatenate([c.images for c in cells])
-    n = len(images)
-    none = {"classifier": None, "attribute": None}
-    features = features if features is not None else profile.features
-    if config.metrics.fid and profile.features is not None:
-        if reference is not None:
-            for metric, value in fid_vs_reference(images, features, reference, kid=True).items():
-                records.append({**none, **make_record(None, metric, "vs-reference", value, n, None)})
-        if baseline is not None:
-            base_images = np.concatenate([c.images for c in baseline])
-            for metric, value in fid_vs_baseline(images, base_images, features, kid=True).items():
-                records.append({**none, **make_record(None, metric, "vs-baseline", value, n, None)})
-            if reference is not None:
-                records += _delta_fid(cells, baseline, features, reference, config)
-    if config.metrics.clip and profile.embedder is not None:
-        boot = {"n_boot": config.metrics.bootstrap, "seed": config.metrics.seed}
-        known = clip_scores if clip_scores is not None else {}
-
-        def scores_of(cell: Cell) -> np.ndarray:
-            key = (cell.method, cell.prompt_set, cell.prompt_id)
-            if key not in known:
-                known[key] = clip_t(profile.embedder, cell.images, cell.prompt)
-            return known[key]
-
-        scores = {c.prompt_id: scores_of(c) for c in cells}
-        records += _label(mean_records(scores, "clip_t", "mean", True, **boot), **none)
-        if baseline is not None:
-            base_of = {c.prompt_id: c for c in baseline}
-            paired = {c.prompt_id: scores[c.prompt_id] - scores_of(base_of[c.prompt_id])
-                      for c in cells if c.prompt_id in base_of and base_of[c.prompt_id].seeds == c.seeds}
-            if paired:
-                records += _label(mean_records(paired, "delta_clip_t", "mean", True, p_value=True, **boot), **none)
-            pairs = {c.prompt_id: clip_i(profile.embedder, c.images, base_of[c.prompt_id].images)
-                     for c in cells if c.prompt_id in base_of}
-            if pairs:
-                records += _label(mean_records(pairs, "clip_i", "vs-baseline", True, **boot), **none)
-    return records
+                reference: Any, texts: dict[str, np.ndarray] | None = None) -> list[dict]:
+    """FID (vs reference, vs baseline, paired ΔFID) and CLIP-T / ΔCLIP-T / CLIP-I records of one method
+    on one prompt set, from each image's vectors (:func:`benchmark.quality.quality_records`)."""
+    texts = {} if texts is None else texts
+    if not config.metrics.fid:
+        profile = dataclasses.replace(profile, features=None)
+    if not config.metrics.clip:
+        profile = dataclasses.replace(profile, embedder=None)
+    mine = {c.prompt_id: vectors_of(c, profile, texts) for c in cells}
+    base = None if baseline is None else {c.prompt_id: vectors_of(c, profile, texts) for c in baseline}
+    return quality_records(mine, base, reference, config.metrics.bootstrap, config.metrics.seed)
 
 
 def truth_for(cells: Sequence[Cell], ps: PromptSet, name: str, clf: Classifier, truth: dict[str, dict],
@@ -260,9 +236,7 @@ def score(cells: Sequence[Cell], prompt_sets: Sequence[PromptSet], classifiers: 
         elif profile.reference is not None:
             reference = reference_stats(profile.reference.images, profile.features, key=profile.reference.fingerprint)
     records: list[dict] = []
-    clip_scores: dict[tuple[str, str, str], np.ndarray] = {}
-    # the baseline's features serve every method's vs-baseline FID: extract each image set once
-    features = None if profile.features is None else MemoizedExtractor(profile.features)
+    texts: dict[str, np.ndarray] = {}
     methods = list(dict.fromkeys(c.method for c in cells))
     bar = progress.bar(len(prompt_sets) * len(methods), "scoring", unit="method")
     for ps in prompt_sets:
@@ -277,7 +251,7 @@ def score(cells: Sequence[Cell], prompt_sets: Sequence[PromptSet], classifiers: 
                 recs += fairness_for(done, ps, name, clf, config)
                 if comparable is not None:
                     recs += deltas_for(done, comparable, ps, name, clf, config)
-            recs += quality_for(done, comparable, profile, config, reference, clip_scores, features)
+            recs += quality_for(done, comparable, profile, config, reference, texts)
             records += _label(recs, method=method, prompt_set=ps.name)
             bar.update(1)
     bar.close()

@@ -503,11 +503,13 @@ def provenance(run: Run) -> dict[str, Any]:
         ("bootstrap", f"{(cfg.get('metrics') or {}).get('bootstrap', '')} resamples, seed "
                       f"{(cfg.get('metrics') or {}).get('seed', '')}"),
     ]
-    for ps, info in (r.get("prompt_sets") or {}).items():
-        facts.append((f"prompt set {ps}", f"sha256 {info.get('fingerprint', '')}"))
+    for ps, ps_info in (r.get("prompt_sets") or {}).items():
+        facts.append((f"prompt set {ps}", f"sha256 {ps_info.get('fingerprint', '')}"))
     if info:
         facts += [("bundle sha256", info.get("bundle_sha256", "")), ("accepted", info.get("accepted", "")),
-                  ("metrics verified", info.get("verified_metrics", ""))]
+                  ("metrics recomputed by the check", info.get("verified_metrics", "")),
+                  ("metrics as reported (not recomputable)", ", ".join(info.get("reported_metrics") or []) or "none"),
+                  ("thumbnails recomputed from their pixels", info.get("thumbnails_checked", 0))]
     manifest = run.path / MANIFEST_FILE
     files = ""
     if manifest.is_file():

@@ -4,15 +4,17 @@ A bundle is a ``.zip`` (or ``.tar.gz``) holding exactly::
 
     results.json          the run's results (docs/results-format.md)
     predictions.parquet   one row per image
+    features.safetensors  each image's FID features and CLIP embedding (leaderboard/quality_check.py)
     manifest.json         {"schema_version": 1, "files": {name: sha256}, "thumbnails": [...]}
     thumbnails/*.png      sample thumbnails
 
 Validation treats every byte as hostile. Sizes, member count and compression ratio are checked from
 the archive's directory before anything is extracted; members are then copied into a private
 temporary directory with byte counters (a lying header cannot inflate past the limits). Only the
-four kinds of files above are accepted (no pickles, executables, links or devices; no path leaving
+kinds of files above are accepted (no pickles, executables, links or devices; no path leaving
 the bundle). Every hash is checked, every fairness metric is recomputed from the per-image
-predictions with the bootstrap settings the run recorded, and every number is range-checked.
+predictions with the bootstrap settings the run recorded, FID and CLIP scores from the per-image
+features, and every number is range-checked.
 Each rejection is a :class:`SubmissionRejected`: one line naming the rule broken. An accepted
 bundle is written to ``entries/<run_id>/`` by an atomic rename, so a failed validation leaves
 nothing behind.
@@ -35,7 +37,7 @@ import zipfile
 import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import IO, Any
@@ -46,8 +48,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from benchmark import __version__
-from benchmark.errors import BenchError
+from benchmark.errors import BenchError, DataError
+from benchmark.quality import FEATURES_FILE
 from benchmark.hashing import hash_bytes, hash_file
+from leaderboard.quality_check import check_quality
 from leaderboard.rundir import MAX_RESULTS_BYTES, PREDICTIONS_FILE, RESULTS_FILE, probability_columns
 
 MANIFEST_FILE = "manifest.json"
@@ -59,7 +63,7 @@ PARQUET_MAGIC = b"PAR1"
 SHA256_RE = re.compile(r"[0-9a-f]{64}")
 RUN_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 # One plain component per path segment: no dot-files, no "..", nothing a shell or filesystem treats specially.
-MEMBER_RE = re.compile(r"(results\.json|predictions\.parquet|manifest\.json|thumbnails/[A-Za-z0-9_-][A-Za-z0-9._-]{0,120}\.png)")
+MEMBER_RE = re.compile(r"(results\.json|predictions\.parquet|features\.safetensors|manifest\.json|thumbnails/[A-Za-z0-9_-][A-Za-z0-9._-]{0,120}\.png)")
 FORBIDDEN_SUFFIXES = (".pkl", ".pickle", ".pt", ".pth", ".bin", ".npy", ".npz", ".joblib", ".exe", ".dll", ".so",
                       ".dylib", ".sh", ".bat", ".cmd", ".py", ".pyc", ".js", ".html", ".htm", ".svg", ".jar")
 EXECUTABLE_MAGIC = (b"\x7fELF", b"MZ", b"#!", b"\xcf\xfa\xed\xfe", b"\xca\xfe\xba\xbe")
@@ -160,6 +164,8 @@ def pack(run_dir: str | Path, out: str | Path | None = None, limits: Limits = DE
     results = json.loads((run_dir / RESULTS_FILE).read_text(encoding="utf-8"))
     run_id = str(results.get("run_id") or run_dir.name)
     files: dict[str, Path] = {RESULTS_FILE: run_dir / RESULTS_FILE, PREDICTIONS_FILE: run_dir / PREDICTIONS_FILE}
+    if (run_dir / FEATURES_FILE).is_file():
+        files[FEATURES_FILE] = run_dir / FEATURES_FILE
     thumbs: list[dict[str, Any]] = []
     for i, path in enumerate(_thumbnail_files(run_dir)):
         member = f"{THUMBNAIL_DIR}/{i:05d}.png"
@@ -802,10 +808,12 @@ def _registered_confusion(cname: str, fingerprint: Any) -> dict[str, Any] | None
                                   "weights' fingerprint differs)")
                 found = {"confusion": {a: np.asarray(m).tolist() for a, m in clf.confusion.items()},
                          "soft_confusion": {a: np.asarray(m).tolist() for a, m in clf.soft_confusion.items()}}
-                for kind in ("confusion_by_content", "soft_confusion_by_content"):
+                for kind in ("confusion_by_content", "soft_confusion_by_content", "confusion_n_by_content"):
                     by = getattr(clf, kind, {})
                     if by:
                         found[kind] = {a: {g: np.asarray(m).tolist() for g, m in v.items()} for a, v in by.items()}
+                if getattr(clf, "confusion_n", {}):
+                    found["confusion_n"] = {a: np.asarray(n).tolist() for a, n in clf.confusion_n.items()}
         _CONFUSION_CACHE[key] = found
     return _CONFUSION_CACHE[key]
 
@@ -840,14 +848,15 @@ def recompute_fairness(results: dict[str, Any], pred: pd.DataFrame, groups: dict
                     recs = intersectional_records(x["probs"], y["probs"], x["classes"], y["classes"], x["target"],
                                                   y["target"], x["confusion"], y["confusion"], x["named"], y["named"],
                                                   n_boot=n_boot, seed=seed, soft_confusion_a=x["soft_confusion"],
-                                                  soft_confusion_b=y["soft_confusion"])
+                                                  soft_confusion_b=y["soft_confusion"], confusion_n_a=x["confusion_n"],
+                                                  confusion_n_b=y["confusion_n"])
                 else:
                     x = inputs(cname, attr)
                     if not x["probs"]:
                         continue
                     recs = fairness_records(x["probs"], x["classes"], target=x["target"], confusion=x["confusion"],
                                             named=x["named"], n_boot=n_boot, seed=seed,
-                                            soft_confusion=x["soft_confusion"])
+                                            soft_confusion=x["soft_confusion"], confusion_n=x["confusion_n"])
             except BenchError as exc:
                 raise _reject("predictions", f"{method!s:.40}/{ps!s:.40}/{cname[:40]}/{attr[:40]}: {exc}") from None
             for r in recs:
@@ -920,7 +929,8 @@ def _recompute_inputs(results: dict[str, Any], groups: dict[tuple[str, str], lis
     texts = {pid: texts.get(pid, "") for pid in by_prompt}
     return {"probs": by_prompt, "classes": classes, "target": _target(results, ps, attr, classes),
             "confusion": _per_content(results, cname, attr, classes, texts, "confusion"),
-            "soft_confusion": _per_content(results, cname, attr, classes, texts, "soft_confusion"), "named": named}
+            "soft_confusion": _per_content(results, cname, attr, classes, texts, "soft_confusion"),
+            "confusion_n": _counts_per_content(results, cname, attr, classes, texts), "named": named}
 
 
 def _per_content(results: dict[str, Any], cname: str, attr: str, classes: list[str], texts: dict[str, str],
@@ -943,6 +953,35 @@ def _per_content(results: dict[str, Any], cname: str, attr: str, classes: list[s
     return matrices_by_prompt(texts, pooled, by_content)
 
 
+def _counts_per_content(results: dict[str, Any], cname: str, attr: str, classes: list[str],
+                        texts: dict[str, str]) -> np.ndarray | dict[str, np.ndarray | None] | None:
+    """The labelled images per true class behind each prompt's matrix
+    (:func:`benchmark.metrics.cleam.counts_by_prompt`, ``confusion_n`` / ``confusion_n_by_content``): the
+    registered classifier's (substituted by :func:`check_declarations`), or as declared; None when there
+    are none (the CLEAM intervals then take the matrices as exact)."""
+    from benchmark.metrics.cleam import counts_by_prompt
+
+    info = results["models"]["classifiers"].get(cname, {})
+
+    def counts(value: Any, where: str) -> np.ndarray:
+        arr = np.asarray(value, dtype=np.float64) if isinstance(value, list) else None
+        if arr is None or arr.shape != (len(classes),) or not np.isfinite(arr).all() or (arr < 1).any() \
+                or (arr != np.round(arr)).any():
+            raise _reject("schema", f"results.json: models.classifiers.{cname}.{where} must be {len(classes)} "
+                          "whole numbers >= 1")
+        return arr.astype(np.int64)
+
+    pooled = (info.get("confusion_n") or {}).get(attr)
+    pooled = None if pooled is None else counts(pooled, f"confusion_n.{attr}")
+    declared = (info.get("confusion_n_by_content") or {}).get(attr) or {}
+    matrices = (info.get("confusion_by_content") or {}).get(attr) or {}
+    if not isinstance(declared, dict) or not isinstance(matrices, dict):
+        raise _reject("schema", f"results.json: models.classifiers.{cname}.confusion_n_by_content.{attr} must be a mapping")
+    by_content = {str(g): counts(n, f"confusion_n_by_content.{attr}.{str(g)[:40]}")
+                  for g, n in list(declared.items())[:1000]}
+    return counts_by_prompt(texts, pooled, by_content, {str(g): m for g, m in list(matrices.items())[:1000]})
+
+
 def _close(a: float | None, b: float | None) -> bool:
     if a is None or b is None:
         return a is None and b is None
@@ -953,12 +992,11 @@ def check_metrics(results: dict[str, Any], recomputed: list[dict]) -> int:
     """Compare claimed fairness records with recomputed ones; returns how many were verified."""
     fresh = {record_key(r): r for r in recomputed}
     claimed = {record_key(r) for r in results["metrics"]}
-    fairness_metrics = {r["metric"] for r in recomputed}
     claimed_pairs: dict[tuple, set[tuple[str, str]]] = {}
     verified = 0
     for i, rec in enumerate(results["metrics"]):
-        if rec.get("classifier") is None or rec["metric"] not in fairness_metrics:
-            continue
+        if rec.get("classifier") is None:
+            continue  # not a fairness record: leaderboard.quality_check
         key = record_key(rec)
         claimed_pairs.setdefault(key[:2] + key[3:5], set()).add((rec["metric"], rec.get("variant")))
         mine = fresh.get(key)
@@ -991,6 +1029,8 @@ class ValidatedBundle:
     manifest: dict[str, Any]
     sha256: str
     verified_metrics: int
+    reported_metrics: list[str] = field(default_factory=list)  # accepted as reported, not recomputed
+    thumbnails_checked: int = 0
 
     @property
     def run_id(self) -> str:
@@ -1044,7 +1084,12 @@ def _validate_into(bundle: Path, root: Path, limits: Limits) -> ValidatedBundle:
         m, ps = sorted(claimed_methods - present)[0]
         raise _reject("unverifiable-metric", f"metrics for {m[:40]}/{ps[:40]} have no rows in {PREDICTIONS_FILE}")
     verified = check_metrics(results, recompute_fairness(results, pred, groups))
-    return ValidatedBundle(root, results, manifest, hash_file(bundle), verified)
+    try:
+        quality = check_quality(root, results, pred, manifest)
+    except DataError as exc:
+        raise _reject("quality", str(exc)) from None
+    return ValidatedBundle(root, results, manifest, hash_file(bundle), verified + quality.verified,
+                           quality.reported, quality.thumbnails_checked)
 
 
 # --- merging ---------------------------------------------------------------------------------------
@@ -1112,6 +1157,8 @@ def add_entry(bundle: str | Path, entries_dir: str | Path, limits: Limits = DEFA
                 "results_sha256": hash_file(ok.root / RESULTS_FILE),
                 "predictions_digest": predictions_digest(ok.root / PREDICTIONS_FILE),
                 "verified_metrics": ok.verified_metrics,
+                "reported_metrics": ok.reported_metrics,
+                "thumbnails_checked": ok.thumbnails_checked,
                 "accepted": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
                 "leaderboard_version": __version__,
                 **{k: ok.manifest[k] for k in ENTRY_TEXT if ok.manifest.get(k) is not None},

@@ -35,6 +35,8 @@ def good_files(run_dir: Path) -> dict[str, bytes]:
     """The members of a valid bundle for ``run_dir`` (without the manifest)."""
     files = {"results.json": (run_dir / "results.json").read_bytes(),
              "predictions.parquet": (run_dir / "predictions.parquet").read_bytes()}
+    if (run_dir / "features.safetensors").is_file():
+        files["features.safetensors"] = (run_dir / "features.safetensors").read_bytes()
     for i, p in enumerate(sorted((run_dir / "samples").glob("*.png"))[:4]):
         files[f"thumbnails/{i:05d}.png"] = p.read_bytes()
     return files

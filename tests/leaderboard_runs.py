@@ -112,12 +112,12 @@ def make_run(
         fid, clip = (quality or {}).get(method, (10.0 + 20 * lean, 30.0 - 10 * lean))
         for metric, value, hib in (("fid", fid, False), ("clip_t", clip, True)):
             records.append({"method": method, "prompt_set": prompt_set, "prompt_id": None, "classifier": None,
-                            "attribute": None, "metric": metric, "variant": "vs-reference" if metric == "fid" else "soft",
+                            "attribute": None, "metric": metric, "variant": "vs-reference" if metric == "fid" else "mean",
                             "value": value, "ci_low": value - 0.5, "ci_high": value + 0.5, "n": n * len(prompts),
                             "higher_is_better": hib})
         records.append({"method": method, "prompt_set": prompt_set, "prompt_id": None, "classifier": None,
-                        "attribute": None, "metric": "seconds_per_image", "variant": "wall", "value": 0.01 * (m_i + 1),
-                        "ci_low": None, "ci_high": None, "n": n * len(prompts), "higher_is_better": False})
+                        "attribute": None, "metric": "unet_evals", "variant": "per-image", "value": 40.0 * (m_i + 1),
+                        "ci_low": None, "ci_high": None, "n": 1, "higher_is_better": False})
     results = {
         "schema_version": 1,
         "run_id": run_id,

@@ -176,6 +176,7 @@ def test_the_world_classifiers_carry_their_calibration_counts() -> None:
 
     block = _by_content(weak)
     assert block["confusion_n"]["color"] == [1500, 1500] and block["confusion_n_by_content"]["shade"]["two"] == [100] * 3
+    assert block["confusion_error"].startswith("propagated")
 
 
 # --- simulated calibration: a matrix measured on 50 images per class --------------------------------

@@ -118,7 +118,8 @@ def test_page_has_every_method_table_figure_thumbnail_and_provenance(site: Path)
     grid = html[html.index('<table class="thumbs">'):]
     grid = grid[: grid.index("</table>")]
     assert grid.count("<tr><td>") == 3 and "(seed 1000)" in grid
-    for key in ("bundle sha256", "metrics verified", "prompt set synth", "bootstrap"):
+    for key in ("bundle sha256", "metrics recomputed by the check", "metrics as reported (not recomputable)",
+                "thumbnails recomputed from their pixels", "prompt set synth", "bootstrap"):
         assert f"<th scope=\"row\">{key}</th>" in html
     assert "numpy" in html and "run-b" in html
 

@@ -250,32 +250,25 @@ def test_paired_fid_delta_is_zero_for_the_same_images_and_positive_for_moved_one
         paired_fid_delta(base, base[:200], ref, [300], n_boot=10)
 
 
-def test_scoring_records_delta_fid_against_the_baseline_paired_by_seed() -> None:
-    from benchmark.cell import Cell
-    from benchmark.config import RunConfig
+def test_quality_records_give_delta_fid_against_the_baseline_paired_by_seed() -> None:
     from benchmark.metrics.fid import FeatureStats
-    from benchmark.scoring import _delta_fid
-
-    def feats(images: np.ndarray) -> np.ndarray:
-        return images.reshape(len(images), -1)[:, :8].astype(np.float64) / 255
+    from benchmark.quality import Vectors, quality_records
 
     rng = np.random.default_rng(0)
-    ref = FeatureStats.from_features(feats(rng.integers(0, 200, (80, 4, 4, 3), dtype=np.uint8)), "")
+    ref = FeatureStats.from_features(rng.normal(size=(80, 8)), "", keep_features=False)
 
-    def cells(method: str, shift: int) -> list:
-        out = []
-        for pid in ("a", "b"):
-            c = Cell(method, "ps", pid, pid, list(range(20)))
-            c.images = np.clip(rng.integers(0, 200, (20, 4, 4, 3)) + shift, 0, 255).astype(np.uint8)
-            out.append(c)
-        return out
+    def vectors(shift: float) -> dict:
+        return {pid: Vectors(tuple(range(20)), rng.normal(size=(20, 8)) + shift) for pid in ("a", "b")}
 
-    base, moved = cells("baseline", 0), cells("m", 60)
-    (rec,) = _delta_fid(moved, base, feats, ref, RunConfig(metrics={"bootstrap": 50}))
-    assert rec["metric"] == "delta_fid" and rec["variant"] == "vs-reference" and rec["n"] == 40
-    assert rec["value"] > 0 and rec["ci_low"] <= rec["value"] <= rec["ci_high"] and 0 < rec["p_value"] <= 1
-    moved[0].seeds = list(range(1, 21))  # not paired: no record rather than a wrong one
-    assert _delta_fid(moved, base, feats, ref, RunConfig()) == []
+    base, moved = vectors(0.0), vectors(0.8)
+    recs = {(r["metric"], r["variant"]): r for r in quality_records(moved, base, ref, n_boot=50, seed=0)}
+    assert set(recs) == {("fid", "vs-reference"), ("fid", "vs-baseline"), ("kid", "vs-baseline"),
+                         ("delta_fid", "vs-reference")}  # no KID against statistics without features
+    rec = recs["delta_fid", "vs-reference"]
+    assert rec["n"] == 40 and rec["value"] > 0 and rec["ci_low"] <= rec["value"] <= rec["ci_high"]
+    assert 0 < rec["p_value"] <= 1
+    moved["a"].seeds = tuple(range(1, 21))  # not paired: no record rather than a wrong one
+    assert "delta_fid" not in {r["metric"] for r in quality_records(moved, base, ref, n_boot=50, seed=0)}
 
 
 @pytest.mark.parametrize("d", [5, 130])  # the moments path (d <= 128) and the gathering one

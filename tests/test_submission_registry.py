@@ -50,6 +50,10 @@ def _rewrite_confusion(results: dict) -> None:
     results["models"]["classifiers"]["world-weak"]["confusion"]["shade"] = [[1, 0, 0], [0, 1, 0], [0, 0, 1]]
 
 
+def _rewrite_counts(results: dict) -> None:
+    results["models"]["classifiers"]["world-weak"]["confusion_n"]["color"] = [10**9, 10**9]  # a matrix "exact"
+
+
 def _rewrite_text(results: dict) -> None:
     results["prompt_sets"]["world"]["prompts"][0]["text"] = "a photo of something else"
 
@@ -60,7 +64,7 @@ def _other_classifier(results: dict) -> None:
 
 @pytest.mark.parametrize("change, rule", [
     (_rewrite_target, "declared-target"), (_rewrite_named, "declared-prompts"),
-    (_rewrite_confusion, "declared-confusion"), (_rewrite_text, "declared-prompts"),
+    (_rewrite_confusion, "declared-confusion"), (_rewrite_counts, "declared-confusion"), (_rewrite_text, "declared-prompts"),
     (_other_classifier, "classifier-mismatch"),
 ])
 def test_declarations_that_differ_from_the_registry_are_refused(world_run, tmp_path, change, rule) -> None:
