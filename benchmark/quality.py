@@ -129,9 +129,10 @@ def save_vectors(path: str | Path, rows: Sequence[Vectors], prompts: Sequence[st
         tensors["texts"] = np.stack([by_text[t] for t in texts]).astype(np.float32)
     if not tensors:
         return False
-    meta = {"format": VECTORS_FORMAT, "texts": json.dumps(texts),
+    meta = {"format": VECTORS_FORMAT, "texts": texts,
             "features_fingerprint": features_fingerprint or "", "embedder_fingerprint": embedder_fingerprint or ""}
-    atomic_write(Path(path), save(tensors, metadata=meta))
+    # one metadata key: safetensors writes several in no fixed order, and the file should be byte-stable
+    atomic_write(Path(path), save(tensors, metadata={"debias_bench": json.dumps(meta, sort_keys=True)}))
     return True
 
 
@@ -154,12 +155,13 @@ def load_vectors(path: str | Path, rows: int) -> StoredVectors:
     name = Path(path).name
     try:
         with safe_open(str(path), framework="numpy") as f:
-            meta = f.metadata() or {}
+            meta = json.loads((f.metadata() or {}).get("debias_bench") or "{}")
             keys = set(f.keys())
-            if meta.get("format") != VECTORS_FORMAT or not keys <= {"features", "embeddings", "texts"}:
+            if not isinstance(meta, dict) or meta.get("format") != VECTORS_FORMAT or \
+                    not keys <= {"features", "embeddings", "texts"}:
                 raise DataError(f"{name}: not a {VECTORS_FORMAT} file (format or tensor names)")
             arrays = {k: f.get_tensor(k) for k in sorted(keys)}
-            texts = json.loads(meta.get("texts") or "[]")
+            texts = meta.get("texts", [])
     except DataError:
         raise
     except Exception as exc:  # safetensors and json raise several types for a corrupt file

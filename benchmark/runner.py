@@ -396,13 +396,22 @@ class Runner:
         fp = self.method_info[cell.method]["fingerprint"]
         sampler = dataclasses.asdict(base.sampler)
         cell.keys = [self.cache.image_key(fp, cell.prompt, s, sampler) for s in cell.seeds]
+        cost = self.cost[cell.method]
+        whole = self.cache.get_cell_images(cell.keys)
+        if whole is not None:
+            cell.images, cell.shas = whole[0], whole[1]
+            timed = [t for t in whole[2] if t is not None]
+            cost["image_seconds"] += sum(timed)
+            cost["timed_images"] += len(timed)
+            bar.update(len(cell.keys))
+            return
         images: list[np.ndarray | None] = [None] * len(cell.seeds)
         shas: list[str] = [""] * len(cell.seeds)
-        cost = self.cost[cell.method]
+        seconds_of: list[float | None] = [None] * len(cell.seeds)
         for i, key in enumerate(cell.keys):
             hit = self.cache.get_image(key)
             if hit is not None:
-                images[i], shas[i] = hit.image, hit.sha256
+                images[i], shas[i], seconds_of[i] = hit.image, hit.sha256, hit.seconds
                 if hit.seconds is not None:
                     cost["image_seconds"] += hit.seconds
                     cost["timed_images"] += 1
@@ -425,14 +434,20 @@ class Runner:
             cost["timed_images"] += len(batch)
             for i, image in zip(batch, out, strict=True):
                 shas[i] = self.cache.put_image(cell.keys[i], image, seconds / len(batch))
-                images[i] = image
+                images[i], seconds_of[i] = image, seconds / len(batch)
             bar.update(len(batch))
         cell.images = np.stack(images)  # type: ignore[arg-type]
         cell.shas = shas
+        self.cache.put_cell_images(cell.keys, cell.images, shas, seconds_of)
 
     def _classify(self, cell: Cell) -> None:
         assert cell.images is not None
         for name, clf in self.classifiers.items():
+            whole = self.cache.get_cell_predictions(clf.fingerprint, cell.shas)
+            if whole is not None and all(f"p.{a}" in whole for a in clf.attributes) and "subject" in whole:
+                cell.predictions[name] = {a: whole[f"p.{a}"].astype(np.float64) for a in clf.attributes}
+                cell.has_subject[name] = whole["subject"].astype(bool)
+                continue
             cached = [self.cache.get_predictions(clf.fingerprint, sha) for sha in cell.shas]
             missing = [i for i, c in enumerate(cached) if c is None]
             if missing:
@@ -451,6 +466,8 @@ class Runner:
             cell.predictions[name] = {a: np.array([c["probs"][a] for c in cached], dtype=np.float64)
                                       for a in clf.attributes}
             cell.has_subject[name] = np.array([c["subject"] for c in cached], dtype=bool)
+            self.cache.put_cell_predictions(clf.fingerprint, cell.shas, {
+                **{f"p.{a}": p for a, p in cell.predictions[name].items()}, "subject": cell.has_subject[name]})
 
     def _fail(self, cell: Cell, stage: str, error: str) -> None:
         cell.failed = True

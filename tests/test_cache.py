@@ -114,3 +114,38 @@ def test_disk_memo_computes_each_image_array_once_and_recovers_from_a_bad_file(t
     cached.encode_images(images)
     cached.encode_images(images)
     assert calls == [2, 2, 2, 2] and cached.encode_texts(["a"]).shape == (1, 4) and cached.fingerprint == "clip-x"
+
+
+@pytest.mark.parametrize("damage", ["flip", "drop-hash", "wrong-length"])
+def test_cell_entries_round_trip_and_a_damaged_one_is_a_miss(tmp_path: Path, damage: str) -> None:
+    cache = Cache(tmp_path)
+    keys = [f"k{i}" for i in range(3)]
+    images = np.stack([_image(i) for i in range(3)])
+    cache.put_cell_images(keys, images, ["a" * 64, "b" * 64, "c" * 64], [0.5, None, 0.25])
+    got = cache.get_cell_images(keys)
+    assert got is not None and np.array_equal(got[0], images) and got[1] == ["a" * 64, "b" * 64, "c" * 64]
+    assert got[2] == [0.5, None, 0.25]
+    assert cache.get_cell_images(keys[:2]) is None  # another cell
+    probs = {"p.color": np.array([[0.25, 0.75], [1.0, 0.0], [0.5, 0.5]]), "subject": np.array([True, False, True])}
+    cache.put_cell_predictions("clf", got[1], probs)
+    back = cache.get_cell_predictions("clf", got[1])
+    assert back is not None and np.array_equal(back["p.color"], probs["p.color"]) and back["subject"].tolist() == [True, False, True]
+    assert cache.get_cell_predictions("other-clf", got[1]) is None
+    (path,) = list((tmp_path / "cells" / "images").rglob("*.npz"))
+    if damage == "flip":
+        data = bytearray(path.read_bytes())
+        data[len(data) // 2] ^= 0xFF
+        path.write_bytes(bytes(data))
+    elif damage == "drop-hash":
+        path.with_suffix(".json").unlink()
+    else:  # the same key holding two images for three keys
+        cache._write_cell(path, {"images": images[:2], "shas": np.array(["a" * 64, "b" * 64]),
+                                 "seconds": np.array([0.5, np.nan])})
+    assert cache.get_cell_images(keys) is None
+
+
+def test_large_images_are_not_copied_into_cell_entries(tmp_path: Path) -> None:
+    cache = Cache(tmp_path)
+    big = np.zeros((2, 128, 128, 3), dtype=np.uint8)  # 48 KiB each: the per-image PNGs are the only copy
+    cache.put_cell_images(["a", "b"], big, ["a" * 64, "b" * 64], [None, None])
+    assert cache.get_cell_images(["a", "b"]) is None and not (tmp_path / "cells").exists()

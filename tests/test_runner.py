@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import shutil
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -56,13 +58,28 @@ def test_second_run_recomputes_nothing_and_matches(tiny_config, counted) -> None
     assert before["metrics"] == after["metrics"]
 
 
+def test_a_rescore_reads_whole_cells_without_the_per_image_entries(tiny_config, counted) -> None:
+    first = run(tiny_config, progress=False)
+    metrics = json.loads((first / "results.json").read_text())["metrics"]
+    cache = Path(tiny_config.cache_dir)
+    shutil.rmtree(cache / "images")
+    shutil.rmtree(cache / "predictions")
+    counted["images"] = 0
+    again = run(tiny_config, progress=False)
+    assert counted["images"] <= 1  # at most the cost probe: every cell came from its one file
+    assert json.loads((again / "results.json").read_text())["metrics"] == metrics
+    assert not (cache / "images").exists() or not any((cache / "images").rglob("*.png"))
+
+
 def test_resume_generates_only_missing_images(tiny_config, counted) -> None:
     first = run(tiny_config, progress=False)
     metrics = json.loads((first / "results.json").read_text())["metrics"]
     pngs = sorted((tiny_config_cache := __import__("pathlib").Path(tiny_config.cache_dir)).rglob("*.png"))
+    pngs = [p for p in pngs if "samples" not in p.parts]
     for png in pngs[:5]:  # as if the run had been killed before these were written
         png.unlink()
         png.with_suffix(".json").unlink()
+    shutil.rmtree(tiny_config_cache / "cells")  # a cell's file is written only once all its images are
     counted["images"] = 0
     again = run(tiny_config, progress=False)
     assert counted["images"] == 5

@@ -130,10 +130,10 @@ def _forge_features(bundle: Path, tmp_path: Path, change) -> bytes:
     path = tmp_path / "f.safetensors"
     path.write_bytes(raw)
     with safe_open(str(path), framework="numpy") as f:
-        meta = f.metadata()
+        meta = json.loads(f.metadata()["debias_bench"])
     tensors = load(raw)
     change(tensors, meta)
-    return save(tensors, metadata=meta)
+    return save(tensors, metadata={"debias_bench": json.dumps(meta)})
 
 
 @pytest.mark.parametrize("change, words", [
