@@ -11,6 +11,7 @@ import contextlib
 import errno
 import json
 import os
+import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -175,6 +176,7 @@ def test_corrupt_cache_entries_are_regenerated_end_to_end(small_config: Path, tm
     text = preds[0].read_text()
     preds[0].write_text(text.replace("0.", "0.9", 1))                   # tampered probability
     preds[1].write_text(text[: len(text) // 2])                         # truncated JSON
+    shutil.rmtree(cache / "cells")  # whole-cell copies would serve the re-score (damaged ones: test_cache)
 
     calls = {"images": 0, "predicted": 0}
     generate, predict = Baseline.generate, PaletteClassifier.predict
