@@ -35,7 +35,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
     if not run_dir.is_dir():
         raise BenchError(f"{run_dir}: run directory not found")
     out = pack(run_dir, args.out, label=args.label, code=args.code)
-    print(f"bundle: {out} (checked: hashes, schema, every fairness metric recomputed)")
+    print(f"bundle: {out} (checked: hashes, schema, every fairness, FID and CLIP number recomputed)")
     return 0
 
 
