@@ -7,6 +7,7 @@ field, e.g. ``run.yaml: methods[1].name: unknown method 'ddn'; known: baseline, 
 
 from __future__ import annotations
 
+import typing
 from pathlib import Path
 from typing import Any, Literal
 
@@ -40,8 +41,23 @@ def all_methods() -> list[str]:
     return METHODS.in_order()
 
 
+def _number_types(annotation: Any) -> set[Any]:
+    args = typing.get_args(annotation)
+    return {annotation} if not args else set().union(*(_number_types(a) for a in args))
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=False)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_boolean_numbers(cls, value: Any, info: Any) -> Any:
+        # YAML's `true` would otherwise become the number 1 (images_per_prompt: true ran one image)
+        if isinstance(value, bool) and info.field_name in cls.model_fields:
+            types = _number_types(cls.model_fields[info.field_name].annotation)
+            if bool not in types and types & {int, float}:
+                raise ValueError("expected a number, got true/false")
+        return value
 
 
 class MethodSpec(_Strict):
