@@ -161,7 +161,7 @@ def add_lora(base: Components, params: DDMParams) -> tuple[nn.Module, nn.Module]
     The base components are never modified. The text encoder is a plain frozen copy when
     ``train_text_encoder`` is off.
     """
-    unet, text_encoder = _float32(deepcopy(base.unet)), _float32(deepcopy(base.text_encoder))
+    unet, text_encoder = _trainable_copy(base.unet), _trainable_copy(base.text_encoder)
     with _seeded(params.seed):
         unet = get_peft_model(unet, lora_config(params, params.unet_targets))
         if params.train_text_encoder:
@@ -177,16 +177,27 @@ def add_lora_2(base: Components, params: DDMParams) -> nn.Module | None:
     Seeded apart (``seed + 2``) so that adding it leaves the UNet and first-encoder init unchanged."""
     if base.text_encoder_2 is None:
         return None
-    text_encoder = _float32(deepcopy(base.text_encoder_2))
+    text_encoder = _trainable_copy(base.text_encoder_2)
     if not params.train_text_encoder:
         return text_encoder.requires_grad_(False)
     with _seeded(params.seed + 2):
         return get_peft_model(text_encoder, lora_config(params, params.text_targets))
 
 
-def _float32(module: nn.Module) -> nn.Module:
-    # Train in float32 even when sampling runs in float16; cast only when needed (diffusers warns).
-    return module if next(module.parameters()).dtype == torch.float32 else module.to(dtype=torch.float32)
+def shared_copy(module: nn.Module, fresh: Callable[[str], bool] = lambda name: False) -> nn.Module:
+    """A copy of ``module``'s structure whose parameters and buffers are the original's (not a second
+    copy of the weights), except those whose name ``fresh`` picks, which are copied."""
+    memo = {id(t): t for n, t in (*module.named_parameters(), *module.named_buffers()) if not fresh(n)}
+    return deepcopy(module, memo)
+
+
+def _trainable_copy(module: nn.Module) -> nn.Module:
+    """The module to wrap with LoRA without touching the base: in float32 it shares the base's frozen
+    weights (SD-XL's UNet and encoders are 13 GB that a full copy would double); another dtype is
+    copied and cast, as training runs in float32 even when sampling runs in float16."""
+    if next(module.parameters()).dtype == torch.float32:
+        return shared_copy(module)
+    return deepcopy(module).to(dtype=torch.float32)
 
 
 def make_indicator(base: Components, params: DDMParams) -> Indicator:
@@ -386,8 +397,13 @@ class DDMTrainer:
         for name, module in modules.items():
             if module is None:
                 continue
-            module = deepcopy(module)
-            module = module.merge_and_unload() if name == "unet" or self.params.train_text_encoder else module
+            merge = name == "unet" or self.params.train_text_encoder
+            if self.base.dtype == torch.float32:
+                # only the weights a merge rewrites are copied; the frozen rest stays shared with the base
+                module = shared_copy(module, lambda n: merge and n.endswith("base_layer.weight"))
+            else:
+                module = deepcopy(module)
+            module = module.merge_and_unload() if merge else module
             out[name] = (module.to(self.base.dtype) if self.base.dtype != torch.float32 else module).eval()
         return out
 

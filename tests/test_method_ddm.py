@@ -129,6 +129,24 @@ def test_merged_and_unmerged_lora_give_the_same_samples(base, data, tmp_path):
                                    method.trainer.unet(x, t, encoder_hidden_states=text).sample, rtol=1e-4, atol=1e-5)
 
 
+def test_training_shares_the_frozen_base_weights_and_leaves_the_base_unchanged(data, tmp_path):
+    """The LoRA copies share the base's frozen float32 weights (no second UNet in memory); training and
+    merging rewrite none of them, and the merged UNet holds its own copies of only the merged layers."""
+    base = tiny_sd_components(seed=0)
+    before = {n: p.detach().clone() for n, p in base.unet.named_parameters()}
+    pointers = {p.data_ptr() for p in base.unet.parameters()}
+    method = DDM(small(learning_rate=3e-2, max_steps=5))
+    method.prepare(base, data, tmp_path)
+    frozen = [p for n, p in method.trainer.unet.named_parameters() if "lora_" not in n]
+    assert frozen and all(p.data_ptr() in pointers for p in frozen)
+    for n, p in base.unet.named_parameters():
+        assert torch.equal(p, before[n]), f"{n} of the base UNet changed"
+    merged = dict(method.components.unet.named_parameters())
+    moved = [n for n in before if not torch.equal(merged[n], before[n])]
+    assert moved and all(n.rsplit(".", 2)[-2] in ("to_q", "to_v") for n in moved)
+    assert all(merged[n].data_ptr() not in pointers for n in moved)  # merged into copies, not the base
+
+
 def test_indicator_input_follows_latent_shape(data):
     with_vae = tiny_sd_components(seed=1, with_vae=True, resolution=16)
     pixel = tiny_sd_components(seed=1, with_vae=False, resolution=16)
