@@ -283,6 +283,21 @@ def _unverifiable(f: dict, d: Path) -> Path:
     return write_zip(d / "b.zip", _with_results(f, r))
 
 
+def _fd_without_classifier(f: dict, d: Path) -> Path:
+    r = _results(f)
+    rec = dict(_first(r, metric="fd", variant="soft", prompt_id=None, attribute="color"))
+    rec.update(classifier=None, value=0.0, ci_low=0.0, ci_high=0.0)  # a fairness number posing as classifier-free
+    r["metrics"].append(rec)
+    return write_zip(d / "b.zip", _with_results(f, r))
+
+
+def _phantom_method(f: dict, d: Path) -> Path:
+    r = _results(f)
+    rec = dict(_first(r, metric="fd", variant="soft", prompt_id=None, attribute="color"))
+    r["metrics"].append({**rec, "method": "phantom", "value": 0.0, "ci_low": 0.0, "ci_high": 0.0})
+    return write_zip(d / "b.zip", _with_results(f, r))
+
+
 def _cherry_picked(f: dict, d: Path) -> Path:
     r = _results(f)
     drop = _first(r, metric="fd", variant="soft", prompt_id="glyph", attribute="color")
@@ -384,6 +399,8 @@ CASES: list[Case] = [
     Case("hidden-no-subject-images", "metric-mismatch", "no_subject_rate", _hidden_no_subject),
     Case("unverifiable-variant", "unverifiable-metric", "cannot be recomputed", _unverifiable),
     Case("cherry-picked-prompts", "missing-metric", "not reported", _cherry_picked),
+    Case("fd-without-classifier", "quality", "not a metric this leaderboard can check", _fd_without_classifier),
+    Case("phantom-method", "unverifiable-metric", "have no rows", _phantom_method),
     Case("schema-version", "version", "schema_version", _schema_version),
     Case("future-version", "version", "9.0.0", _future_version),
     Case("traversal-run-id", "schema", "run_id", _bad_run_id),
