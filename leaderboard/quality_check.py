@@ -53,11 +53,22 @@ class RegisteredWorld:
 
 
 _WORLD: dict[str, RegisteredWorld | None] = {}
+_CLASSIFIERS: dict[str, Any] = {}
+
+
+def _registered_classifiers(names: Any) -> dict[str, Any]:
+    from classifiers import CLASSIFIERS
+
+    for name in names:
+        if name in CLASSIFIERS.names() and name not in _CLASSIFIERS:
+            _CLASSIFIERS[name] = CLASSIFIERS.get(name)()
+    return {n: _CLASSIFIERS[n] for n in names if n in _CLASSIFIERS}
 
 
 def registered_world(results: dict[str, Any]) -> RegisteredWorld | None:
     """The registered extractors, reference and classifiers of a world-profile bundle (None for other
-    profiles). Loads only the world's CLIP, reference renders and classifiers, not its generator."""
+    profiles; no reference when the run used its own ``reference_stats``). Loads only the world's CLIP,
+    reference renders and the bundle's registered classifiers, not its generator."""
     profile = str(results.get("models", {}).get("profile") or "")
     if not profile.startswith("world:"):
         return None
@@ -67,7 +78,6 @@ def registered_world(results: dict[str, Any]) -> RegisteredWorld | None:
         from benchmark.world import load_world_config, weights_dir
         from benchmark.world.data import reference_set
         from benchmark.world.features import WorldFeatures, world_embedder
-        from classifiers import CLASSIFIERS
 
         try:
             config = load_world_config(variant)
@@ -77,20 +87,19 @@ def registered_world(results: dict[str, Any]) -> RegisteredWorld | None:
         embedder = world_embedder(weights_dir(variant))
         features = WorldFeatures(embedder)
         ref = reference_set(config)
-        reference = None
-        if not results.get("config", {}).get("reference_stats"):
-            # kept between checks on this machine, keyed by the extractor's and the reference set's hashes
-            cached = _user_cache() / "reference" / f"{features.fingerprint[:16]}-{ref.fingerprint[:16]}.safetensors"
-            try:
-                reference = reference_stats(lambda: [ref.images], features, cache_path=cached, key=ref.fingerprint)
-            except OSError:
-                reference = reference_stats(ref.images, features, key=ref.fingerprint)
-        classifiers = {}
-        for name in results.get("models", {}).get("classifiers", {}):
-            if name in CLASSIFIERS.names():
-                classifiers[name] = CLASSIFIERS.get(name)()
-        _WORLD[variant] = RegisteredWorld(features, embedder, reference, classifiers)
-    return _WORLD[variant]
+        # kept between checks on this machine, keyed by the extractor's and the reference set's hashes
+        cached = _user_cache() / "reference" / f"{features.fingerprint[:16]}-{ref.fingerprint[:16]}.safetensors"
+        try:
+            reference = reference_stats(lambda: [ref.images], features, cache_path=cached, key=ref.fingerprint)
+        except OSError:
+            reference = reference_stats(ref.images, features, key=ref.fingerprint)
+        _WORLD[variant] = RegisteredWorld(features, embedder, reference, {})
+    world = _WORLD[variant]
+    if world is None:
+        return None
+    own_reference = bool(results.get("config", {}).get("reference_stats"))
+    return RegisteredWorld(world.features, world.embedder, None if own_reference else world.reference,
+                           _registered_classifiers(results.get("models", {}).get("classifiers", {})))
 
 
 def _user_cache() -> Path:

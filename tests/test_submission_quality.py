@@ -182,3 +182,12 @@ def test_a_consistent_forgery_of_features_and_numbers_is_caught_by_the_thumbnail
     err = _rejected(_repack(bundle, tmp_path / "b.zip", features=forged, results=json.dumps(results).encode()),
                     tmp_path)
     assert err.rule == "quality" and "recomputed from the picture" in err.detail and "FID features" in err.detail
+
+
+def test_a_run_with_its_own_reference_statistics_gets_no_registered_reference(bundle: Path) -> None:
+    results = _results(bundle)
+    assert registered_world(results).reference is not None
+    own = {**results, "config": {**results["config"], "reference_stats": "stats.npz"}}
+    world = registered_world(own)
+    assert world.reference is None and set(world.classifiers) == {"world"}  # vs-reference: shown as reported
+    assert registered_world({**results, "models": {**results["models"], "profile": "real"}}) is None
