@@ -176,3 +176,37 @@ def test_the_seed_and_image_interval_contains_its_estimate_near_zero() -> None:
     fair = {f"s{i}": {f"p{j}": rng.dirichlet([2, 2], 64) for j in range(10)} for i in range(3)}
     out = seed_and_image_interval(fair, np.array([0.5, 0.5]), n_boot=500)
     assert 0.0 <= out["low"] <= out["mean"] <= out["high"]
+
+
+def test_the_seed_and_image_interval_reaches_a_fair_truth_and_counts_paired_images_once() -> None:
+    """Three training seeds of a fair method on the same image seeds (12 prompts × 64 near-one-hot
+    images): every seed's FD sits near 0.07 (a norm's bias), yet the truth 0 stays in the interval; seed
+    copies of one run's images add no information, so they give that run's interval, not a narrower one."""
+    from benchmark.study import seed_and_image_interval
+
+    rng = np.random.default_rng(4)
+    red = (rng.random((12, 64)) < 0.5).astype(float) * 0.98 + 0.01
+    one = {f"p{i}": np.stack([red[i], 1 - red[i]], 1) for i in range(12)}
+    fair = {f"s{s}": {k: v.copy() for k, v in one.items()} for s in range(3)}
+    fair["s1"]["p0"] = fair["s1"]["p0"][::-1]  # one seed pairs its images with the others differently
+    out = seed_and_image_interval(fair, np.array([0.5, 0.5]), n_boot=400)
+    assert out["low"] == 0.0 < out["mean"] < out["high"] and out["mean"] > 0.03
+    single = seed_and_image_interval({"s0": one}, np.array([0.5, 0.5]), n_boot=400)
+    copies = seed_and_image_interval({f"s{s}": one for s in range(10)}, np.array([0.5, 0.5]), n_boot=400)
+    assert copies["high"] == pytest.approx(single["high"]) and copies["low"] == pytest.approx(single["low"])
+
+
+def test_three_seeds_widen_the_interval_by_students_t() -> None:
+    """Far from fair, with seeds that disagree far more than images do, the half-width above the
+    estimate is Student's t with 2 degrees of freedom (4.30) times the seeds' standard error, not 1.96."""
+    from benchmark.study import seed_and_image_interval
+
+    def setting(p_red: float) -> dict:
+        return {f"p{i}": np.tile([p_red, 1 - p_red], (500, 1)) for i in range(4)}  # no image noise at all
+
+    fds = np.sqrt(2) * np.array([0.25, 0.3, 0.4])
+    out = seed_and_image_interval({f"s{i}": setting(0.5 + d / np.sqrt(2)) for i, d in enumerate(fds)},
+                                  np.array([0.5, 0.5]), n_boot=200)
+    assert out["mean"] == pytest.approx(fds.mean())
+    assert out["high"] - out["mean"] == pytest.approx(4.3027 * fds.std(ddof=1) / np.sqrt(3), rel=1e-3)
+    assert out["mean"] - out["low"] == pytest.approx(out["high"] - out["mean"], rel=1e-3)
