@@ -121,6 +121,9 @@ def test_page_has_every_method_table_figure_thumbnail_and_provenance(site: Path)
     for key in ("bundle sha256", "metrics recomputed by the check", "metrics as reported (not recomputable)",
                 "thumbnails recomputed from their pixels", "prompt set synth", "bootstrap"):
         assert f"<th scope=\"row\">{key}</th>" in html
+    # the entry's own facts are filled in (a loop over prompt sets once blanked them)
+    assert re.search(r'<th scope="row">bundle sha256</th>\s*<td>[0-9a-f]{64}</td>', html)
+    assert re.search(r'<th scope="row">metrics recomputed by the check</th>\s*<td>[1-9][0-9]*</td>', html)
     assert "numpy" in html and "run-b" in html
 
 
