@@ -282,3 +282,20 @@ def test_the_batched_resample_fid_equals_clean_fids_formula(d: int) -> None:
     fast = _resampled_fid(feats, idx, ref, chunk=3)
     slow = [frechet_distance(FeatureStats.from_features(feats[i]), ref) for i in idx]
     np.testing.assert_allclose(fast, slow, rtol=1e-6, atol=1e-8)
+
+
+def test_the_baselines_resamples_are_computed_once_for_every_method(monkeypatch: pytest.MonkeyPatch) -> None:
+    from benchmark.metrics import fid
+
+    rng = np.random.default_rng(5)
+    ref = fid.FeatureStats.from_features(rng.normal(size=(300, 4)))
+    base = rng.normal(size=(100, 4))
+    methods = [base + 0.3, base - 0.2, base * 1.1]
+    first = [fid.paired_fid_delta(m, base, ref, [50, 50], n_boot=30) for m in methods]
+    calls = []
+    real = fid._resampled_fid
+    monkeypatch.setattr(fid, "_resampled_fid", lambda f, i, r, **kw: calls.append(f) or real(f, i, r, **kw))
+    fid._RESAMPLED.clear()
+    again = [fid.paired_fid_delta(m, base, ref, [50, 50], n_boot=30) for m in methods]
+    assert again == first  # the same numbers
+    assert sum(f is base for f in calls) == 1 and len(calls) == 4  # the baseline's side once, each method's once
