@@ -52,7 +52,7 @@ class RegisteredWorld:
     classifiers: dict[str, Any]
 
 
-_WORLD: dict[str, RegisteredWorld | None] = {}
+_WORLD: dict[str, RegisteredWorld] = {}
 _CLASSIFIERS: dict[str, Any] = {}
 
 
@@ -81,9 +81,8 @@ def registered_world(results: dict[str, Any]) -> RegisteredWorld | None:
 
         try:
             config = load_world_config(variant)
-        except Exception:  # an unknown variant name: nothing registered to compare with
-            _WORLD[variant] = None
-            return None
+        except Exception:  # a made-up variant would otherwise escape every registered check
+            raise DataError(f"models.profile: {profile[:60]!r} is not a world variant this leaderboard knows") from None
         embedder = world_embedder(weights_dir(variant))
         features = WorldFeatures(embedder)
         ref = reference_set(config)
@@ -95,8 +94,6 @@ def registered_world(results: dict[str, Any]) -> RegisteredWorld | None:
             reference = reference_stats(ref.images, features, key=ref.fingerprint)
         _WORLD[variant] = RegisteredWorld(features, embedder, reference, {})
     world = _WORLD[variant]
-    if world is None:
-        return None
     own_reference = bool(results.get("config", {}).get("reference_stats"))
     return RegisteredWorld(world.features, world.embedder, None if own_reference else world.reference,
                            _registered_classifiers(results.get("models", {}).get("classifiers", {})))
@@ -249,5 +246,10 @@ def check_quality(root: Path, results: dict[str, Any], pred: pd.DataFrame, manif
             raise DataError(f"{'/'.join(str(k) for k in key)} is computable from {FEATURES_FILE} but not reported")
     if stored is not None and world is not None:
         verdict.thumbnails_checked = spot_check(root, manifest, pred, stored, world)
+        shown = {t.get("method") for t in manifest.get("thumbnails", [])}
+        missing = sorted(set(pred["method"].astype(str)) - shown)
+        if missing:  # without thumbnails a method's rows would escape the pixel check
+            raise DataError(f"thumbnails: none for method {missing[0][:40]!r}; a world bundle shows at least one "
+                            "per method, recomputed from its pixels")
     verdict.reported = sorted(reported)
     return verdict

@@ -191,3 +191,23 @@ def test_a_run_with_its_own_reference_statistics_gets_no_registered_reference(bu
     world = registered_world(own)
     assert world.reference is None and set(world.classifiers) == {"world"}  # vs-reference: shown as reported
     assert registered_world({**results, "models": {**results["models"], "profile": "real"}}) is None
+
+
+def test_a_world_bundle_must_show_every_method_and_name_a_known_variant(bundle: Path, tmp_path: Path) -> None:
+    files = _members(bundle)
+    manifest = json.loads(files.pop("manifest.json"))
+    dropped = {t["file"] for t in manifest["thumbnails"] if t["method"] == "difflens"}
+    manifest["thumbnails"] = [t for t in manifest["thumbnails"] if t["file"] not in dropped]
+    files = {n: b for n, b in files.items() if n not in dropped}
+    manifest["files"] = {n: hash_bytes(b) for n, b in files.items()}
+    out = tmp_path / "b.zip"
+    with zipfile.ZipFile(out, "w") as zf:
+        for n, b in files.items():
+            zf.writestr(n, b)
+        zf.writestr("manifest.json", json.dumps(manifest))
+    err = _rejected(out, tmp_path)
+    assert err.rule == "quality" and "none for method 'difflens'" in err.detail
+    results = _results(bundle)
+    results["models"]["profile"] = "world:made-up"
+    err = _rejected(_repack(bundle, tmp_path / "c.zip", results=json.dumps(results).encode()), tmp_path)
+    assert "not a world variant" in err.detail
