@@ -26,7 +26,6 @@ from benchmark.metrics.fid import (
     FeatureStats,
     FrechetDistance,
     InceptionFeatures,
-    MemoizedExtractor,
     extract_features,
     fid_vs_baseline,
     fid_vs_reference,
@@ -44,7 +43,6 @@ from benchmark.metrics.report import (
 )
 
 __all__ = [
-    "MemoizedExtractor",
     "FairnessMetric",
     "FeatureStats",
     "FrechetDistance",

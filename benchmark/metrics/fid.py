@@ -189,24 +189,6 @@ def _kernel_sum(x: np.ndarray, y: np.ndarray, exclude_diagonal: bool, block: int
     return total
 
 
-class MemoizedExtractor:
-    """A feature extractor that remembers the features of each image array it has seen (by content
-    hash), so the same images scored against several others are embedded once."""
-
-    def __init__(self, extractor: FeatureExtractor) -> None:
-        self.extractor = extractor
-        self.fingerprint = _fingerprint(extractor)
-        self._seen: dict[str, np.ndarray] = {}
-
-    def __call__(self, images: np.ndarray) -> np.ndarray:
-        import hashlib
-
-        key = hashlib.blake2b(np.ascontiguousarray(images).tobytes(), digest_size=16).hexdigest() + str(images.shape)
-        if key not in self._seen:
-            self._seen[key] = self.extractor(images)
-        return self._seen[key]
-
-
 def kernel_distance(a: FeatureStats | np.ndarray, b: FeatureStats | np.ndarray) -> float:
     """KID = unbiased MMD² with the cubic polynomial kernel between two feature sets, over all pairs:
 
