@@ -192,6 +192,18 @@ class Runner:
             base = base.replace(sampler=dataclasses.replace(base.sampler, **overrides))
         return base
 
+    def preparation_base(self, method: Method, run_base: Components) -> Components:
+        """Where ``method`` is prepared: at ``config.prepared_with`` (where it was tuned) when given, else
+        at the run's sampler. A method with per-step artefacts (``per_step``) takes the run's step count
+        there, since it cannot sample any other; the others keep the tuned one, so a grid over step
+        counts never retrains them."""
+        chosen = self.config.prepared_with
+        if chosen is None:
+            return run_base
+        if method.per_step:
+            chosen = chosen.model_copy(update={"num_inference_steps": run_base.sampler.num_inference_steps})
+        return self.components(chosen)
+
     def run_dir(self) -> Path:
         return Path(self.config.output_dir) / (self.config.run_id or default_run_id(self.config))
 
@@ -226,8 +238,7 @@ class Runner:
         lines.append(f"images: {images * len(self.config.methods):,} ({images:,} per method; cached ones are read back)")
         for spec in self.config.methods:
             method = METHODS.get(spec.name).from_config(spec.params)
-            key = self.artefact_key(method, base if self.config.prepared_with is None
-                                    else self.components(self.config.prepared_with))
+            key = self.artefact_key(method, self.preparation_base(method, base))
             if not method.trains:
                 status = "nothing to train"
             elif shipped.read_manifest(self.cache.artefact_dir(spec.name, key)) is not None:
@@ -330,8 +341,7 @@ class Runner:
 
     def _prepare(self, spec: MethodSpec, run_base: Components) -> Method:
         method = METHODS.get(spec.name).from_config(spec.params)
-        # prepared where it was tuned (config.prepared_with), sampling with the run's sampler
-        base = run_base if self.config.prepared_with is None else self.components(self.config.prepared_with)
+        base = self.preparation_base(method, run_base)
         data = self.method_data()
         data_fingerprint = data.fingerprint(method.reads)
         key = self.artefact_key(method, base, data_fingerprint)

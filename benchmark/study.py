@@ -175,9 +175,8 @@ def points(spec: StudySpec, overrides: dict[str, Any] | None = None, source: str
         data["baseline"] = BASELINE
         if point:
             data["sampler"] = {**base_sampler, **point}
-            # prepared at the tuned point; a per-step method is prepared at the point's step count
-            steps = {"num_inference_steps": point["num_inference_steps"]} if "num_inference_steps" in point else {}
-            data["prepared_with"] = {**base_sampler, **steps}
+            # prepared at the tuned point (a per-step method at the point's step count: the runner's choice)
+            data["prepared_with"] = dict(base_sampler)
         out.append(Point(point, validate_config(data, source)))
     return out
 
@@ -492,9 +491,13 @@ def run_study(spec: StudySpec, overrides: dict[str, Any] | None = None, output_d
               progress: bool = True, source: str = "study") -> Path:
     """Run every sampler point (one ordinary run each), then write ``study.json`` and ``study.txt``
     into ``output_dir/study-<name>-<hash>/``; returns that folder."""
-    from benchmark.runner import run
+    import os
+    import time
+
+    from benchmark.runner import machine_info, run
 
     planned = points(spec, overrides, source)
+    start, load = time.perf_counter(), os.getloadavg()[0] if hasattr(os, "getloadavg") else None
     folder = Path(output_dir) / f"study-{spec.name}-{hash_value([spec.model_dump(), overrides or {}])[:8]}"
     results = []
     for i, point in enumerate(planned):
@@ -515,6 +518,10 @@ def run_study(spec: StudySpec, overrides: dict[str, Any] | None = None, output_d
     atomic_write(folder / "study.json", json.dumps({
         "study": spec.model_dump(), "overrides": overrides or {}, "rows": rows, **summary,
         "runs": [r["run_id"] for _, r in results], "debias_bench": __version__,
+        # wall time of this invocation: cached settings and artefacts are read back, not re-made
+        "seconds": round(time.perf_counter() - start, 1),
+        "machine": {**machine_info(), "load_before": load,
+                    "load_after": os.getloadavg()[0] if hasattr(os, "getloadavg") else None},
         "created": results[0][1].get("created") if results else None,
         "description": spec.description}, indent=1, default=str).encode())
     atomic_write(folder / "study.txt", format_tables(rows, summary).encode())

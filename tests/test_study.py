@@ -32,7 +32,7 @@ class Tint(Method):
 
     def prepare(self, base, data: MethodData, workdir: Path) -> None:
         self.components, self.workdir = base, workdir
-        Tint.prepared.append(base.sampler.guidance_scale)
+        Tint.prepared.append((self.name, base.sampler.guidance_scale, base.sampler.num_inference_steps))
 
     def generate(self, prompts: Sequence[str], seeds: Sequence[int]) -> np.ndarray:
         from benchmark.sampling import sample
@@ -43,10 +43,18 @@ class Tint(Method):
         return images.clip(0, 255).astype(np.uint8)
 
 
+class StepTint(Tint):
+    """Tint with per-step artefacts (like SelfDebias's modes and DiffLens's probes)."""
+
+    name = "steptint"
+    per_step = True
+
+
 @pytest.fixture
 def tint(monkeypatch):
-    monkeypatch.setitem(METHODS._paths, "tint", "tests.test_study:Tint")
-    monkeypatch.setitem(METHODS._loaded, "tint", Tint)
+    for cls in (Tint, StepTint):
+        monkeypatch.setitem(METHODS._paths, cls.name, f"tests.test_study:{cls.__name__}")
+        monkeypatch.setitem(METHODS._loaded, cls.name, cls)
     Tint.prepared = []
     return Tint
 
@@ -102,6 +110,21 @@ def test_a_sampler_grid_prepares_at_the_tuned_point_and_samples_at_each(tint, to
     assert all(p.config.prepared_with is not None and p.config.prepared_with.guidance_scale is None for p in planned)
 
 
+def test_a_step_grid_prepares_only_per_step_methods_at_each_step_count(tint, tones_file, tmp_path) -> None:
+    """A method whose artefacts do not depend on the step count is prepared once, at the tuned count;
+    one with per-step artefacts is prepared at every count of the grid (it cannot sample any other)."""
+    data = _spec(tones_file, tmp_path, sampler={"num_inference_steps": [2, 3]})
+    data["methods"] = [{"name": "tint", "grid": {"strength": [0.5]}}, {"name": "steptint", "grid": {"strength": [0.5]}}]
+    data["run"]["max_prompts"], data["run"]["images_per_prompt"] = 1, 4
+    run_study(parse_study(data, "steps", "steps"), output_dir=tmp_path / "out", progress=False)
+    from benchmark.profiles import load_profile
+
+    tuned = load_profile(points(parse_study(data, "steps", "steps"))[0].config).components.sampler.num_inference_steps
+    assert tuned not in (2, 3)
+    assert {s for name, _, s in Tint.prepared if name == "tint"} == {tuned}
+    assert {s for name, _, s in Tint.prepared if name == "steptint"} == {2, 3}
+
+
 def test_hypervolume_is_monotone_in_a_dominating_point() -> None:
     one = hypervolume([(0.6, 1.2)], (1.0, 1.5))
     assert 0 < one < hypervolume([(0.6, 1.2), (0.3, 1.0)], (1.0, 1.5)) <= 1
@@ -126,7 +149,7 @@ def test_a_study_runs_every_setting_at_every_sampler_point(tint, tones_file, tmp
     from benchmark.profiles import load_profile
 
     tuned = load_profile(points(spec)[0].config).components.sampler.guidance_scale
-    assert set(Tint.prepared) == {tuned}
+    assert {g for _, g, _ in Tint.prepared} == {tuned}
     assert {w["label"] for w in saved["robustness"]} == {"baseline", "tint-strength0", "tint-strength0.5"}
     assert all(w["points"] == 2 and w["worst_fd"] >= w["best_fd"] for w in saved["robustness"])
     assert "robustness (FD over the sampler grid)" in (folder / "study.txt").read_text()
