@@ -27,8 +27,10 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 from benchmark import __version__
 from benchmark.hashing import hash_file, hash_value
 from benchmark.headline import HEADLINE_COLUMNS, cleam_warnings, headline_blocks
+from leaderboard.figure_memo import FigureMemo
+from leaderboard.method_fronts import method_views
 from leaderboard.rundir import FAMILIES, PREDICTIONS_FILE, Run, load_run, probability_columns
-from leaderboard.studies import study_view
+from leaderboard.studies import study_figures, study_view
 from leaderboard.submission import MANIFEST_FILE, entry_dirs, parse_sample_name
 from leaderboard.tables import Table, build_tables, combined_metrics, format_ci, write_tables
 
@@ -224,6 +226,7 @@ def _rank_text(x: Any) -> str:
 
 
 FIGURE_CACHE = ".figures.json"  # beside report.html / index.html: figures drawn for the current content
+STUDY_FIGURE_CACHE = ".study-figures.json"  # beside it: study and per-method figures
 
 
 @dataclass
@@ -587,13 +590,17 @@ def render_page(runs: list[Run], title: str = "debias-bench leaderboard", subtit
     labels = {(e, m): r for e, m, r in df[["entry", "method", "row"]].drop_duplicates().itertuples(index=False)} if len(df) else {}
     tables = build_tables(df)
     figures, notes = all_figures(runs, df, tables, labels, figure_cache)
+    memo = FigureMemo(figure_cache.with_name(STUDY_FIGURE_CACHE) if figure_cache is not None and studies else None)
     families = sorted({FAMILIES.get(t.metric, "other") for t in tables})
     html = _env().get_template("page.html.j2").render(
         title=title,
         subtitle=subtitle or f"{len(runs)} run(s) · {len(tables)} tables · families: {', '.join(families) or 'none'}",
         tables=[table_view(t, i) for i, t in enumerate(tables)],
         cost=cost_view(runs),
-        studies=[study_view(s, _render) for s in studies or []],
+        studies=[{**study_view(s), "figures": memo.get(["study", s.get("rows")],
+                                                       lambda s=s: study_figures([r for r in s["rows"] if isinstance(r, dict)], _render))}
+                 for s in studies or []],
+        method_views=method_views(studies or [], _render, memo),
         headlines=headline_views(runs),
         headline_notes=[f"{run.label}: {w}" for run in runs for w in cleam_warnings(run.results)],
         figures=figures,
@@ -604,6 +611,7 @@ def render_page(runs: list[Run], title: str = "debias-bench leaderboard", subtit
         script_hash=SCRIPT_HASH,
         version=__version__,
     )
+    memo.save()
     return html, tables
 
 

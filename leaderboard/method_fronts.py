@@ -1,0 +1,194 @@
+"""Per method, every shipped study's settings together: its fairness–quality front and its robustness.
+
+A study answers one question (InvDiff's r, DiffLens's deviations, the guidance scale). A reader of the
+page asks per method: what can it reach, at what cost, with the paper's settings or the world's, and
+does it hold when the sampler moves? Studies run at the same budget, prompts and measure share their
+baseline images (the same cache and seeds), so their settings at the profile's sampler are comparable
+on one front; the sampler grids (guidance, step count) give each method's worst FD.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from leaderboard.studies import _f, _where
+
+TUNED = "world defaults"
+
+
+def _scope(study: dict[str, Any]) -> str:
+    """Studies with the same run settings and measure are comparable (one baseline)."""
+    spec = study.get("study") or {}
+    return json.dumps([spec.get("run"), spec.get("measure")], sort_keys=True, default=str)
+
+
+def _number(x: Any) -> bool:
+    return isinstance(x, (int, float)) and x == x
+
+
+def setting_kind(row: dict[str, Any]) -> str:
+    """How a row's setting relates to the method's presets: the paper's, the world defaults, or the
+    world defaults with some knobs moved."""
+    knobs = row.get("knobs") or {}
+    if row.get("preset") == "paper":
+        return "paper" + ("".join(f", {k} {v}" for k, v in knobs.items()) if knobs else "")
+    if not knobs:
+        return TUNED
+    return TUNED + ", " + ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in knobs.items())
+
+
+def _dominated(a: tuple[float, float], b: tuple[float, float]) -> bool:
+    return b[0] <= a[0] and b[1] <= a[1] and b != a
+
+
+def front(points: list[tuple[float, float]]) -> list[bool]:
+    """Which points are on the Pareto front (both coordinates minimised).
+
+    >>> front([(0.3, 1.0), (0.1, 2.0), (0.2, 2.5)])
+    [True, True, False]
+    """
+    return [not any(_dominated(p, q) for q in points) for p in points]
+
+
+def method_rows(studies: list[dict[str, Any]]) -> dict[str, dict[str, list[dict[str, Any]]]]:
+    """Method → scope → its settings at the profile's sampler across studies (first occurrence of
+    identical numbers kept, with the studies it appears in), the baseline first."""
+    out: dict[str, dict[str, list[dict[str, Any]]]] = {}
+    baselines: dict[str, dict[str, Any]] = {}
+    for study in studies:
+        name = (study.get("study") or {}).get("name") or str(study.get("file", "?"))
+        scope = _scope(study)
+        for r in study.get("rows") or []:
+            if not isinstance(r, dict) or r.get("sampler") or not _number(r.get("fd")):
+                continue
+            if r.get("label") == "baseline":
+                baselines.setdefault(scope, {**r, "studies": []})["studies"].append(name)
+                continue
+            mine = out.setdefault(str(r.get("method")), {}).setdefault(scope, [])
+            same = next((m for m in mine if m["fd"] == r["fd"] and m.get("fid") == r.get("fid")), None)
+            if same is not None:
+                same["studies"].append(name)
+            else:
+                mine.append({**r, "studies": [name], "kind": setting_kind(r)})
+    for scopes in out.values():
+        for scope, rows in scopes.items():
+            if scope in baselines:
+                rows.insert(0, {**baselines[scope], "kind": "baseline"})
+            for name, other, sign in (("on_fid_front", "fid", 1.0), ("on_clip_front", "clip_t", -1.0)):
+                have = [r for r in rows if _number(r.get(other))]
+                for r, on in zip(have, front([(r["fd"], sign * r[other]) for r in have]), strict=True):
+                    r[name] = on
+    return out
+
+
+def robustness_rows(studies: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+    """Method → the FD of its world-default setting (and the baseline's) at every point of every
+    study's sampler grid, with the knob that moved."""
+    out: dict[str, list[dict[str, Any]]] = {}
+    for study in studies:
+        grid = (study.get("study") or {}).get("sampler") or {}
+        if len(grid) != 1:
+            continue
+        knob = next(iter(grid))
+        rows = [r for r in study.get("rows") or [] if isinstance(r, dict) and _number(r.get("fd"))
+                and not r.get("knobs") and r.get("preset", "defaults") == "defaults" and knob in (r.get("sampler") or {})]
+        base = {r["sampler"][knob]: r["fd"] for r in rows if r.get("label") == "baseline"}
+        for r in rows:
+            if r.get("label") != "baseline":
+                out.setdefault(str(r["method"]), []).append(
+                    {"knob": knob, "value": r["sampler"][knob], "fd": r["fd"], "fd_low": r.get("fd_low"),
+                     "fd_high": r.get("fd_high"), "baseline_fd": base.get(r["sampler"][knob]),
+                     "study": (study.get("study") or {}).get("name")})
+    return out
+
+
+def _front_figure(method: str, rows: list[dict[str, Any]], render: Any) -> dict[str, str]:
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(10.5, 4.2))
+    for ax, other, flag, label in ((axes[0], "fid", "on_fid_front", "FID vs reference (lower is closer) ←"),
+                                   (axes[1], "clip_t", "on_clip_front", "CLIP-T (higher is more on-prompt) →")):
+        here = [r for r in rows if _number(r.get(other))]
+        for r in here:
+            low, high = r.get("fd_low"), r.get("fd_high")
+            err = [[r["fd"] - low], [high - r["fd"]]] if _number(low) and _number(high) else None
+            kind = r["kind"]
+            marker = "s" if kind == "baseline" else "^" if kind.startswith("paper") else "*" if kind == TUNED else "o"
+            colour = "black" if kind == "baseline" else "tab:red" if r.get(flag) else "tab:blue"
+            ax.errorbar(r["fd"], r[other], xerr=err, fmt=marker, color=colour, ecolor="0.8", capsize=2, markersize=7)
+        line = sorted((r for r in here if r.get(flag) and r["kind"] != "baseline"), key=lambda r: r["fd"])
+        if len(line) > 1:
+            ax.plot([r["fd"] for r in line], [r[other] for r in line], color="tab:red", lw=1, ls="--")
+        ax.set_xlabel("FD (lower is fairer) ←", fontsize=9)
+        ax.set_ylabel(label, fontsize=9)
+    axes[0].set_title(f"{method}: ■ baseline, ★ world defaults, ▲ paper, ● other settings; red: on the front",
+                      fontsize=9, loc="left")
+    return {"title": f"{method}: FD against FID and against CLIP-T, every studied setting", "uri": render(fig)}
+
+
+def _robustness_figure(method: str, points: list[dict[str, Any]], render: Any) -> dict[str, str]:
+    import matplotlib.pyplot as plt
+
+    knobs = list(dict.fromkeys(p["knob"] for p in points))
+    fig, axes = plt.subplots(1, len(knobs), figsize=(5.2 * len(knobs), 3.6), squeeze=False)
+    for ax, knob in zip(axes[0], knobs, strict=True):
+        mine = sorted((p for p in points if p["knob"] == knob), key=lambda p: p["value"])
+        xs = [p["value"] for p in mine]
+        ax.errorbar(xs, [p["fd"] for p in mine], fmt="-o", color="tab:red", label=method, capsize=2,
+                    yerr=[[p["fd"] - p["fd_low"] for p in mine], [p["fd_high"] - p["fd"] for p in mine]]
+                    if all(_number(p["fd_low"]) and _number(p["fd_high"]) for p in mine) else None)
+        if all(_number(p["baseline_fd"]) for p in mine):
+            ax.plot(xs, [p["baseline_fd"] for p in mine], "-s", color="black", label="baseline")
+        ax.set_xlabel(knob.replace("_", " "), fontsize=9)
+        ax.set_ylabel("FD (lower is fairer)", fontsize=9)
+        ax.set_ylim(bottom=0)
+        ax.legend(fontsize=8)
+    return {"title": f"{method}: FD across " + " and ".join(k.replace("_", " ") for k in knobs), "uri": render(fig)}
+
+
+def _figures(method: str, rows: list[dict[str, Any]], points: list[dict[str, Any]], render: Any,
+             memo: Any) -> list[dict[str, str]]:
+    def draw() -> list[dict[str, str]]:
+        return (([_front_figure(method, rows, render)] if len(rows) > 1 else [])
+                + ([_robustness_figure(method, points, render)] if points else []))
+
+    return draw() if memo is None else memo.get(["method", method, rows, points], draw)
+
+
+def method_views(studies: list[dict[str, Any]], render: Any = None, memo: Any = None) -> list[dict[str, Any]]:
+    """One view per method for the page: the table of its settings across studies (front marks, kind),
+    the worst FD over the sampler grids, and (with ``render``) the two figures, drawn through ``memo``
+    (a :class:`leaderboard.figure_memo.FigureMemo`) when given."""
+    fronts, robust = method_rows(studies), robustness_rows(studies)
+    views = []
+    for method in sorted(set(fronts) | set(robust)):
+        scopes = fronts.get(method, {})
+        rows = max(scopes.values(), key=len) if scopes else []  # the scope most of its studies share
+        table = [[str(r.get("label")) + (" *" if r.get("on_fid_front") and r["kind"] != "baseline" else ""),
+                  r["kind"], f"{_f(r['fd'])} [{_f(r.get('fd_low'))}, {_f(r.get('fd_high'))}]",
+                  "–" if r.get("delta_fd") is None else
+                  f"{_f(r['delta_fd'], signed=True)} [{_f(r.get('delta_low'), signed=True)}, {_f(r.get('delta_high'), signed=True)}]",
+                  _f(r.get("fid")), _f(r.get("clip_t"), ".2f"), ", ".join(dict.fromkeys(r["studies"]))]
+                 for r in sorted(rows, key=lambda r: (r["kind"] != "baseline", r["fd"]))]
+        points = robust.get(method, [])
+        worst = max(points, key=lambda p: p["fd"]) if points else None
+        summary = []
+        for knob in dict.fromkeys(p["knob"] for p in points):
+            mine = [p for p in points if p["knob"] == knob]
+            w = max(mine, key=lambda p: p["fd"])
+            base = [p["baseline_fd"] for p in mine if _number(p["baseline_fd"])]
+            summary.append([knob.replace("_", " "), ", ".join(f"{p['value']:g}" for p in sorted(mine, key=lambda p: p["value"])),
+                            f"{_f(w['fd'])} (at {w['value']:g})", _f(min(p["fd"] for p in mine)),
+                            _f(max(base)) if base else "–"])
+        views.append({
+            "method": method,
+            "columns": ["setting (* on the FD–FID front)", "settings", "FD [95% CI]", "ΔFD vs baseline [95% CI]",
+                        "FID", "CLIP-T", "studies"],
+            "rows": table,
+            "robustness": {"columns": ["sampler knob", "values", "worst FD", "best FD", "baseline's worst FD"],
+                           "rows": summary},
+            "worst": f"{_f(worst['fd'])} at {_where({worst['knob']: worst['value']})}" if worst else None,
+            "figures": [] if render is None else _figures(method, rows, points, render, memo),
+        })
+    return views
