@@ -21,7 +21,8 @@ so the robustness table shows what moving away from the tuned operating point do
 The study's table has, per setting and sampler point: FD with its interval, the paired change against
 the baseline, FID, CLIP-T, UNet evaluations and seconds per image; the settings on the fairness–FID and
 fairness–CLIP-T fronts; per method, the hypervolume it dominates in the box between perfect fairness
-and the baseline's FD, up to 1.5× the baseline's FID; and each setting's worst FD over the sampler grid.
+and the baseline's FD, up to 1.5× the baseline's FID, with a bootstrap interval over the images
+(:mod:`benchmark.study_bootstrap`); and each setting's worst FD over the sampler grid.
 """
 
 from __future__ import annotations
@@ -262,6 +263,11 @@ def hypervolume(points: list[tuple[float, float]], reference: tuple[float, float
     return area / (reference[0] * reference[1])
 
 
+def hypervolume_members(here: list[dict[str, Any]], method: str) -> list[dict[str, Any]]:
+    """The rows (of one sampler point) whose points make a method's hypervolume: its settings with an FID."""
+    return [r for r in here if r["method"] == method and r["label"] != BASELINE and r["fid"] is not None]
+
+
 def summaries(rows: list[dict[str, Any]]) -> dict[str, Any]:
     """Per method and sampler point, the hypervolume its settings dominate in the (FD, FID) box between
     perfect fairness and the baseline's FD, up to FID_LIMIT × the baseline's FID (a point without FID
@@ -273,8 +279,7 @@ def summaries(rows: list[dict[str, Any]]) -> dict[str, Any]:
         if base is None or not base["fd"] or not base["fid"]:
             continue
         for method in dict.fromkeys(r["method"] for r in here if r["label"] != BASELINE):
-            pts = [(r["fd"] / base["fd"], r["fid"] / base["fid"]) for r in here
-                   if r["method"] == method and r["label"] != BASELINE and r["fid"] is not None]
+            pts = [(r["fd"] / base["fd"], r["fid"] / base["fid"]) for r in hypervolume_members(here, method)]
             hv.append({"method": method, "sampler": sampler, "settings": len(pts),
                        "hypervolume": hypervolume(pts, (1.0, FID_LIMIT))})
     return {"hypervolume": hv, "robustness": robustness(rows), "seeds": seed_spread(rows)}
@@ -389,6 +394,30 @@ def seed_and_image_interval(probs: dict[str, dict[str, np.ndarray]], target: np.
     return {"mean": value, "low": float(max(low, 0.0)), "high": float(high), "seeds": n_seeds}
 
 
+@dataclass(frozen=True)
+class MeasureColumns:
+    """Where a study's measure lives in a run's ``predictions.parquet``: the soft FD of ``attribute`` by
+    ``classifier`` on the run's first prompt set (the set whose records :func:`study_rows` reads), over
+    the prompts that leave the attribute free, on the images the classifier sees a subject in."""
+
+    prompt_set: str
+    columns: list[str]  # "classifier/attribute/class", in the prompt set's class order
+    subject: str  # "classifier/has_subject" (a predictions file without it keeps every image)
+    free: frozenset[str]  # prompt ids that name no class of the attribute
+    target: np.ndarray
+
+
+def measure_columns(results: dict[str, Any], attribute: str, classifier: str) -> MeasureColumns:
+    """:class:`MeasureColumns` of one run's ``results.json`` (uniform target when the set gives none)."""
+    name, info = next(iter(results["prompt_sets"].items()))
+    classes = info["classes"][attribute]
+    target = (info.get("target") or {}).get(attribute)
+    return MeasureColumns(
+        name, [f"{classifier}/{attribute}/{c}" for c in classes], f"{classifier}/has_subject",
+        frozenset(p["id"] for p in info["prompts"] if attribute not in (p.get("named") or {})),
+        np.full(len(classes), 1.0 / len(classes)) if target is None else np.asarray(target, dtype=np.float64))
+
+
 def seed_intervals(spread: list[dict[str, Any]], rows: list[dict[str, Any]],
                    run_dirs: dict[str, Path]) -> None:
     """Adds ``fd_seeds_and_images`` (:func:`seed_and_image_interval`) to each seed-spread entry, from the
@@ -407,20 +436,16 @@ def seed_intervals(spread: list[dict[str, Any]], rows: list[dict[str, Any]],
             frames[members[0]["run_id"]] = (pd.read_parquet(run_dir / "predictions.parquet"),
                                             json.loads((run_dir / "results.json").read_text()))
         pred, results = frames[members[0]["run_id"]]
-        attribute, classifier = members[0]["attribute"], members[0]["classifier"]
-        info = next(iter(results["prompt_sets"].values()))
-        classes = info["classes"][attribute]
-        free = {p["id"] for p in info["prompts"] if attribute not in (p.get("named") or {})}
-        cols = [f"{classifier}/{attribute}/{c}" for c in classes]
-        subject = f"{classifier}/has_subject"
+        measure = measure_columns(results, members[0]["attribute"], members[0]["classifier"])
         probs = {}
         for r in members:
-            part = pred[(pred["method"] == r["label"]) & pred["prompt_id"].isin(free)]
-            if subject in part.columns:
-                part = part[part[subject].astype(bool)]
-            probs[r["label"]] = {pid: g[cols].to_numpy(np.float64) for pid, g in part.groupby("prompt_id", sort=True)}
-        target = np.asarray(info["target"][attribute], dtype=np.float64)
-        entry["fd_seeds_and_images"] = seed_and_image_interval(probs, target, seed=int(results["config"]["metrics"]["seed"]))
+            part = pred[(pred["method"] == r["label"]) & pred["prompt_id"].isin(measure.free)]
+            if measure.subject in part.columns:
+                part = part[part[measure.subject].astype(bool)]
+            probs[r["label"]] = {pid: g[measure.columns].to_numpy(np.float64)
+                                 for pid, g in part.groupby("prompt_id", sort=True)}
+        entry["fd_seeds_and_images"] = seed_and_image_interval(probs, measure.target,
+                                                               seed=int(results["config"]["metrics"]["seed"]))
 
 
 def robustness(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -436,6 +461,13 @@ def robustness(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def _num(x: Any, fmt: str) -> str:
     return "—" if x is None or x != x else format(x, fmt)
+
+
+def _hv_interval(entry: dict[str, Any]) -> str:
+    """`` [low, high]`` of a hypervolume entry (:mod:`benchmark.study_bootstrap`), "" without one."""
+    if entry.get("hypervolume_low") is None:
+        return ""
+    return f" [{entry['hypervolume_low']:.2f}, {entry['hypervolume_high']:.2f}]"
 
 
 def format_tables(rows: list[dict[str, Any]], summary: dict[str, Any]) -> str:
@@ -457,11 +489,13 @@ def format_tables(rows: list[dict[str, Any]], summary: dict[str, Any]) -> str:
                        f"{_num(r['clip_t'], '7.2f')} {_num(r['unet_evals'], '5d')} {_num(r['seconds_per_image'], '7.4f')}")
         out.append("")
     if summary["hypervolume"]:
+        boot = next((h["bootstrap"] for h in summary["hypervolume"] if "hypervolume_low" in h), None)
         out.append(f"hypervolume (share of the box FD ≤ baseline's, FID ≤ {FID_LIMIT:g}× baseline's that a method's "
-                   "settings dominate; 0 = none is fairer within that FID):")
+                   "settings dominate; 0 = none is fairer within that FID"
+                   + (f"; [95 % bootstrap over the images, {boot} draws]" if boot else "") + "):")
         for h in summary["hypervolume"]:
             where = ", ".join(f"{k} {v:g}" for k, v in h["sampler"].items()) or "profile sampler"
-            out.append(f"  {h['method']:<14} {h['hypervolume']:.3f}  ({h['settings']} settings, {where})")
+            out.append(f"  {h['method']:<14} {h['hypervolume']:.3f}{_hv_interval(h)}  ({h['settings']} settings, {where})")
         out.append("")
     if summary.get("seeds"):
         out.append("over training seeds (mean ± sd [min, max]):")
@@ -510,8 +544,12 @@ def run_study(spec: StudySpec, overrides: dict[str, Any] | None = None, output_d
         results.append((point.sampler, json.loads((run_dir / "results.json").read_text())))
     rows = study_rows(spec, results)
     summary = summaries(rows)
-    if spec.measure.variant == "soft":  # the seed-and-image interval is written for soft FD
-        seed_intervals(summary["seeds"], rows, {r["run_id"]: folder / "runs" / r["run_id"] for _, r in results})
+    if spec.measure.variant == "soft":  # the seed-and-image and hypervolume intervals are written for soft FD
+        from benchmark.study_bootstrap import hypervolume_intervals
+
+        run_dirs = {r["run_id"]: folder / "runs" / r["run_id"] for _, r in results}
+        seed_intervals(summary["seeds"], rows, run_dirs)
+        hypervolume_intervals(summary["hypervolume"], rows, run_dirs, seed=planned[0].config.metrics.seed)
     from benchmark import __version__
     from benchmark.cache import atomic_write
 

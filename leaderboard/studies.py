@@ -90,6 +90,13 @@ def study_figures(rows: list[dict[str, Any]], render: Any) -> list[dict[str, str
     return figures
 
 
+def _hypervolume(entry: dict[str, Any]) -> str:
+    """The hypervolume, with its bootstrap interval where the study has one (files before it have none)."""
+    if entry.get("hypervolume_low") is None:
+        return _f(entry.get("hypervolume"))
+    return f"{_f(entry.get('hypervolume'))} [{_f(entry['hypervolume_low'], '.2f')}, {_f(entry.get('hypervolume_high'), '.2f')}]"
+
+
 def study_view(study: dict[str, Any], render: Any = None) -> dict[str, Any]:
     """Tables (header + rows of strings) of one study, and its figures when ``render`` is given
     (a matplotlib figure → image URI), for the page template."""
@@ -115,7 +122,7 @@ def study_view(study: dict[str, Any], render: Any = None) -> dict[str, Any]:
              for s in study.get("seeds") or [] if isinstance(s, dict)]
     robust = [[w["label"], _f(w["worst_fd"]), _where(w.get("at", {})), _f(w["best_fd"])]
               for w in study.get("robustness") or [] if isinstance(w, dict) and w.get("points", 0) > 1]
-    hv = [[h["method"], _f(h["hypervolume"]), str(h.get("settings")), _where(h.get("sampler", {}))]
+    hv = [[h["method"], _hypervolume(h), str(h.get("settings")), _where(h.get("sampler", {}))]
           for h in study.get("hypervolume") or [] if isinstance(h, dict)]
     name = (study.get("study") or {}).get("name") or study["file"].removesuffix(".json")
     return {
@@ -126,6 +133,7 @@ def study_view(study: dict[str, Any], render: Any = None) -> dict[str, Any]:
         "seeds": {"columns": ["method", "training seeds", "FD mean ± sd [range]", "ΔFD mean ± sd [range]",
                               "FID mean ± sd [range]", "FD over seeds and images [95% CI]"], "rows": seeds},
         "robustness": {"columns": ["setting", "worst FD", "at", "best FD"], "rows": robust},
-        "hypervolume": {"columns": ["method", "hypervolume", "settings", "sampler"], "rows": hv},
+        "hypervolume": {"columns": ["method", "hypervolume [95% bootstrap over images, where computed]", "settings",
+                                    "sampler"], "rows": hv},
         "figures": study_figures(rows, render) if render is not None else [],
     }
