@@ -190,19 +190,25 @@ def _simulated_hypervolumes(trial: int, n_settings: int, red: float, shift: floa
 
 @pytest.mark.slow
 def test_coverage_of_the_hypervolume_interval() -> None:
-    """Simulated coverage (docs/studies.md; about 30 s): near nominal for one setting whose truth is
-    away from perfect fairness, whether or not its images are paired with the baseline's; below it
-    when several settings make the hypervolume a maximum, and far below when a setting is truly fair
-    (its FD's norm bias pulls the estimate and the draws down)."""
+    """Simulated coverage of the basic interval the study reports, beside the percentile interval's
+    (docs/studies.md; about 30 s): the percentile interval collapses where a setting is truly fair (its
+    FD's norm bias pulls the estimate and the draws down), the basic one reflects the draws about the
+    estimate and stays near nominal for one setting; several settings make the hypervolume a maximum,
+    and both fall below nominal there."""
+    from benchmark.study_bootstrap import basic_interval
+
     found = {}
     for cell in COVERAGE_CELLS:
-        hits, widths = [], []
+        hits, pct, widths = [], [], []
         for trial in range(200):
             hv, truth = _simulated_hypervolumes(trial, *cell)
-            low, high = np.percentile(hv[1:], [2.5, 97.5])
+            low, high = basic_interval(float(hv[0]), hv[1:])
+            p_low, p_high = np.percentile(hv[1:], [2.5, 97.5])
             hits.append(low <= truth <= high)
+            pct.append(p_low <= truth <= p_high)
             widths.append(high - low)
         found[cell] = float(np.mean(hits))
         print(f"settings {cell[0]}, red {cell[1]}, shift {cell[2]}, ρ {cell[3]}: truth {truth:.3f}, "
-              f"coverage {found[cell]:.3f}, median width {np.median(widths):.3f}")
-    assert all(found[c] >= 0.9 for c in COVERAGE_CELLS if c[0] == 1 and c[1] > 0.5)
+              f"coverage basic {found[cell]:.3f} (percentile {np.mean(pct):.3f}), median width {np.median(widths):.3f}")
+    assert all(found[c] >= 0.85 for c in COVERAGE_CELLS if c[0] == 1)
+    assert all(found[c] >= 0.7 for c in COVERAGE_CELLS)
