@@ -232,6 +232,29 @@ class CachedImageEncoder:
     def __init__(self, embedder: Any, folder: str | Path) -> None:
         self._embedder = embedder
         self.encode_images = DiskMemo(embedder.encode_images, embedder.fingerprint, folder)
+        # texts as an array of code points, so that DiskMemo keys them by their bytes like images
+        self._texts = DiskMemo(lambda codes: embedder.encode_texts(_texts_of(codes)), embedder.fingerprint,
+                               Path(folder) / "texts")
+
+    def encode_texts(self, texts: list[str]) -> np.ndarray:
+        texts = list(texts)
+        if any("\x00" in t for t in texts):  # not representable by _codes_of
+            return self._embedder.encode_texts(texts)
+        return self._texts(_codes_of(texts))
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._embedder, name)
+
+
+def _codes_of(texts: list[str]) -> np.ndarray:
+    """Texts as a (N, L) uint32 array of code points, zero-padded (a text holds no NUL)."""
+    width = max((len(t) for t in texts), default=0)
+    out = np.zeros((len(texts), width), np.uint32)
+    for i, t in enumerate(texts):
+        out[i, :len(t)] = [ord(c) for c in t]
+    return out
+
+
+def _texts_of(codes: np.ndarray) -> list[str]:
+    return ["".join(chr(c) for c in row if c) for row in codes]
+

@@ -9,6 +9,7 @@ Methods receive a :class:`Components` and never ask which profile (world or real
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -83,6 +84,71 @@ class Components:
             if module is not None:
                 kind = torch.float32 if module is self.vae and self.upcast_vae and dtype is not None else dtype
                 module.to(device=device, dtype=kind) if kind is not None else module.to(device)
+        return self
+
+
+MODEL_FIELDS = ("unet", "text_encoder", "tokenizer", "scheduler")
+
+
+class _Models:
+    """The models behind a :class:`LazyComponents`, loaded once on first use (shared by its replacements)."""
+
+    def __init__(self, load: Callable[[], tuple[Any, Any, Any, Any]]) -> None:
+        self._load = load
+        self.parts: dict[str, Any] | None = None
+        self.moves: list[tuple[Any, Any]] = []  # .to() calls made before loading, applied after
+        self.loads = 0
+
+    def get(self, name: str) -> Any:
+        if self.parts is None:
+            self.parts = dict(zip(MODEL_FIELDS, self._load(), strict=True))
+            self.loads += 1
+            for device, dtype in self.moves:
+                for key in ("unet", "text_encoder"):
+                    module = self.parts[key]
+                    module.to(device=device, dtype=dtype) if dtype is not None else module.to(device)
+        return self.parts[name]
+
+
+class LazyComponents(Components):
+    """:class:`Components` whose UNet, text encoder, tokenizer and scheduler are loaded on first use.
+
+    Name, fingerprint and sampler are known without them, so a run whose images are all cached never
+    imports diffusers or reads the weights (the world profile's base model; a missing or corrupt file
+    is still found before, by the manifest's hashes). ``replace`` keeps the models unloaded unless it
+    replaces one of them; anything that reads a model loads all four (``loaded`` says whether they are).
+    A pixel-space model only (no VAE, no second text encoder)."""
+
+    def __init__(self, load: Callable[[], tuple[Any, Any, Any, Any]] | _Models, **fields: Any) -> None:
+        object.__setattr__(self, "_models", load if isinstance(load, _Models) else _Models(load))
+        super().__init__(**dict.fromkeys(MODEL_FIELDS), **fields)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name in MODEL_FIELDS and value is None and self.__dict__.get("_models") is not None \
+                and self._models.parts is None:
+            return  # the dataclass __init__'s placeholders: left to __getattr__
+        super().__setattr__(name, value)
+
+    def __getattr__(self, name: str) -> Any:
+        if name in MODEL_FIELDS:
+            return self.__dict__["_models"].get(name)
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+
+    @property
+    def loaded(self) -> bool:
+        return self._models.parts is not None
+
+    def replace(self, **changes: Any) -> Components:
+        if self.loaded or set(changes) & set(MODEL_FIELDS):
+            values = {f.name: getattr(self, f.name) for f in dataclasses.fields(Components)}
+            return Components(**{**values, **changes})
+        values = {f.name: getattr(self, f.name) for f in dataclasses.fields(Components) if f.name not in MODEL_FIELDS}
+        return LazyComponents(self._models, **{**values, **changes})
+
+    def to(self, device: torch.device | str, dtype: torch.dtype | None = None) -> Components:
+        if self.loaded:
+            return super().to(device, dtype)
+        self._models.moves.append((device, dtype))
         return self
 
 

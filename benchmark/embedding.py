@@ -154,3 +154,44 @@ class OpenClipEmbedder:
                 ids = self.tokenizer(list(texts[i: i + self.batch_size])).to(self.device)
                 out.append(torch.nn.functional.normalize(self.model.encode_text(ids).float(), dim=-1).cpu().numpy())
         return np.concatenate(out).astype(np.float32) if out else np.zeros((0, 0), np.float32)
+
+
+class LazyOpenClipEmbedder(OpenClipEmbedder):
+    """An :class:`OpenClipEmbedder` of a local ``.safetensors`` checkpoint that imports open_clip and
+    loads the model only when first used. Its ``fingerprint`` (the checkpoint file's sha256) is known
+    at once, so a re-score whose embeddings are all cached (:class:`benchmark.cache.CachedImageEncoder`)
+    never loads it. Arguments as for :class:`OpenClipEmbedder`; a bad checkpoint path fails at once."""
+
+    def __init__(self, checkpoint: str, model_config: str | None = None, model: str | None = None,
+                 device: str = "cpu", batch_size: int = 256) -> None:
+        from pathlib import Path
+
+        from benchmark.errors import ModelLoadError
+        from benchmark.hashing import hash_file
+
+        ckpt = Path(checkpoint)
+        if ckpt.suffix != ".safetensors":
+            raise ModelLoadError(f"{checkpoint}: open_clip checkpoints are loaded only from .safetensors files")
+        if not ckpt.is_file():
+            raise ModelLoadError(f"{ckpt}: open_clip checkpoint not found")
+        self.__dict__["_args"] = {"model": model, "checkpoint": str(ckpt), "model_config": model_config,
+                                  "device": device, "batch_size": batch_size}
+        self.__dict__["fingerprint"] = hash_file(ckpt)
+        self.__dict__["device"] = device
+        self.__dict__["batch_size"] = batch_size
+        self.__dict__["name"] = model or (Path(model_config).stem if model_config else None)
+
+    @property
+    def loaded(self) -> bool:
+        return "model" in self.__dict__
+
+    def __getattr__(self, name: str):
+        # only attributes the loaded model sets (model, tokenizer, name, image_size, mean, std) get here
+        if name.startswith("__") or "_args" not in self.__dict__ or self.loaded:
+            raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+        fingerprint = self.__dict__["fingerprint"]
+        OpenClipEmbedder.__init__(self, **self.__dict__["_args"])
+        if self.fingerprint != fingerprint:
+            raise RuntimeError(f"{self._args['checkpoint']}: changed while in use")
+        return getattr(self, name)
+

@@ -9,6 +9,7 @@ fingerprinted by its bytes, which are the same everywhere. ``content_hash`` alwa
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -55,3 +56,35 @@ def to_tensor(images: np.ndarray):
     import torch
 
     return torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float() / 127.5 - 1.0
+
+
+class LazyImageSet(ImageSet):
+    """An :class:`ImageSet` made by a program, whose images are made (``make()``) only when first read.
+    Its fingerprint comes from its recipe and captions, so it keys caches and artefacts without the
+    images: a run whose method artefacts and images are all cached never renders the set."""
+
+    def __init__(self, make: Callable[[], np.ndarray], captions: list[str], name: str, recipe: dict,
+                 labels: dict[str, np.ndarray] | None = None) -> None:
+        self.__dict__["_make"] = make
+        super().__init__(None, captions, name, labels, "", recipe)  # type: ignore[arg-type]
+
+    def __setattr__(self, key: str, value: object) -> None:
+        if key == "images" and value is None and "_make" in self.__dict__:
+            return  # the dataclass __init__'s placeholder: made on first read
+        super().__setattr__(key, value)
+
+    def __getattr__(self, key: str) -> object:
+        if key != "images" or "_make" not in self.__dict__:
+            raise AttributeError(f"{type(self).__name__!r} object has no attribute {key!r}")
+        images = self.__dict__["_make"]()
+        if images.ndim != 4 or images.shape[-1] != 3 or images.dtype != np.uint8 or len(images) != len(self.captions):
+            raise ValueError(f"{self.name}: made {images.dtype} {images.shape} for {len(self.captions)} captions")
+        self.__dict__["images"] = images
+        return images
+
+    def __post_init__(self) -> None:
+        self.fingerprint = self.fingerprint or hash_value({"recipe": self.recipe, "captions": self.captions})
+
+    def __len__(self) -> int:
+        return len(self.captions)
+

@@ -9,6 +9,7 @@ image and prediction so a second run (or a resumed one) recomputes nothing.
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import json
 import logging
 import os
@@ -36,7 +37,7 @@ from benchmark.config import BASELINE, MethodSpec, RunConfig, SamplerOverrides
 from benchmark.counting import count_unet_evaluations
 from benchmark.distributed import my_share, process_state
 from benchmark.errors import BenchError, CacheError, ConfigError, DataError
-from benchmark.hashing import hash_value
+from benchmark.hashing import hash_file, hash_value
 from benchmark.profiles import Profile, load_profile
 from benchmark.quality import FEATURES_FILE, save_vectors
 from benchmark.seeding import image_seeds
@@ -169,6 +170,8 @@ class Runner:
         self.method_info: dict[str, dict[str, Any]] = {}
         self.artefacts_source: dict[str, str] = {}  # method key -> "shipped", "cached" or "trained"
         self.workdirs: dict[str, Path] = {}  # method key -> its artefact folder in the cache
+        # method key -> a method whose preparation waits for the first missing image (_prepared_method)
+        self._deferred: dict[str, tuple] = {}
 
     # -- set-up --------------------------------------------------------------------------------
     def _evaluated(self, ps: PromptSet) -> PromptSet:
@@ -214,7 +217,7 @@ class Runner:
         base = self.components()
         folders = {}
         for spec in self.config.methods:
-            self._prepare(spec, base)
+            self._prepare(spec, base, defer=False)
             folders[spec.key] = self.workdirs[spec.key]
             if export_to is not None:
                 folders[spec.key] = shipped.export(self.workdirs[spec.key], export_to, spec.name)
@@ -251,9 +254,16 @@ class Runner:
         return "\n".join(lines)
 
     def check_methods(self, base: Components) -> None:
-        """Every method's parameters against the base model (``Method.check``), before any work."""
+        """Every method's parameters against the base model (``Method.check``), before any work. A method
+        prepared before with the same inputs (a valid record, see ``_prepare``) passed this check then,
+        and is not checked again: the check may need the base model loaded, which a warm re-score avoids."""
         for spec in self.config.methods:
-            METHODS.get(spec.name).from_config(spec.params).check(base)
+            method = METHODS.get(spec.name).from_config(spec.params)
+            prep = self.preparation_base(method, base)
+            key = self.artefact_key(method, prep)
+            path = self._prepared_path(method, key, prep, base)
+            if self._prepared_record(path, self.cache.artefact_dir(spec.name, key)) is None:
+                method.check(base)
 
     def run(self) -> Path:
         run_dir = self.run_dir()
@@ -339,7 +349,11 @@ class Runner:
                            "base": base.fingerprint, "sampler": dataclasses.asdict(base.sampler),
                            "data": data_fingerprint})
 
-    def _prepare(self, spec: MethodSpec, run_base: Components) -> Method:
+    def _prepare(self, spec: MethodSpec, run_base: Components, defer: bool = True) -> Method:
+        """Load (or train) ``spec``'s artefacts. With ``defer``, a method prepared before with the same
+        inputs and artefact files (the record kept in the cache's ``prepared/``) is not prepared now:
+        its recorded fingerprint keys the image cache, and :meth:`_prepared_method` prepares it when an
+        image is missing. A warm re-score then never loads the generator."""
         method = METHODS.get(spec.name).from_config(spec.params)
         base = self.preparation_base(method, run_base)
         data = self.method_data()
@@ -354,20 +368,27 @@ class Runner:
         if before is None and method.trains:
             self._announce(_training_notice(spec.key, key, self.profile.artefact_stores, spec.name))
         start = time.perf_counter()
-        log.info("preparing %s", spec.key)
-        method.prepare(base, data, workdir)
-        if run_base.sampler != base.sampler:
-            method.use_sampler(run_base.sampler)
+        record_path = self._prepared_path(method, key, base, run_base)
+        record = self._prepared_record(record_path, workdir) if defer else None
+        if record is None:
+            log.info("preparing %s", spec.key)
+            method.prepare(base, data, workdir)
+            if run_base.sampler != base.sampler:
+                method.use_sampler(run_base.sampler)
+        else:  # prepared on the first image that is not in the cache (none, on a warm re-score)
+            log.info("%s: prepared before (%s); preparing again only if an image is missing", spec.key, record_path.name)
+            self._deferred[spec.key] = (method, base, data, workdir, run_base.sampler, record_path, record)
         seconds = time.perf_counter() - start
         self.phase_seconds["prepare"] += seconds
         self.artefacts_source[spec.key] = ("shipped" if source is not None else "cached" if before is not None
                                            else "trained" if method.trains else "none")
         # the count kept beside the artefacts is the preparation sampler's; another one is counted afresh
-        evals = self._unet_evaluations(method, workdir / "unet-evals.json" if run_base.sampler == base.sampler else None)
+        evals = self._unet_evaluations(spec.key, method, workdir / "unet-evals.json" if run_base.sampler == base.sampler else None)
         # Training time is measured once, when the folder is first filled, and kept in its manifest;
         # a folder filled before manifests existed has no known training time.
         train_seconds = before.get("train_seconds") if before else (round(seconds, 3) if fresh else None)
-        if workdir.is_dir() and (before is None or shipped.artefact_files(workdir) != before["files"]):
+        files = shipped.artefact_files(workdir) if workdir.is_dir() else None
+        if files is not None and (before is None or files != before["files"]):
             info = {"method": spec.name, "key": key, "params": dataclasses.asdict(method.params),
                     "base": base.fingerprint, "sampler": dataclasses.asdict(base.sampler), "data": data_fingerprint,
                     "train_seconds": train_seconds, "device": str(base.device), "versions": package_versions()}
@@ -375,16 +396,78 @@ class Runner:
         self.cost[spec.key] = {"prepare_seconds": round(seconds, 3), "train_seconds": train_seconds,
                                "generate_seconds": 0.0, "generated": 0, "image_seconds": 0.0, "timed_images": 0,
                                "unet_evals_per_image": evals}
-        self.method_info[spec.key] = {"method": spec.name, "fingerprint": method.fingerprint(),
-                                      "params": dataclasses.asdict(method.params), "artefacts": dict(method.artefacts),
+        if spec.key in self._deferred:
+            fingerprint, artefacts = record["fingerprint"], dict(record["artefacts"])
+        else:
+            fingerprint, artefacts = method.fingerprint(), dict(method.artefacts)
+            if files is not None:
+                self._write_prepared_record(record_path, fingerprint, artefacts, shipped.artefact_files(workdir))
+        self.method_info[spec.key] = {"method": spec.name, "fingerprint": fingerprint,
+                                      "params": dataclasses.asdict(method.params), "artefacts": artefacts,
                                       "artefact_key": key}
+        return method
+
+    # -- preparation records: a method prepared before is prepared again only when an image is missing --
+    def _prepared_path(self, method: Method, key: str, base: Components, run_base: Components) -> Path:
+        """Where the result of preparing ``method`` (its fingerprint and artefact hashes) is recorded,
+        keyed by everything preparation reads besides the artefact folder's files (checked on reading):
+        the artefact key, all parameters, both base models and samplers, and the method's code."""
+        code = [hash_file(Path(inspect.getfile(cls))) for cls in type(method).__mro__
+                if cls.__module__.startswith("methods.")]
+        return self.cache.root / "prepared" / method.name / (hash_value({
+            "version": 1, "artefact_key": key, "method": method.name, "params": dataclasses.asdict(method.params),
+            "base": base.fingerprint, "sampler": dataclasses.asdict(base.sampler), "run_base": run_base.fingerprint,
+            "run_sampler": dataclasses.asdict(run_base.sampler), "code": code})[:32] + ".json")
+
+    @staticmethod
+    def _prepared_record(path: Path, workdir: Path) -> dict[str, Any] | None:
+        """The record at ``path`` when the artefact folder still holds exactly the files it was made
+        from (same names, same sha256), else None (prepare as usual)."""
+        try:
+            record = json.loads(path.read_text())
+            if not (isinstance(record.get("fingerprint"), str) and isinstance(record.get("artefacts"), dict)
+                    and isinstance(record.get("files"), dict)):
+                return None
+        except (OSError, ValueError, AttributeError):
+            return None
+        if not workdir.is_dir() or shipped.artefact_files(workdir) != record["files"]:
+            return None
+        return record
+
+    @staticmethod
+    def _write_prepared_record(path: Path, fingerprint: str, artefacts: dict[str, str], files: dict[str, str]) -> None:
+        try:
+            atomic_write(path, json.dumps({"fingerprint": fingerprint, "artefacts": artefacts, "files": files},
+                                          indent=1, sort_keys=True).encode())
+        except CacheError as exc:  # only a shortcut for later runs: not worth failing this one
+            log.warning("cannot record the preparation: %s", exc)
+
+    def _prepared_method(self, label: str, method: Method) -> Method:
+        """``method`` ready to generate: a method whose preparation was skipped is prepared now, and its
+        fingerprint must be the recorded one that the cached images are keyed by."""
+        deferred = self._deferred.pop(label, None)
+        if deferred is None:
+            return method
+        method, base, data, workdir, sampler, path, record = deferred
+        t0 = time.perf_counter()
+        log.info("preparing %s (an image is missing from the cache)", label)
+        method.prepare(base, data, workdir)
+        if sampler != base.sampler:
+            method.use_sampler(sampler)
+        seconds = time.perf_counter() - t0
+        self.phase_seconds["prepare"] += seconds
+        self.cost[label]["prepare_seconds"] = round(self.cost[label]["prepare_seconds"] + seconds, 3)
+        if method.fingerprint() != record["fingerprint"] or dict(method.artefacts) != record["artefacts"]:
+            path.unlink(missing_ok=True)
+            raise CacheError(f"{path}: {label}'s preparation gave another fingerprint than the one recorded for "
+                             "its cached images (the record is now removed); run again")
         return method
 
     def _announce(self, line: str) -> None:
         """One line on stderr, above any progress bar (also when progress bars are off)."""
         tqdm.write(line, file=sys.stderr)
 
-    def _unet_evaluations(self, method: Method, path: Path | None) -> int | None:
+    def _unet_evaluations(self, label: str, method: Method, path: Path | None) -> int | None:
         """UNet evaluations for one image of the first prompt, counted on one probe image and kept
         next to the method's artefacts, so the count is known when every image comes from the cache."""
         probe = self.prompt_sets[0].prompts[0].text
@@ -394,6 +477,7 @@ class Runner:
                 return int(known["unet_evals_per_image"])
         except (OSError, ValueError, KeyError, TypeError):
             pass
+        method = self._prepared_method(label, method)
         try:
             _, count = count_unet_evaluations(lambda: method.generate([probe], [PROBE_SEED]))
         except DataError:
@@ -427,6 +511,8 @@ class Runner:
                     cost["timed_images"] += 1
         missing = [i for i, img in enumerate(images) if img is None]
         bar.update(len(images) - len(missing))
+        if missing:
+            method = self._prepared_method(cell.method, method)
         for start in range(0, len(missing), self.config.batch_size):
             batch = missing[start : start + self.config.batch_size]
             t0 = time.perf_counter()

@@ -41,12 +41,11 @@ from contextlib import contextmanager
 from copy import deepcopy
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from diffusers import DDPMScheduler
-from peft import LoraConfig, get_peft_model, get_peft_model_state_dict, set_peft_model_state_dict
 from torch import nn
 
 from benchmark import progress as training_bars
@@ -56,6 +55,13 @@ from benchmark.hashing import hash_value
 from benchmark.images import ImageSet, to_tensor
 from benchmark.sampling import encode_condition, sample, unet_eps
 from methods.base import Dropout, Method, MethodData, NonNegative, NonNegativeInt, Positive, PositiveInt
+
+if TYPE_CHECKING:
+    from diffusers import DDPMScheduler
+    from peft import LoraConfig
+
+# diffusers and peft are imported where they are used: a run whose DDM images are all cached never
+# prepares DDM and so never pays their import (several seconds)
 
 ARTEFACT = "ddm"
 
@@ -137,6 +143,8 @@ def _seeded(seed: int) -> Iterator[None]:
 
 
 def lora_config(params: DDMParams, targets: Sequence[str]) -> LoraConfig:
+    from peft import LoraConfig
+
     return LoraConfig(r=params.lora_rank, lora_alpha=params.lora_alpha, lora_dropout=params.lora_dropout, bias="none",
                       target_modules=list(targets))
 
@@ -161,6 +169,8 @@ def add_lora(base: Components, params: DDMParams) -> tuple[nn.Module, nn.Module]
     The base components are never modified. The text encoder is a plain frozen copy when
     ``train_text_encoder`` is off.
     """
+    from peft import get_peft_model
+
     unet, text_encoder = _trainable_copy(base.unet), _trainable_copy(base.text_encoder)
     with _seeded(params.seed):
         unet = get_peft_model(unet, lora_config(params, params.unet_targets))
@@ -177,6 +187,8 @@ def add_lora_2(base: Components, params: DDMParams) -> nn.Module | None:
     Seeded apart (``seed + 2``) so that adding it leaves the UNet and first-encoder init unchanged."""
     if base.text_encoder_2 is None:
         return None
+    from peft import get_peft_model
+
     text_encoder = _trainable_copy(base.text_encoder_2)
     if not params.train_text_encoder:
         return text_encoder.requires_grad_(False)
@@ -282,6 +294,8 @@ class TrainingData:
 
 def training_scheduler(base: Components) -> DDPMScheduler:
     """The forward process (``add_noise``) of the base model's own noise schedule."""
+    from diffusers import DDPMScheduler
+
     keep = ("num_train_timesteps", "beta_start", "beta_end", "beta_schedule", "trained_betas", "prediction_type")
     return DDPMScheduler(**{k: base.scheduler.config[k] for k in keep if k in base.scheduler.config})
 
@@ -370,6 +384,8 @@ class DDMTrainer:
 
     def state_dict(self) -> dict[str, torch.Tensor]:
         """LoRA weights (UNet, text encoder) and indicator weights, flat, for safetensors."""
+        from peft import get_peft_model_state_dict
+
         out = {f"unet.{k}": v for k, v in get_peft_model_state_dict(self.unet).items()}
         if self.params.train_text_encoder:
             out.update({f"text_encoder.{k}": v for k, v in get_peft_model_state_dict(self.text_encoder).items()})
@@ -379,6 +395,8 @@ class DDMTrainer:
         return out
 
     def load_state_dict(self, tensors: dict[str, torch.Tensor]) -> None:
+        from peft import set_peft_model_state_dict
+
         def part(prefix: str) -> dict[str, torch.Tensor]:
             return {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
 

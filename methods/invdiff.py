@@ -53,14 +53,11 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from diffusers import DDPMScheduler, UNet2DConditionModel
-from diffusers.models.unets.unet_2d_condition import UNet2DConditionOutput
-from diffusers.optimization import get_scheduler
 
 from benchmark import progress as training_bars
 from benchmark.components import Components
@@ -69,6 +66,12 @@ from benchmark.hashing import hash_module, hash_value
 from benchmark.images import ImageSet, to_tensor
 from benchmark.sampling import TextCondition, encode_condition, encode_uncond, sample, unet_eps
 from methods.base import Dropout, Method, MethodData, NonNegative, NonNegativeInt, Positive, PositiveInt, Probability
+
+if TYPE_CHECKING:
+    from diffusers import DDPMScheduler, UNet2DConditionModel
+
+# diffusers is imported where it is used: a run whose InvDiff images are all cached never prepares
+# InvDiff and so never pays its import (several seconds)
 
 logger = logging.getLogger(__name__)
 
@@ -196,7 +199,11 @@ class InvariantGuidedUNet(torch.nn.Module):
         eps_base = self.base(sample, timestep, encoder_hidden_states, *args, **kwargs).sample
         eps_guide = self.guide(sample, timestep, encoder_hidden_states, *args, **kwargs).sample
         out = combine(eps_guide, eps_base, self.ratio)
-        return UNet2DConditionOutput(sample=out) if return_dict else (out,)
+        if not return_dict:
+            return (out,)
+        from diffusers.models.unets.unet_2d_condition import UNet2DConditionOutput
+
+        return UNet2DConditionOutput(sample=out)
 
 
 def _channels(width: int, scale: float, unit: int) -> int:
@@ -226,6 +233,8 @@ def build_guide(base_unet: UNet2DConditionModel, width: float, seed: int, init: 
     ``init="scratch"``: a fresh UNet of the base's architecture, channels scaled by ``width``;
     ``init="copy"``: the base UNet's weights (the official ``delta_type=pretrain``).
     """
+    from diffusers import UNet2DConditionModel
+
     if init == "copy":
         guide = UNet2DConditionModel.from_config(dict(base_unet.config))
         guide.load_state_dict(base_unet.state_dict())
@@ -442,6 +451,8 @@ class TrainingReport:
 def train_guide(base_unet: torch.nn.Module, guide: torch.nn.Module, data: TrainingSet, weights: torch.Tensor,
                 scheduler: DDPMScheduler, params: InvDiffParams) -> TrainingReport:
     """Train ε_G on the combined prediction with the V-REx objective; the base stays frozen."""
+    from diffusers.optimization import get_scheduler
+
     started = time.perf_counter()
     device, n = data.latents.device, len(data.latents)
     weights = weights.to(device=device, dtype=torch.float32)
@@ -524,6 +535,8 @@ class InvDiff(Method):
                                 "attribute": data.attribute, "params": p.grouping_fields()})
         guide_key = hash_value({"groups": group_key, "params": dataclasses.asdict(p)})
         group_name, guide_name = f"groups-{group_key[:16]}", f"guide-{guide_key[:16]}"
+
+        from diffusers import DDPMScheduler
 
         scheduler = DDPMScheduler.from_config(base.scheduler.config)
         train_set: TrainingSet | None = None

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmark.components import Components, SamplerConfig
+from benchmark.components import Components, LazyComponents, SamplerConfig
 from benchmark.errors import ModelLoadError
 from benchmark.hashing import hash_file, hash_value
 from benchmark.images import ImageSet
@@ -128,26 +128,25 @@ def load_components(variant: str = "default", directory: Path | None = None, ver
     return _components(directory, manifest, variant)
 
 
-def _components(directory: Path, manifest: dict, variant: str) -> Components:
-    unet, text_encoder, tokenizer, scheduler = load_generator(directory)
+def _components(directory: Path, manifest: dict, variant: str, lazy: bool = False) -> Components:
+    """The generator as :class:`Components`; ``lazy``: loaded (diffusers imported) only when a model is
+    first used, which a run whose images are all cached never does. The fingerprint is the manifest's
+    hashes either way."""
     gen_hashes = {k: v["sha256"] for k, v in manifest["files"].items() if k.startswith("generator/")}
-    return Components(
-        unet=unet,
-        text_encoder=text_encoder,
-        tokenizer=tokenizer,
-        scheduler=scheduler,
-        vae=None,
-        name=f"world-{variant}",
-        fingerprint=hash_value(gen_hashes),
-        sampler=SamplerConfig(**manifest["sampler"]),
-    )
+    info = {"vae": None, "name": f"world-{variant}", "fingerprint": hash_value(gen_hashes),
+            "sampler": SamplerConfig(**manifest["sampler"])}
+    if lazy:
+        return LazyComponents(lambda: load_generator(directory), **info)
+    unet, text_encoder, tokenizer, scheduler = load_generator(directory)
+    return Components(unet=unet, text_encoder=text_encoder, tokenizer=tokenizer, scheduler=scheduler, **info)
 
 
 def load_world(variant: str = "default", directory: str | Path | None = None, verify: bool = True) -> World:
     """Load a world variant (``default`` or ``alt``) from its shipped weights.
 
     Every weights file is checked against the sha256 in ``manifest.json``; a missing, modified or
-    corrupt file raises :class:`~benchmark.errors.ModelLoadError` naming it.
+    corrupt file raises :class:`~benchmark.errors.ModelLoadError` naming it. The generator's models
+    load on first use (:class:`~benchmark.components.LazyComponents`).
     """
     from benchmark.world.data import heldout_set, nontarget_set, reference_set, training_set
     from benchmark.world.features import WorldFeatures, load_reference_stats, world_embedder
@@ -161,12 +160,12 @@ def load_world(variant: str = "default", directory: str | Path | None = None, ve
     if manifest.get("config_fingerprint") not in (None, config.fingerprint()):
         raise ModelLoadError(f"{directory / MANIFEST}: built from a different world config than {config.path}; "
                              "run `debias-bench world build`")
-    components = _components(directory, manifest, variant)
-    embedder = world_embedder(directory)
+    components = _components(directory, manifest, variant, lazy=True)
+    embedder = world_embedder(directory, lazy=True)
     features = WorldFeatures(embedder)
     prompts = world_prompts(config)
     method_data = MethodData(
-        target=training_set(config),
+        target=training_set(config, lazy=True),
         nontarget=nontarget_set(config),
         prompts=[p.text for p in prompts],
         embedder=embedder,

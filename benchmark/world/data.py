@@ -9,9 +9,11 @@
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
-from benchmark.images import ImageSet
+from benchmark.images import ImageSet, LazyImageSet
 from benchmark.world.config import DIGITS, WorldConfig
 from benchmark.world.render import COLOR_NAMES, RENDERER_VERSION, SHADE_NAMES, SHAPES, render
 
@@ -70,18 +72,23 @@ def render_recipe(labels: dict[str, np.ndarray], seed: int, split: str) -> dict:
 
 
 def _imageset(name: str, labels: dict[str, np.ndarray], seed: int, split: str = "train",
-              captions: list[str] | None = None) -> ImageSet:
-    images = render(labels["content"], labels["color"], labels["shade"], seed=seed, split=split)
+              captions: list[str] | None = None, lazy: bool = False) -> ImageSet:
+    """``lazy``: rendered when the images are first read (the fingerprint is the recipe's either way)."""
     if captions is None:
         captions = [plain_caption(int(c)) for c in labels["content"]]
-    return ImageSet(images, captions, name=name, labels={k: np.asarray(v) for k, v in labels.items()},
-                    recipe=render_recipe(labels, seed, split))
+    recipe, labels = render_recipe(labels, seed, split), {k: np.asarray(v) for k, v in labels.items()}
+    if lazy:
+        # the renderer is bound now, as an eager set would have called it now
+        make = functools.partial(render, labels["content"], labels["color"], labels["shade"], seed=seed, split=split)
+        return LazyImageSet(make, captions, name, recipe, labels)
+    images = render(labels["content"], labels["color"], labels["shade"], seed=seed, split=split)
+    return ImageSet(images, captions, name=name, labels=labels, recipe=recipe)
 
 
-def training_set(config: WorldConfig, per_class: int | None = None) -> ImageSet:
-    """The biased training set, captioned with the plain prompt of its digit."""
+def training_set(config: WorldConfig, per_class: int | None = None, lazy: bool = False) -> ImageSet:
+    """The biased training set, captioned with the plain prompt of its digit (``lazy``: rendered on first use)."""
     labels = training_labels(config, config.seed + 1, per_class)
-    return _imageset("world-train", labels, seed=config.seed + 2)
+    return _imageset("world-train", labels, seed=config.seed + 2, lazy=lazy)
 
 
 def nontarget_set(config: WorldConfig, n: int | None = None) -> ImageSet:

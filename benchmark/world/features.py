@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from benchmark.embedding import OpenClipEmbedder
+from benchmark.embedding import LazyOpenClipEmbedder, OpenClipEmbedder
 from benchmark.errors import ModelLoadError
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
@@ -31,10 +31,13 @@ def shared_weights(weights_dir: str | Path | None, name: str) -> Path:
     return path if path.exists() else WEIGHTS_DIR / name
 
 
-def world_embedder(weights_dir: str | Path | None = None) -> OpenClipEmbedder:
-    """The world CLIP as an :class:`OpenClipEmbedder` (shipped weights by default)."""
+def world_embedder(weights_dir: str | Path | None = None, lazy: bool = False) -> OpenClipEmbedder:
+    """The world CLIP as an :class:`OpenClipEmbedder` (shipped weights by default); ``lazy``: loaded
+    (open_clip imported) on first use (:class:`~benchmark.embedding.LazyOpenClipEmbedder`)."""
     from benchmark.world.clip import CLIP_CONFIG
 
+    if lazy:
+        return LazyOpenClipEmbedder(model_config=str(CLIP_CONFIG), checkpoint=str(shared_weights(weights_dir, CLIP_FILE)))
     return OpenClipEmbedder(model_config=str(CLIP_CONFIG), checkpoint=str(shared_weights(weights_dir, CLIP_FILE)))
 
 
@@ -44,7 +47,10 @@ class WorldFeatures:
     def __init__(self, embedder: OpenClipEmbedder) -> None:
         self.embedder = embedder
         self.fingerprint = embedder.fingerprint
-        self.dim = int(embedder.model.visual.output_dim)
+
+    @property
+    def dim(self) -> int:
+        return int(self.embedder.model.visual.output_dim)
 
     def __call__(self, images: np.ndarray) -> np.ndarray:
         out = []
