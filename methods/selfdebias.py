@@ -69,7 +69,6 @@ import torch
 import torch.nn.functional as F
 from scipy.optimize import linear_sum_assignment
 from torch import nn
-from torchvision.transforms.v2 import functional as TF
 
 from benchmark import progress as training_bars
 from benchmark.components import Components
@@ -330,6 +329,8 @@ def order_modes(centroids: list[np.ndarray], sizes: list[np.ndarray]) -> tuple[n
 # =============================================================================================
 def augment(images: np.ndarray, params: SelfDebiasParams, generator: torch.Generator) -> np.ndarray:
     """RandomResizedCrop(scale) to the image's own size, horizontal flip, colour jitter; uint8 in and out."""
+    from torchvision.transforms.v2 import functional as TF  # here: torchvision's import takes seconds
+
     x = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float() / 255.0
     n, _, height, width = x.shape
     out = torch.empty_like(x)

@@ -56,6 +56,7 @@ Fisher's method (all prompts consistent with the target).
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -144,17 +145,59 @@ class _PromptData:
     n: int
 
 
+# A run computes one prompt's bootstrap draws many times over: for every attribute and classifier the
+# same image indices, and for the paired differences the same method's and the baseline's draws again
+# (both FD variants, every method). Both are remembered here, keyed by their inputs (the probabilities'
+# bytes included), so each is computed once; the arrays are read-only.
+_INDICES: dict[tuple[int, int, int, str], np.ndarray] = {}
+_PROMPT_DATA: dict[str, _PromptData] = {}
+_MEMO_ENTRIES = 256
+
+
+def _remember(memo: dict, key: Any, make: Callable[[], Any]) -> Any:
+    if key in memo:
+        memo[key] = memo.pop(key)  # most recently used last
+        return memo[key]
+    if len(memo) >= _MEMO_ENTRIES:
+        memo.pop(next(iter(memo)))
+    memo[key] = value = make()
+    return value
+
+
+def _frozen(a: np.ndarray) -> np.ndarray:
+    a.setflags(write=False)
+    return a
+
+
+def _resampled(n: int, n_boot: int, seed: int, pid: str) -> np.ndarray:
+    """``resample_indices(n, n_boot, rng_for(seed, pid))``, drawn once per run (read-only)."""
+    return _remember(_INDICES, (n, n_boot, seed, pid),
+                     lambda: _frozen(resample_indices(n, n_boot, rng_for(seed, pid))))
+
+
 def _prompt_data(pid: str, probs: np.ndarray, labels: np.ndarray, n_boot: int, seed: int) -> _PromptData:
+    """One prompt's shares and their bootstrap draws (remembered by their inputs; see above)."""
+    import hashlib
+
+    digest = hashlib.blake2b(digest_size=20)
+    for part in (probs, labels):  # computed below from the arrays as given (their layout can matter to sums)
+        digest.update(f"{part.dtype}{part.shape}{part.strides}".encode())
+        digest.update(np.ascontiguousarray(part).tobytes())
+    digest.update(f"{pid}\x00{n_boot}\x00{seed}".encode())
+    return _remember(_PROMPT_DATA, digest.hexdigest(), lambda: _compute_prompt_data(pid, probs, labels, n_boot, seed))
+
+
+def _compute_prompt_data(pid: str, probs: np.ndarray, labels: np.ndarray, n_boot: int, seed: int) -> _PromptData:
     n, k = probs.shape
     soft, hard = probs.mean(axis=0), np.bincount(labels, minlength=k) / n
     if n_boot == 0:
-        return _PromptData(pid, soft, hard, None, None, labels, None, n)
-    idx = resample_indices(n, n_boot, rng_for(seed, pid))
+        return _PromptData(pid, _frozen(soft), _frozen(hard), None, None, _frozen(labels.copy()), None, n)
+    idx = _resampled(n, n_boot, seed, pid)
     # Gather per class column rather than probs[idx] (B, n, K): memory stays O(B·n) for large joint K.
     soft_boot = np.stack([probs[:, c][idx].sum(axis=1) for c in range(k)], axis=1) / n
     flat = (labels[idx] + k * np.arange(n_boot)[:, None]).ravel()
     hard_boot = np.bincount(flat, minlength=n_boot * k).reshape(n_boot, k) / n
-    return _PromptData(pid, soft, hard, soft_boot, hard_boot, labels, idx, n)
+    return _PromptData(pid, *(_frozen(a) for a in (soft, hard, soft_boot, hard_boot, labels.copy())), idx, n)
 
 
 @dataclass(frozen=True)
@@ -203,6 +246,14 @@ def _distribution_metrics(target: np.ndarray, confusion: np.ndarray | None,
     return specs
 
 
+@functools.lru_cache(maxsize=4096)
+def _chi2_ppf(level: float, dof: int) -> float:
+    """``scipy.stats.chi2.ppf(level, dof)``, remembered (the same few values are asked for thousands of times)."""
+    from scipy.stats import chi2
+
+    return float(chi2.ppf(level, dof))
+
+
 class _Region:
     """Bootstrap-calibrated confidence region for one prompt's class shares (see the module doc).
 
@@ -236,18 +287,14 @@ class _Region:
         # The bootstrap quantile, floored at the asymptotic χ²(K − 1) one: with few images or a
         # discrete (hard) statistic the draws alone make the region too small at the boundary.
         if level not in self._thresholds:
-            from scipy.stats import chi2
-
             self._thresholds[level] = max(float(np.quantile(self.distance, level, method="higher")),
-                                          float(chi2.ppf(level, self.dof)))
+                                          _chi2_ppf(level, self.dof))
         return self._thresholds[level]
 
     def contains(self, point: np.ndarray, level: float, truth: np.ndarray | None = None) -> bool:
         """Whether the region holds ``point`` (observed shares; ``truth``: the true shares they come
         from, needed to weigh the matrix's error into the hard test)."""
         if self.n is not None:
-            from scipy.stats import chi2
-
             if (self.center[point <= 0] > 0).any():
                 return False  # counts in a class the point rules out
             pos = point > 0
@@ -257,7 +304,7 @@ class _Region:
             stat = float((gap[pos] ** 2 / (point[pos] * self.n)).sum())
             if self.noise is not None and truth is not None:
                 stat *= self._matrix_share(point, truth)
-            return stat <= float(chi2.ppf(level, max(int(pos.sum()) - 1, 1))) + 1e-12
+            return stat <= _chi2_ppf(level, max(int(pos.sum()) - 1, 1)) + 1e-12
         x = point[:-1] - self.center[:-1]
         if np.abs(x - self.projector @ x).max() > 1e-9:  # off the directions the data can move in
             return False
@@ -292,9 +339,25 @@ def _region_interval(spec: _Spec, value: float, boot: np.ndarray, boot_values: n
     the special points (true shares, metric value) whose observed shares the region contains."""
     inside = boot_values[region.distance <= region.threshold(level)]
     edge = region.boundary(boot, level)
-    candidates = [value, *inside.tolist(), *(np.atleast_1d(spec(edge)).tolist() if len(edge) else [])]
-    candidates += [v for truth, v in special if region.contains(spec.observed(truth), level, truth)]
-    return float(min(candidates)), float(max(candidates))
+    candidates = [inside, np.atleast_1d(spec(edge)) if len(edge) else np.empty(0),
+                  np.array([v for truth, v in special if region.contains(spec.observed(truth), level, truth)])]
+    flat = np.concatenate([np.asarray(c, dtype=np.float64).ravel() for c in candidates])
+    return _first_extreme(value, flat, lowest=True), _first_extreme(value, flat, lowest=False)
+
+
+def _first_extreme(first: float, rest: np.ndarray, lowest: bool) -> float:
+    """``min([first, *rest])`` (or ``max``) exactly as Python's builtin gives it, from numpy: a NaN first
+    is kept, later NaNs are passed over, and of equal values (0.0 and -0.0) the first one wins."""
+    first = float(first)
+    if first != first:
+        return first
+    rest = rest[~np.isnan(rest)]
+    if not rest.size:
+        return first
+    m = rest.min() if lowest else rest.max()
+    if not (m < first if lowest else m > first):
+        return first
+    return float(rest[np.flatnonzero(rest == m)[0]])
 
 
 def _per_prompt(confusion: np.ndarray | Mapping[str, np.ndarray] | None, k: int, name: str,
