@@ -173,10 +173,21 @@ def spot_check(root: Path, manifest: dict[str, Any], pred: pd.DataFrame, stored:
         raise DataError("thumbnails: images of different sizes")
     batch, rows = np.stack(images), np.array([r for _, r in picked])
     checks: list[tuple[str, np.ndarray, np.ndarray]] = []
+    tower = None
+    if stored.features is not None and stored.embeddings is not None and getattr(world.features, "embedder", None) \
+            is world.embedder:
+        tower = _image_tower(world.embedder, batch)  # features and embeddings from one pass of the same tower
     if stored.features is not None:
-        checks.append(("FID features", np.asarray(world.features(batch)), stored.features[rows]))
+        fresh = tower.double().numpy() if tower is not None else np.asarray(world.features(batch))
+        checks.append(("FID features", fresh, stored.features[rows]))
     if stored.embeddings is not None:
-        checks.append(("CLIP embeddings", np.asarray(world.embedder.encode_images(batch)), stored.embeddings[rows]))
+        if tower is not None:
+            import torch
+
+            fresh = torch.nn.functional.normalize(tower.float(), dim=-1).numpy().astype(np.float32)
+        else:
+            fresh = np.asarray(world.embedder.encode_images(batch))
+        checks.append(("CLIP embeddings", fresh, stored.embeddings[rows]))
     for name, clf in world.classifiers.items():
         for attr, probs in clf.predict(batch).items():
             cols = [f"{name}/{attr}/{c}" for c in clf.attributes[attr]]
@@ -190,6 +201,16 @@ def spot_check(root: Path, manifest: dict[str, Any], pred: pd.DataFrame, stored:
             raise DataError(f"{f}: its {what} recomputed from the picture do not match its row "
                             f"({len(bad)} of {len(picked)} thumbnails differ)")
     return len(picked)
+
+
+def _image_tower(embedder: Any, images: np.ndarray) -> Any:
+    """The CLIP image tower's output for ``images`` (a float tensor): what the world's FID features
+    (:class:`benchmark.world.features.WorldFeatures`) and, normalised, its CLIP embeddings are made of."""
+    import torch
+
+    with torch.no_grad():
+        return torch.cat([embedder.model.encode_image(embedder.preprocess(images[i:i + 1024]))
+                          for i in range(0, len(images), 1024)])
 
 
 def check_quality(root: Path, results: dict[str, Any], pred: pd.DataFrame, manifest: dict[str, Any]) -> QualityVerdict:
@@ -206,9 +227,10 @@ def check_quality(root: Path, results: dict[str, Any], pred: pd.DataFrame, manif
             raise DataError(f"{FEATURES_FILE}: FID features were not made by the registered world CLIP")
         if stored.embeddings is not None and stored.embedder_fingerprint != world.embedder.fingerprint:
             raise DataError(f"{FEATURES_FILE}: CLIP embeddings were not made by the registered world CLIP")
-        for text, claimed in stored.texts.items():
-            fresh = np.asarray(world.embedder.encode_texts([text]), dtype=np.float64)[0]
-            if np.abs(fresh - claimed).max() > SPOT_TOL:
+        texts = list(stored.texts)
+        encoded = np.asarray(world.embedder.encode_texts(texts), dtype=np.float64) if texts else []  # one batch
+        for text, fresh in zip(texts, encoded, strict=True):
+            if np.abs(fresh - stored.texts[text]).max() > SPOT_TOL:
                 raise DataError(f"{FEATURES_FILE}: the text embedding of {text[:60]!r} is not the registered CLIP's")
         reference = world.reference
     fresh = {_key(r): r for r in recompute(results, pred, stored, reference)} if stored is not None else {}
