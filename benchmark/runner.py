@@ -645,7 +645,7 @@ class Runner:
                 staging / FEATURES_FILE, [c.vectors for c in scored if c.vectors is not None]
                 if all(c.vectors is not None for c in scored) else [], [c.prompt for c in scored],
                 getattr(self.profile.features, "fingerprint", None), getattr(self.profile.embedder, "fingerprint", None))
-            samples = self._write_samples(staging, cells)
+            samples = self._write_samples(staging, cells, run_dir / "samples")
             atomic_write(staging / "results.json", json.dumps(results, indent=1, sort_keys=True, default=str).encode())
             committing = True  # renames only from here on: no new blocks needed on the disk
             (run_dir / "samples").mkdir(exist_ok=True)
@@ -669,14 +669,22 @@ class Runner:
         write_report(run_dir)
 
 
-    def _write_samples(self, run_dir: Path, cells: list[Cell]) -> list[str]:
+    def _write_samples(self, run_dir: Path, cells: list[Cell], current: Path | None = None) -> list[str]:
+        """Thumbnails into ``run_dir/samples``; the names written. One whose bytes are already in
+        ``current`` (the run directory's samples, on a re-score) is not written again."""
         names = []
         for cell in cells:
             if cell.failed or cell.images is None:
                 continue
             for i in range(min(THUMBNAILS_PER_PROMPT, len(cell.images))):
                 name = f"{cell.method}__{cell.prompt_set}__{cell.prompt_id}__{i}.png"
-                atomic_write(run_dir / "samples" / name, png_bytes(cell.images[i]))
+                data = png_bytes(cell.images[i])
+                try:
+                    if current is not None and (current / name).read_bytes() == data:
+                        continue
+                except OSError:
+                    pass
+                atomic_write(run_dir / "samples" / name, data)
                 names.append(name)
         return names
 

@@ -299,3 +299,23 @@ def test_the_baselines_resamples_are_computed_once_for_every_method(monkeypatch:
     again = [fid.paired_fid_delta(m, base, ref, [50, 50], n_boot=30) for m in methods]
     assert again == first  # the same numbers
     assert sum(f is base for f in calls) == 1 and len(calls) == 4  # the baseline's side once, each method's once
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_the_vendored_frechet_distance_is_clean_fids_bit_for_bit(seed: int) -> None:
+    """frechet_distance runs a copy of cleanfid.fid.frechet_distance (importing clean-fid's module costs
+    seconds of torchvision import): the copy must give the installed clean-fid's bits, also where the
+    product is singular (few rows: clean-fid's regularised branch)."""
+    import contextlib
+    import io
+
+    from cleanfid.fid import frechet_distance as clean_fid
+    from benchmark.metrics.fid import _cleanfid_frechet_distance
+
+    rng = np.random.default_rng(seed)
+    d = int(rng.integers(2, 70))
+    for rows in (d // 2 + 1, 5 * d):
+        a, b = rng.normal(size=(rows, d)), rng.normal(size=(rows, d)) * 1.3 + 0.2
+        args = (a.mean(0), np.cov(a, rowvar=False), b.mean(0), np.cov(b, rowvar=False))
+        with contextlib.redirect_stdout(io.StringIO()):
+            assert repr(float(_cleanfid_frechet_distance(*args))) == repr(float(clean_fid(*args)))

@@ -165,10 +165,39 @@ def _same_extractor(a: FeatureStats, b: FeatureStats) -> None:
         )
 
 
-def frechet_distance(a: FeatureStats | np.ndarray, b: FeatureStats | np.ndarray) -> float:
-    """FID between two feature sets (N, D) or their ``FeatureStats``, via ``cleanfid.fid.frechet_distance``."""
-    from cleanfid.fid import frechet_distance as _fd
+def _cleanfid_frechet_distance(mu1, sigma1, mu2, sigma2, eps=1e-6):
+    """``cleanfid.fid.frechet_distance`` (clean-fid 0.1.35), line for line: importing ``cleanfid.fid``
+    imports torchvision (seconds) for this one function. tests/test_metrics_fid.py checks that both
+    give the same bits."""
+    from scipy import linalg
 
+    mu1 = np.atleast_1d(mu1)
+    mu2 = np.atleast_1d(mu2)
+    sigma1 = np.atleast_2d(sigma1)
+    sigma2 = np.atleast_2d(sigma2)
+    assert mu1.shape == mu2.shape, "Training and test mean vectors have different lengths"
+    assert sigma1.shape == sigma2.shape, "Training and test covariances have different dimensions"
+    diff = mu1 - mu2
+    # Product might be almost singular
+    covmean, _ = linalg.sqrtm(sigma1.dot(sigma2), disp=False)
+    if not np.isfinite(covmean).all():
+        print(f"fid calculation produces singular product; adding {eps} to diagonal of cov estimates")
+        offset = np.eye(sigma1.shape[0]) * eps
+        covmean = linalg.sqrtm((sigma1 + offset).dot(sigma2 + offset))
+    # Numerical error might give slight imaginary component
+    if np.iscomplexobj(covmean):
+        if not np.allclose(np.diagonal(covmean).imag, 0, atol=1e-3):
+            m = np.max(np.abs(covmean.imag))
+            raise ValueError(f"Imaginary component {m}")
+        covmean = covmean.real
+    tr_covmean = np.trace(covmean)
+    return diff.dot(diff) + np.trace(sigma1) + np.trace(sigma2) - 2 * tr_covmean
+
+
+def frechet_distance(a: FeatureStats | np.ndarray, b: FeatureStats | np.ndarray) -> float:
+    """FID between two feature sets (N, D) or their ``FeatureStats``, as ``cleanfid.fid.frechet_distance``
+    computes it (:func:`_cleanfid_frechet_distance`)."""
+    _fd = _cleanfid_frechet_distance
     sa, sb = _as_stats(a, "a"), _as_stats(b, "b")
     _same_extractor(sa, sb)
     if sa.mu.shape != sb.mu.shape:

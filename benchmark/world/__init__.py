@@ -166,7 +166,7 @@ def load_world(variant: str = "default", directory: str | Path | None = None, ve
     prompts = world_prompts(config)
     method_data = MethodData(
         target=training_set(config, lazy=True),
-        nontarget=nontarget_set(config),
+        nontarget=nontarget_set(config, lazy=True),
         prompts=[p.text for p in prompts],
         embedder=embedder,
     )
@@ -176,7 +176,7 @@ def load_world(variant: str = "default", directory: str | Path | None = None, ve
         components=components,
         method_data=method_data,
         reference=reference_set(config),
-        heldout=heldout_set(config),
+        heldout=heldout_set(config, lazy=True),
         embedder=embedder,
         features=features,
         reference_stats=load_reference_stats(directory),

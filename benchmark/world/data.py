@@ -91,17 +91,21 @@ def training_set(config: WorldConfig, per_class: int | None = None, lazy: bool =
     return _imageset("world-train", labels, seed=config.seed + 2, lazy=lazy)
 
 
-def nontarget_set(config: WorldConfig, n: int | None = None) -> ImageSet:
-    """Green squares and rings on balanced shades: content 10/11, colour label -1 (not red/blue)."""
+def nontarget_set(config: WorldConfig, n: int | None = None, lazy: bool = False) -> ImageSet:
+    """Green squares and rings on balanced shades: content 10/11, colour label -1 (not red/blue);
+    ``lazy``: rendered on first use."""
     n = n or config.nontarget_images
     rng = np.random.default_rng(config.seed + 3)
     content = 10 + quota(n, np.ones(len(SHAPES)) / len(SHAPES), rng)
     shade = quota(n, np.ones(3) / 3, rng)
     drawn = {"content": content, "color": np.zeros(n, int), "shade": shade}  # shapes ignore the colour index
-    images = render(drawn["content"], drawn["color"], drawn["shade"], seed=config.seed + 4)
     labels = {"content": content, "color": np.full(n, -1), "shade": shade}
-    return ImageSet(images, [plain_caption(int(c)) for c in content], name="world-nontarget", labels=labels,
-                    recipe=render_recipe(drawn, config.seed + 4, "train"))
+    captions, recipe = [plain_caption(int(c)) for c in content], render_recipe(drawn, config.seed + 4, "train")
+    if lazy:
+        make = functools.partial(render, drawn["content"], drawn["color"], drawn["shade"], seed=config.seed + 4)
+        return LazyImageSet(make, captions, "world-nontarget", recipe, labels)
+    images = render(drawn["content"], drawn["color"], drawn["shade"], seed=config.seed + 4)
+    return ImageSet(images, captions, name="world-nontarget", labels=labels, recipe=recipe)
 
 
 def balanced_labels(per_class: int, seed: int) -> dict[str, np.ndarray]:
@@ -121,10 +125,11 @@ def reference_set(config: WorldConfig, per_class: int | None = None) -> ImageSet
     return _imageset("world-reference", labels, seed=config.seed + 6)
 
 
-def heldout_set(config: WorldConfig, per_class: int | None = None, seed_offset: int = 0) -> ImageSet:
-    """Balanced renders from held-out glyph scans, for classifier accuracy and confusion matrices."""
+def heldout_set(config: WorldConfig, per_class: int | None = None, seed_offset: int = 0, lazy: bool = False) -> ImageSet:
+    """Balanced renders from held-out glyph scans, for classifier accuracy and confusion matrices
+    (``lazy``: rendered on first use)."""
     labels = balanced_labels(per_class or config.heldout_images_per_class, config.seed + 7 + seed_offset)
-    return _imageset("world-heldout", labels, seed=config.seed + 8 + seed_offset, split="heldout")
+    return _imageset("world-heldout", labels, seed=config.seed + 8 + seed_offset, split="heldout", lazy=lazy)
 
 
 def generator_captions(labels: dict[str, np.ndarray], rng: np.random.Generator, drop: float = 0.1) -> list[str]:
