@@ -319,3 +319,20 @@ def test_the_vendored_frechet_distance_is_clean_fids_bit_for_bit(seed: int) -> N
         args = (a.mean(0), np.cov(a, rowvar=False), b.mean(0), np.cov(b, rowvar=False))
         with contextlib.redirect_stdout(io.StringIO()):
             assert repr(float(_cleanfid_frechet_distance(*args))) == repr(float(clean_fid(*args)))
+
+
+def test_remembered_kernel_sums_give_the_same_kid() -> None:
+    """KID's self-sums are remembered by their inputs' bytes (shared by a run's KIDs against the
+    reference and the baseline): the values equal a fresh computation, and other inputs are not mixed up."""
+    from benchmark.metrics import fid
+
+    rng = np.random.default_rng(3)
+    a, b, c = rng.normal(size=(40, 8)), rng.normal(size=(30, 8)) + 0.1, rng.normal(size=(35, 8))
+    fid._KERNEL_SUMS.clear()
+    fresh = [fid._kernel_sum(a, a, True) / (40 * 39) + fid._kernel_sum(x, x, True) / (len(x) * (len(x) - 1))
+             - 2.0 * fid._kernel_sum(a, x, False) / (40 * len(x)) for x in (b, c)]
+    assert [kernel_distance(a, b), kernel_distance(a, c)] == fresh
+    assert [kernel_distance(a, b), kernel_distance(a, c)] == fresh  # served from the memo
+    other = fid._kernel_sum(c, c, True) / (35 * 34) + fid._kernel_sum(b, b, True) / (30 * 29) \
+        - 2.0 * fid._kernel_sum(c, b, False) / (35 * 30)
+    assert kernel_distance(c, b) == other  # a's sums are not taken for c's
