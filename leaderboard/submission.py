@@ -891,14 +891,17 @@ def _recompute_deltas(results: dict[str, Any], pred: pd.DataFrame, groups: dict[
         wanted = set(results["prompt_sets"][ps].get("attributes") or [a for _, a in groups])
         named_all = {p["id"]: (p.get("named") or {}) for p in results["prompt_sets"][ps]["prompts"]}
         for method, part in rows[rows["method"] != baseline].groupby("method", sort=False):
+            merged = []  # each prompt's rows paired with the baseline's, once for every attribute
+            for pid, mrows in part.groupby("prompt_id", sort=False):
+                both = mrows.merge(base[base["prompt_id"] == pid], on=["prompt_id", "index", "seed"],
+                                   suffixes=("", "@base"))
+                if len(both) != len(mrows) or len(both) == 0:
+                    continue  # not sampled on the baseline's seeds: nothing to pair
+                merged.append((pid, both))
             for cname, attr in [g for g in sorted(groups) if g[1] in wanted]:
                 cols, subject = groups[(cname, attr)], f"{cname}/has_subject"
                 mine, theirs = {}, {}
-                for pid, mrows in part.groupby("prompt_id", sort=False):
-                    both = mrows.merge(base[base["prompt_id"] == pid], on=["prompt_id", "index", "seed"],
-                                       suffixes=("", "@base"))
-                    if len(both) != len(mrows) or len(both) == 0:
-                        continue  # not sampled on the baseline's seeds: nothing to pair
+                for pid, both in merged:
                     if subject in both.columns:
                         both = both[both[subject].astype(bool) & both[f"{subject}@base"].astype(bool)]
                     if len(both):
