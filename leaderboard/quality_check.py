@@ -85,7 +85,7 @@ def registered_world(results: dict[str, Any]) -> RegisteredWorld | None:
             raise DataError(f"models.profile: {profile[:60]!r} is not a world variant this leaderboard knows") from None
         embedder = world_embedder(weights_dir(variant))
         features = WorldFeatures(embedder)
-        ref = reference_set(config)
+        ref = reference_set(config, lazy=True)  # rendered only when its statistics are not kept yet
         # kept between checks on this machine, keyed by the extractor's and the reference set's hashes
         cached = _user_cache() / "reference" / f"{features.fingerprint[:16]}-{ref.fingerprint[:16]}.safetensors"
         try:

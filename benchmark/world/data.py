@@ -119,10 +119,11 @@ def balanced_labels(per_class: int, seed: int) -> dict[str, np.ndarray]:
     return {"content": np.concatenate(content), "color": np.concatenate(color), "shade": np.concatenate(shade)}
 
 
-def reference_set(config: WorldConfig, per_class: int | None = None) -> ImageSet:
-    """Balanced renders from the training glyphs (the FID reference distribution)."""
+def reference_set(config: WorldConfig, per_class: int | None = None, lazy: bool = False) -> ImageSet:
+    """Balanced renders from the training glyphs (the FID reference distribution; ``lazy``: rendered on
+    first use)."""
     labels = balanced_labels(per_class or config.reference_images_per_class, config.seed + 5)
-    return _imageset("world-reference", labels, seed=config.seed + 6)
+    return _imageset("world-reference", labels, seed=config.seed + 6, lazy=lazy)
 
 
 def heldout_set(config: WorldConfig, per_class: int | None = None, seed_offset: int = 0, lazy: bool = False) -> ImageSet:
