@@ -24,7 +24,7 @@ import numpy as np
 from benchmark.config import BASELINE
 from benchmark.errors import BenchError
 from benchmark.metrics.fid import FeatureStats
-from benchmark.study import FID_LIMIT, MeasureColumns, hypervolume, hypervolume_members, measure_columns
+from benchmark.study_fronts import FID_LIMIT, MeasureColumns, hypervolume, hypervolume_members, measure_columns
 
 log = logging.getLogger(__name__)
 

@@ -153,8 +153,8 @@ def _simulated_hypervolumes(trial: int, n_settings: int, red: float, shift: floa
     features N(1, I) against a reference N(0, I) of 4000): the draws' hypervolumes (row 0 the estimate)
     and the truth with unlimited images."""
     from benchmark.metrics.fid import frechet_distance
-    from benchmark.study import FID_LIMIT, MeasureColumns, hypervolume
     from benchmark.study_bootstrap import RunImages, _Replicates, replicate_hypervolumes
+    from benchmark.study_fronts import FID_LIMIT, MeasureColumns, hypervolume
 
     rng = np.random.default_rng([trial, n_settings, int(red * 100), int(shift * 100), int(rho * 10)])
     reference = FeatureStats.from_features(rng.normal(0, 1, (4000, D)))
