@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from itertools import combinations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -21,6 +21,7 @@ from benchmark.cache import CachedImageEncoder, DiskMemo
 from benchmark.cell import Cell
 from benchmark.config import RunConfig
 from benchmark.errors import DataError
+from benchmark.hashing import hash_value
 from benchmark.metrics import (
     fairness_records,
     intersectional_records,
@@ -31,7 +32,7 @@ from benchmark.metrics import (
     reference_stats,
 )
 from benchmark.metrics.cleam import counts_by_prompt, matrices_by_prompt
-from benchmark.metrics.fid import extract_features
+from benchmark.metrics.fid import FeatureStats, extract_features
 from benchmark.quality import Vectors, as_stored, quality_records
 from classifiers import Classifier
 from prompts import PromptSet
@@ -217,6 +218,22 @@ def score_truth(cells: Sequence[Cell], prompt_sets: Sequence[PromptSet], classif
     return rows
 
 
+def _reference_stats(profile: Profile, cache_root: Path | None) -> FeatureStats:
+    """The reference set's FID statistics; with ``cache_root`` kept there under a key of the set's
+    fingerprint (its recipe, the same on every CPU) and the extractor's, so a re-score neither renders
+    nor reads the reference images."""
+    ref, path = profile.reference, None
+    if cache_root is not None:
+        path = cache_root / "reference" / f"{hash_value([ref.fingerprint, profile.features.fingerprint])[:32]}.safetensors"
+        path.parent.mkdir(parents=True, exist_ok=True)
+
+    def batches() -> Iterator[np.ndarray]:  # the batches reference_stats makes of an array: the same features
+        images = ref.images
+        yield from (images[i:i + 64] for i in range(0, len(images), 64))
+
+    return reference_stats(batches, profile.features, cache_path=path, key=ref.fingerprint)
+
+
 def score(cells: Sequence[Cell], prompt_sets: Sequence[PromptSet], classifiers: dict[str, Classifier],
           profile: Profile, config: RunConfig, failures: list[dict], cache_root: Path | None = None) -> list[dict]:
     """All metric records of a run. A method whose cells failed on a prompt is scored on the rest
@@ -234,7 +251,7 @@ def score(cells: Sequence[Cell], prompt_sets: Sequence[PromptSet], classifiers: 
         if config.reference_stats:
             reference = load_reference_stats(config.reference_stats, profile.features)
         elif profile.reference is not None:
-            reference = reference_stats(profile.reference.images, profile.features, key=profile.reference.fingerprint)
+            reference = _reference_stats(profile, cache_root)
     records: list[dict] = []
     texts: dict[str, np.ndarray] = {}
     methods = list(dict.fromkeys(c.method for c in cells))

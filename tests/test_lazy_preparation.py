@@ -60,6 +60,8 @@ def test_a_warm_rescore_loads_no_generator_and_prepares_nothing(tmp_path, counts
     assert counts == {"generator": 1, "ddm": 1}, "a warm re-score loaded the generator or prepared a method"
     assert isinstance(second.profile.components, LazyComponents) and not second.profile.components.loaded
     assert not second.profile.embedder.loaded  # CLIP-T's text and image embeddings came from the cache
+    assert "images" not in second.profile.reference.__dict__, "a warm re-score rendered the FID reference set"
+    assert len(list((tmp_path / "cache" / "reference").glob("*.safetensors"))) == 1
     assert warm["models"]["methods"] == cold["models"]["methods"]  # fingerprints, artefact hashes and keys
     assert warm["metrics"] == cold["metrics"]
 

@@ -175,7 +175,7 @@ def load_world(variant: str = "default", directory: str | Path | None = None, ve
         config=config,
         components=components,
         method_data=method_data,
-        reference=reference_set(config),
+        reference=reference_set(config, lazy=True),
         heldout=heldout_set(config, lazy=True),
         embedder=embedder,
         features=features,
