@@ -128,6 +128,11 @@ class Cache:
         entry = {"payload": payload, "sha256": hash_value(payload)}
         atomic_write(self._pred_path(classifier_fingerprint, image_sha), json.dumps(entry).encode())
 
+    def put_many_predictions(self, classifier_fingerprint: str, entries: list[tuple[str, dict[str, Any]]]) -> None:
+        """:meth:`put_predictions` for each (image sha, payload), in order."""
+        for image_sha, payload in entries:
+            self.put_predictions(classifier_fingerprint, image_sha, payload)
+
     # -- whole cells ---------------------------------------------------------------------------
     # A re-score reads a cell's images and predictions from one file each instead of one per image
     # (14,000 PNG decodes and 28,000 JSON reads on the world suite). The per-image entries stay the

@@ -18,6 +18,7 @@ import shutil
 import sys
 import time
 import uuid
+from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
@@ -172,6 +173,10 @@ class Runner:
         self.workdirs: dict[str, Path] = {}  # method key -> its artefact folder in the cache
         # method key -> a method whose preparation waits for the first missing image (_prepared_method)
         self._deferred: dict[str, tuple] = {}
+        # per-image prediction entries are written by one background thread while the run goes on
+        # (hundreds of small files per cell); _flush_writes waits for them before the run's files
+        self._writer: ThreadPoolExecutor | None = None
+        self._writes: list[Future] = []
 
     # -- set-up --------------------------------------------------------------------------------
     def _evaluated(self, ps: PromptSet) -> PromptSet:
@@ -266,6 +271,18 @@ class Runner:
                 method.check(base)
 
     def run(self) -> Path:
+        try:
+            return self._run()
+        finally:
+            self._flush_writes()
+
+    def _flush_writes(self) -> None:
+        """Wait for the background prediction writes; the first error is raised."""
+        writes, self._writes = self._writes, []
+        for future in writes:
+            future.result()
+
+    def _run(self) -> Path:
         run_dir = self.run_dir()
         base = self.components()
         self.check_methods(base)
@@ -273,6 +290,7 @@ class Runner:
         state = process_state()
         if state is not None:
             self._run_shard(state, base)
+            self._flush_writes()
             state.wait_for_everyone()
             if not state.is_main_process:
                 return run_dir
@@ -302,6 +320,7 @@ class Runner:
         self.truth = score_truth(cells, self.prompt_sets, self.classifiers, self.profile.truth, self.config)
         t1 = time.perf_counter()
         self.phase_seconds["score"] = t1 - t0
+        self._flush_writes()
         self._write(run_dir, cells, records, base)
         self.phase_seconds["write"] = time.perf_counter() - t1
         return run_dir
@@ -555,15 +574,22 @@ class Runner:
                 except DataError as exc:
                     self._fail(cell, "classify", f"{name}: {exc}")
                     return
+                entries = []
                 for j, i in enumerate(missing):
                     payload = {"probs": {a: p[j].tolist() for a, p in probs.items()}, "subject": bool(subject[j])}
-                    self.cache.put_predictions(clf.fingerprint, cell.shas[i], payload)
+                    entries.append((cell.shas[i], payload))
                     cached[i] = payload
+                self._write_later(self.cache.put_many_predictions, clf.fingerprint, entries)
             cell.predictions[name] = {a: np.array([c["probs"][a] for c in cached], dtype=np.float64)
                                       for a in clf.attributes}
             cell.has_subject[name] = np.array([c["subject"] for c in cached], dtype=bool)
             self.cache.put_cell_predictions(clf.fingerprint, cell.shas, {
                 **{f"p.{a}": p for a, p in cell.predictions[name].items()}, "subject": cell.has_subject[name]})
+
+    def _write_later(self, fn: Any, *args: Any) -> None:
+        if self._writer is None:
+            self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="debias-bench-cache")
+        self._writes.append(self._writer.submit(fn, *args))
 
     def _fail(self, cell: Cell, stage: str, error: str) -> None:
         cell.failed = True

@@ -38,6 +38,9 @@ def test_end_to_end_writes_results_predictions_report(tiny_config, counted) -> N
     assert len(frame) == 4 * 4 == counted["images"] - 1  # plus one cost probe (UNet evaluations per image)
     assert {"palette/tone/warm", "palette/tone/cool", "seed", "image_sha256"} <= set(frame.columns)
     np.testing.assert_allclose(frame["palette/tone/warm"] + frame["palette/tone/cool"], 1.0)
+    # the per-image prediction entries, written in the background, are all on disk when run() returns
+    entries = list((Path(tiny_config.cache_dir) / "predictions").rglob("*.json"))
+    assert len(entries) == frame["image_sha256"].nunique() == 16
     metrics = pd.DataFrame(results["metrics"])
     set_fd = metrics[(metrics.metric == "fd") & (metrics.variant == "soft") & metrics.prompt_id.isna()]
     assert len(set_fd) == 1 and set_fd.iloc[0].ci_low <= set_fd.iloc[0].value <= set_fd.iloc[0].ci_high
@@ -241,3 +244,15 @@ def test_a_scheduler_override_changes_the_sampler_and_the_image_keys(tiny_config
     assert other.fingerprint != plain.fingerprint and default_run_id(swapped) != default_run_id(tiny_config)
     spelled = load_config(None, {**tiny_config.model_dump(), "sampler": {"scheduler": None}})
     assert default_run_id(spelled) == default_run_id(tiny_config)
+
+
+def test_a_failed_background_prediction_write_fails_the_run(tiny_config, monkeypatch) -> None:
+    """Per-image prediction entries are written by a background thread; its error is not swallowed."""
+    from benchmark.cache import Cache
+
+    def broken(self, classifier_fingerprint, image_sha, payload):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(Cache, "put_predictions", broken)
+    with pytest.raises(OSError, match="disk full"):
+        run(tiny_config, progress=False)
