@@ -33,9 +33,21 @@ def setting_kind(row: dict[str, Any]) -> str:
     knobs = row.get("knobs") or {}
     if row.get("preset") == "paper":
         return "paper" + ("".join(f", {k} {v}" for k, v in knobs.items()) if knobs else "")
-    if not knobs:
-        return TUNED
+    defaults = _defaults(str(row.get("method")))
+    if all(k in defaults and defaults[k] == v for k, v in knobs.items()):
+        return TUNED  # a grid point at the method's own default values
     return TUNED + ", " + ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in knobs.items())
+
+
+def _defaults(method: str) -> dict[str, Any]:
+    """The method's default parameters (empty for a method this installation does not know)."""
+    import dataclasses
+
+    from methods import METHODS
+
+    if method not in METHODS:
+        return {}
+    return {f.name: getattr(METHODS.get(method).Params(), f.name) for f in dataclasses.fields(METHODS.get(method).Params)}
 
 
 def _dominated(a: tuple[float, float], b: tuple[float, float]) -> bool:
@@ -105,6 +117,7 @@ def robustness_rows(studies: list[dict[str, Any]]) -> dict[str, list[dict[str, A
 
 def _front_figure(method: str, rows: list[dict[str, Any]], render: Any) -> dict[str, str]:
     import matplotlib.pyplot as plt
+    from matplotlib import ticker
 
     fig, axes = plt.subplots(1, 2, figsize=(10.5, 4.2))
     for ax, other, flag, label in ((axes[0], "fid", "on_fid_front", "FID vs reference (lower is closer) ←"),
@@ -122,6 +135,9 @@ def _front_figure(method: str, rows: list[dict[str, Any]], render: Any) -> dict[
             ax.plot([r["fd"] for r in line], [r[other] for r in line], color="tab:red", lw=1, ls="--")
         ax.set_xlabel("FD (lower is fairer) ←", fontsize=9)
         ax.set_ylabel(label, fontsize=9)
+    axes[0].set_yscale("log")  # a preset that breaks the images sits an order of magnitude above the rest
+    axes[0].yaxis.set_major_formatter(ticker.FormatStrFormatter("%g"))
+    axes[0].yaxis.set_minor_formatter(ticker.FormatStrFormatter("%g"))
     axes[0].set_title(f"{method}: ■ baseline, ★ world defaults, ▲ paper, ● other settings; red: on the front",
                       fontsize=9, loc="left")
     return {"title": f"{method}: FD against FID and against CLIP-T, every studied setting", "uri": render(fig)}
@@ -156,6 +172,14 @@ def _figures(method: str, rows: list[dict[str, Any]], points: list[dict[str, Any
     return draw() if memo is None else memo.get(["method", method, rows, points], draw)
 
 
+def _studies(row: dict[str, Any]) -> str:
+    """Where a setting was measured (the baseline is in every study: its images are shared)."""
+    names = list(dict.fromkeys(row["studies"]))
+    if row["kind"] == "baseline":
+        return f"every study ({len(names)})"
+    return ", ".join(names[:2]) + (f" +{len(names) - 2}" if len(names) > 2 else "")
+
+
 def method_views(studies: list[dict[str, Any]], render: Any = None, memo: Any = None) -> list[dict[str, Any]]:
     """One view per method for the page: the table of its settings across studies (front marks, kind),
     the worst FD over the sampler grids, and (with ``render``) the two figures, drawn through ``memo``
@@ -165,11 +189,11 @@ def method_views(studies: list[dict[str, Any]], render: Any = None, memo: Any = 
     for method in sorted(set(fronts) | set(robust)):
         scopes = fronts.get(method, {})
         rows = max(scopes.values(), key=len) if scopes else []  # the scope most of its studies share
-        table = [[str(r.get("label")) + (" *" if r.get("on_fid_front") and r["kind"] != "baseline" else ""),
-                  r["kind"], f"{_f(r['fd'])} [{_f(r.get('fd_low'))}, {_f(r.get('fd_high'))}]",
+        table = [[r["kind"] + (" *" if r.get("on_fid_front") and r["kind"] != "baseline" else ""),
+                  f"{_f(r['fd'])} [{_f(r.get('fd_low'))}, {_f(r.get('fd_high'))}]",
                   "–" if r.get("delta_fd") is None else
                   f"{_f(r['delta_fd'], signed=True)} [{_f(r.get('delta_low'), signed=True)}, {_f(r.get('delta_high'), signed=True)}]",
-                  _f(r.get("fid")), _f(r.get("clip_t"), ".2f"), ", ".join(dict.fromkeys(r["studies"]))]
+                  _f(r.get("fid")), _f(r.get("clip_t"), ".2f"), _studies(r)]
                  for r in sorted(rows, key=lambda r: (r["kind"] != "baseline", r["fd"]))]
         points = robust.get(method, [])
         worst = max(points, key=lambda p: p["fd"]) if points else None
@@ -183,8 +207,8 @@ def method_views(studies: list[dict[str, Any]], render: Any = None, memo: Any = 
                             _f(max(base)) if base else "–"])
         views.append({
             "method": method,
-            "columns": ["setting (* on the FD–FID front)", "settings", "FD [95% CI]", "ΔFD vs baseline [95% CI]",
-                        "FID", "CLIP-T", "studies"],
+            "columns": ["setting (* on the FD–FID front)", "FD [95% CI]", "ΔFD vs baseline [95% CI]",
+                        "FID", "CLIP-T", "study"],
             "rows": table,
             "robustness": {"columns": ["sampler knob", "values", "worst FD", "best FD", "baseline's worst FD"],
                            "rows": summary},

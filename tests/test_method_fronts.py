@@ -60,7 +60,9 @@ def test_the_worst_fd_over_the_sampler_grid_is_the_methods_and_names_where() -> 
     assert view["robustness"]["rows"] == [["guidance scale", "1.5, 3, 5", "0.120 (at 3)", "0.080", "0.320"]]
     points = robustness_rows(_studies())["lens"]
     assert [p["baseline_fd"] for p in points] == [0.30, 0.32, 0.18]
-    assert [row[0] for row in view["rows"]] == ["baseline", "lens-k80 *", "lens-k100", "lens-k40 *", "lens-paper"]
+    assert [row[0] for row in view["rows"]] == ["baseline", "world defaults, k 80 *", "world defaults, k 100",
+                                                "world defaults, k 40 *", "paper"]
+    assert view["rows"][0][-1] == "every study (2)" and view["rows"][1][-1] == "lens-k, lens-paper"
 
 
 def test_figures_are_drawn_once_per_content(tmp_path: Path, monkeypatch) -> None:
@@ -88,3 +90,11 @@ def test_the_page_shows_a_section_per_method(tmp_path: Path) -> None:
     assert '<h2 id="methods">' in html and '<h3 id="method-lens">' in html
     assert "Worst FD over the sampler grids: <strong>0.120 at guidance scale 3</strong>" in html
     assert "lens: FD against FID and against CLIP-T, every studied setting" in html
+
+
+def test_a_grid_point_at_the_methods_default_values_is_the_world_default() -> None:
+    from leaderboard.method_fronts import setting_kind
+
+    assert setting_kind({"method": "difflens", "knobs": {"features_per_class": 80}}) == "world defaults"
+    assert setting_kind({"method": "difflens", "knobs": {"features_per_class": 40}}) == "world defaults, features per class 40"
+    assert setting_kind({"method": "ddm", "preset": "paper", "knobs": {}}) == "paper"
