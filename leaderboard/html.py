@@ -28,7 +28,7 @@ from benchmark import __version__
 from benchmark.hashing import hash_file, hash_value
 from benchmark.headline import HEADLINE_COLUMNS, cleam_warnings, headline_blocks
 from leaderboard.figure_memo import FigureMemo
-from leaderboard.method_fronts import method_views
+from leaderboard.method_fronts import TOL_BRIGHT, across_methods, method_views
 from leaderboard.rundir import FAMILIES, PREDICTIONS_FILE, Run, load_run, probability_columns
 from leaderboard.studies import study_figures, study_view
 from leaderboard.submission import MANIFEST_FILE, entry_dirs, parse_sample_name
@@ -41,8 +41,7 @@ MAX_PLOT_PROMPTS = 12
 # Metrics whose tables are open on the page; the rest are one click away, which keeps it short.
 OPEN_METRICS = ("fd", "fid", "clip_t")
 LABEL_CHARS = 32
-# Paul Tol's "bright" scheme: distinct hues that stay apart under colour-vision deficiency (grey last)
-TRADEOFF_COLORS = ["#4477AA", "#EE6677", "#228833", "#CCBB44", "#66CCEE", "#AA3377", "#BBBBBB"]
+TRADEOFF_COLORS = TOL_BRIGHT
 
 SCRIPT = """
 (function () {
@@ -601,6 +600,7 @@ def render_page(runs: list[Run], title: str = "debias-bench leaderboard", subtit
                                                        lambda s=s: study_figures([r for r in s["rows"] if isinstance(r, dict)], _render))}
                  for s in studies or []],
         method_views=method_views(studies or [], _render, memo),
+        across=across_methods(studies or [], _render, memo),
         headlines=headline_views(runs),
         headline_notes=[f"{run.label}: {w}" for run in runs for w in cleam_warnings(run.results)],
         figures=figures,

@@ -12,9 +12,11 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from leaderboard.studies import _f, _where
+from leaderboard.studies import _f
 
 TUNED = "world defaults"
+# Paul Tol's "bright" scheme: distinct hues that stay apart under colour-vision deficiency (grey last)
+TOL_BRIGHT = ["#4477AA", "#EE6677", "#228833", "#CCBB44", "#66CCEE", "#AA3377", "#BBBBBB"]
 
 
 def _scope(study: dict[str, Any]) -> str:
@@ -146,10 +148,10 @@ def _front_figure(method: str, rows: list[dict[str, Any]], render: Any) -> dict[
 def _robustness_figure(method: str, points: list[dict[str, Any]], render: Any) -> dict[str, str]:
     import matplotlib.pyplot as plt
 
-    knobs = list(dict.fromkeys(p["knob"] for p in points))
-    fig, axes = plt.subplots(1, len(knobs), figsize=(5.2 * len(knobs), 3.6), squeeze=False)
-    for ax, knob in zip(axes[0], knobs, strict=True):
-        mine = sorted((p for p in points if p["knob"] == knob), key=lambda p: p["value"])
+    grids = list(dict.fromkeys((p["study"], p["knob"]) for p in points))
+    fig, axes = plt.subplots(1, len(grids), figsize=(4.6 * len(grids), 3.6), squeeze=False)
+    for ax, (study, knob) in zip(axes[0], grids, strict=True):
+        mine = sorted((p for p in points if (p["study"], p["knob"]) == (study, knob)), key=lambda p: p["value"])
         xs = [p["value"] for p in mine]
         ax.errorbar(xs, [p["fd"] for p in mine], fmt="-o", color="tab:red", label=method, capsize=2,
                     yerr=[[p["fd"] - p["fd_low"] for p in mine], [p["fd_high"] - p["fd"] for p in mine]]
@@ -158,9 +160,10 @@ def _robustness_figure(method: str, points: list[dict[str, Any]], render: Any) -
             ax.plot(xs, [p["baseline_fd"] for p in mine], "-s", color="black", label="baseline")
         ax.set_xlabel(knob.replace("_", " "), fontsize=9)
         ax.set_ylabel("FD (lower is fairer)", fontsize=9)
+        ax.set_title(f"study {study}", fontsize=9)
         ax.set_ylim(bottom=0)
         ax.legend(fontsize=8)
-    return {"title": f"{method}: FD across " + " and ".join(k.replace("_", " ") for k in knobs), "uri": render(fig)}
+    return {"title": f"{method}: FD across the sampler grids of " + ", ".join(s for s, _ in grids), "uri": render(fig)}
 
 
 def _figures(method: str, rows: list[dict[str, Any]], points: list[dict[str, Any]], render: Any,
@@ -196,23 +199,85 @@ def method_views(studies: list[dict[str, Any]], render: Any = None, memo: Any = 
                   _f(r.get("fid")), _f(r.get("clip_t"), ".2f"), _studies(r)]
                  for r in sorted(rows, key=lambda r: (r["kind"] != "baseline", r["fd"]))]
         points = robust.get(method, [])
-        worst = max(points, key=lambda p: p["fd"]) if points else None
         summary = []
-        for knob in dict.fromkeys(p["knob"] for p in points):
-            mine = [p for p in points if p["knob"] == knob]
+        for study, knob in dict.fromkeys((p["study"], p["knob"]) for p in points):
+            mine = [p for p in points if (p["study"], p["knob"]) == (study, knob)]
             w = max(mine, key=lambda p: p["fd"])
             base = [p["baseline_fd"] for p in mine if _number(p["baseline_fd"])]
-            summary.append([knob.replace("_", " "), ", ".join(f"{p['value']:g}" for p in sorted(mine, key=lambda p: p["value"])),
+            summary.append([study, knob.replace("_", " "),
+                            ", ".join(f"{p['value']:g}" for p in sorted(mine, key=lambda p: p["value"])),
                             f"{_f(w['fd'])} (at {w['value']:g})", _f(min(p["fd"] for p in mine)),
                             _f(max(base)) if base else "–"])
+        worst = [f"{row[3]} in {row[0]}" for row in summary]
         views.append({
             "method": method,
             "columns": ["setting (* on the FD–FID front)", "FD [95% CI]", "ΔFD vs baseline [95% CI]",
                         "FID", "CLIP-T", "study"],
             "rows": table,
-            "robustness": {"columns": ["sampler knob", "values", "worst FD", "best FD", "baseline's worst FD"],
+            "robustness": {"columns": ["study", "sampler knob", "values", "worst FD", "best FD", "baseline's worst FD"],
                            "rows": summary},
-            "worst": f"{_f(worst['fd'])} at {_where({worst['knob']: worst['value']})}" if worst else None,
+            "worst": "; ".join(worst) or None,
             "figures": [] if render is None else _figures(method, rows, points, render, memo),
         })
     return views
+
+
+def across_methods(studies: list[dict[str, Any]], render: Any = None, memo: Any = None) -> dict[str, Any] | None:
+    """Every method's settings at the profile's sampler in the scope most studies share, on one front:
+    which method holds which part of the fairness–quality trade-off. A table of the settings on the
+    FD–FID or FD–CLIP-T front (and the baseline) and, with ``render``, one figure of all of them."""
+    scopes: dict[str, list[dict[str, Any]]] = {}
+    for by_scope in method_rows(studies).values():
+        for scope, rows in by_scope.items():
+            have = scopes.setdefault(scope, [])
+            have.extend(r for r in rows if r["kind"] != "baseline" or not any(h["kind"] == "baseline" for h in have))
+    if not scopes:
+        return None
+    rows = [dict(r) for r in max(scopes.values(), key=len)]
+    if len({r["method"] for r in rows if r["kind"] != "baseline"}) < 2:
+        return None
+    for name, other, sign in (("on_fid_front", "fid", 1.0), ("on_clip_front", "clip_t", -1.0)):
+        have = [r for r in rows if _number(r.get(other))]
+        for r, on in zip(have, front([(r["fd"], sign * r[other]) for r in have]), strict=True):
+            r[name] = on
+    shown = sorted((r for r in rows if r["kind"] == "baseline" or r.get("on_fid_front") or r.get("on_clip_front")),
+                   key=lambda r: r["fd"])
+    table = [[str(r["method"]), r["kind"], _f(r["fd"]), _f(r.get("fid")), _f(r.get("clip_t"), ".2f"),
+              ", ".join(n for n, flag in (("FD–FID", "on_fid_front"), ("FD–CLIP-T", "on_clip_front")) if r.get(flag))]
+             for r in shown]
+
+    def draw() -> list[dict[str, str]]:
+        return [_across_figure(rows, render)]
+
+    figures = [] if render is None else (draw() if memo is None else memo.get(["across", rows], draw))
+    return {"columns": ["method", "setting", "FD", "FID", "CLIP-T", "on the front of"], "rows": table,
+            "settings": len(rows), "figures": figures}
+
+
+def _across_figure(rows: list[dict[str, Any]], render: Any) -> dict[str, str]:
+    import matplotlib.pyplot as plt
+    from matplotlib import ticker
+
+    methods = list(dict.fromkeys(r["method"] for r in rows if r["kind"] != "baseline"))
+    colour = {m: TOL_BRIGHT[i % (len(TOL_BRIGHT) - 1)] for i, m in enumerate(methods)}
+    fig, axes = plt.subplots(1, 2, figsize=(10.5, 4.4))
+    for ax, other, flag, label in ((axes[0], "fid", "on_fid_front", "FID vs reference (lower is closer) ←"),
+                                   (axes[1], "clip_t", "on_clip_front", "CLIP-T (higher is more on-prompt) →")):
+        here = [r for r in rows if _number(r.get(other))]
+        for r in here:
+            base = r["kind"] == "baseline"
+            ax.scatter(r["fd"], r[other], s=70 if r.get(flag) else 28, marker="s" if base else "o",
+                       color="black" if base else colour[r["method"]], edgecolors="black" if r.get(flag) else "none",
+                       linewidths=1.2, zorder=3)
+        line = sorted((r for r in here if r.get(flag)), key=lambda r: r["fd"])
+        ax.plot([r["fd"] for r in line], [r[other] for r in line], color="0.4", lw=1, ls="--", zorder=2)
+        ax.set_xlabel("FD (lower is fairer) ←", fontsize=9)
+        ax.set_ylabel(label, fontsize=9)
+    axes[0].set_yscale("log")
+    axes[0].yaxis.set_major_formatter(ticker.FormatStrFormatter("%g"))
+    axes[0].yaxis.set_minor_formatter(ticker.FormatStrFormatter("%g"))
+    handles = [plt.Line2D([], [], marker="o", ls="", color=colour[m], label=m) for m in methods]
+    handles.append(plt.Line2D([], [], marker="s", ls="", color="black", label="baseline"))
+    axes[1].legend(handles=handles, fontsize=8, loc="lower right")
+    axes[0].set_title("every studied setting; outlined and joined: on the front", fontsize=9, loc="left")
+    return {"title": "Every method's studied settings on one fairness–quality front", "uri": render(fig)}

@@ -49,8 +49,8 @@ import pyarrow.parquet as pq
 
 from benchmark import __version__
 from benchmark.errors import BenchError, DataError
-from benchmark.quality import FEATURES_FILE
 from benchmark.hashing import hash_bytes, hash_file
+from benchmark.quality import FEATURES_FILE
 from leaderboard.quality_check import check_quality
 from leaderboard.rundir import MAX_RESULTS_BYTES, PREDICTIONS_FILE, RESULTS_FILE, probability_columns
 

@@ -418,7 +418,7 @@ class DDMTrainer:
             merge = name == "unet" or self.params.train_text_encoder
             if self.base.dtype == torch.float32:
                 # only the weights a merge rewrites are copied; the frozen rest stays shared with the base
-                module = shared_copy(module, lambda n: merge and n.endswith("base_layer.weight"))
+                module = shared_copy(module, lambda n, merge=merge: merge and n.endswith("base_layer.weight"))
             else:
                 module = deepcopy(module)
             module = module.merge_and_unload() if merge else module

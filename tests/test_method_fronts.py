@@ -56,8 +56,8 @@ def test_a_methods_settings_from_every_comparable_study_share_one_front() -> Non
 
 def test_the_worst_fd_over_the_sampler_grid_is_the_methods_and_names_where() -> None:
     (view,) = method_views(_studies())
-    assert view["worst"] == "0.120 at guidance scale 3"
-    assert view["robustness"]["rows"] == [["guidance scale", "1.5, 3, 5", "0.120 (at 3)", "0.080", "0.320"]]
+    assert view["worst"] == "0.120 (at 3) in guidance"
+    assert view["robustness"]["rows"] == [["guidance", "guidance scale", "1.5, 3, 5", "0.120 (at 3)", "0.080", "0.320"]]
     points = robustness_rows(_studies())["lens"]
     assert [p["baseline_fd"] for p in points] == [0.30, 0.32, 0.18]
     assert [row[0] for row in view["rows"]] == ["baseline", "world defaults, k 80 *", "world defaults, k 100",
@@ -88,7 +88,7 @@ def test_the_page_shows_a_section_per_method(tmp_path: Path) -> None:
 
     html, _ = render_page([], studies=[{**s, "file": f"{s['study']['name']}.json"} for s in _studies()])
     assert '<h2 id="methods">' in html and '<h3 id="method-lens">' in html
-    assert "Worst FD over the sampler grids: <strong>0.120 at guidance scale 3</strong>" in html
+    assert "Worst FD over the sampler grids: <strong>0.120 (at 3) in guidance</strong>" in html
     assert "lens: FD against FID and against CLIP-T, every studied setting" in html
 
 
@@ -98,3 +98,19 @@ def test_a_grid_point_at_the_methods_default_values_is_the_world_default() -> No
     assert setting_kind({"method": "difflens", "knobs": {"features_per_class": 80}}) == "world defaults"
     assert setting_kind({"method": "difflens", "knobs": {"features_per_class": 40}}) == "world defaults, features per class 40"
     assert setting_kind({"method": "ddm", "preset": "paper", "knobs": {}}) == "paper"
+
+
+def test_across_methods_one_front_says_which_method_holds_which_part() -> None:
+    from leaderboard.method_fronts import across_methods
+
+    studies = _studies()
+    studies[0]["rows"] += [_row("push-a", "push", 0.05, 9.0, 40.0, knobs={"a": 1}),  # fairest, costly
+                           _row("push-b", "push", 0.25, 2.0, 59.0, knobs={"a": 2}),  # cheapest
+                           _row("push-c", "push", 0.28, 5.0, 50.0, knobs={"a": 3})]  # dominated
+    view = across_methods(studies)
+    fid_front = {(row[0], row[1]) for row in view["rows"] if "FD–FID" in row[5]}
+    assert fid_front == {("push", "world defaults, a 1"), ("lens", "world defaults, k 80"),
+                         ("lens", "world defaults, k 40"), ("push", "world defaults, a 2")}
+    assert ("push", "world defaults, a 3") not in {(row[0], row[1]) for row in view["rows"]}
+    assert view["rows"][0][0] == "push"  # sorted by FD
+    assert across_methods(_studies()) is None  # one method: nothing to compare

@@ -310,6 +310,7 @@ def test_the_vendored_frechet_distance_is_clean_fids_bit_for_bit(seed: int) -> N
     import io
 
     from cleanfid.fid import frechet_distance as clean_fid
+
     from benchmark.metrics.fid import _cleanfid_frechet_distance
 
     rng = np.random.default_rng(seed)

@@ -122,9 +122,8 @@ def test_a_world_bundle_without_features_is_refused(bundle: Path, tmp_path: Path
 
 
 def _forge_features(bundle: Path, tmp_path: Path, change) -> bytes:
-    from safetensors.numpy import load, save
-
     from safetensors import safe_open
+    from safetensors.numpy import load, save
 
     raw = _members(bundle)[FEATURES_FILE]
     path = tmp_path / "f.safetensors"
