@@ -277,8 +277,11 @@ class Runner:
             self._flush_writes()
 
     def _flush_writes(self) -> None:
-        """Wait for the background prediction writes; the first error is raised."""
+        """Wait for the background prediction writes (the thread ends with them); the first error is raised."""
         writes, self._writes = self._writes, []
+        writer, self._writer = self._writer, None
+        if writer is not None:
+            writer.shutdown(wait=True)
         for future in writes:
             future.result()
 
