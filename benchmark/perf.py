@@ -126,12 +126,12 @@ def _measure(base_cfg: dict, repeats: int) -> dict:
 def _warm_reference(profile: object, folder: Path) -> float | None:
     """Compute the profile's FID reference statistics into ``folder`` (a cache's ``reference/``) once;
     returns the seconds it took (None: the profile has no reference)."""
-    from benchmark.scoring import _reference_stats
+    from benchmark.scoring import profile_reference_stats
 
     if getattr(profile, "reference", None) is None or getattr(profile, "features", None) is None:
         return None
     t0 = time.perf_counter()
-    _reference_stats(profile, folder.parent)
+    profile_reference_stats(profile, folder.parent)
     return time.perf_counter() - t0
 
 

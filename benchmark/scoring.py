@@ -218,7 +218,7 @@ def score_truth(cells: Sequence[Cell], prompt_sets: Sequence[PromptSet], classif
     return rows
 
 
-def _reference_stats(profile: Profile, cache_root: Path | None) -> FeatureStats:
+def profile_reference_stats(profile: Profile, cache_root: Path | None) -> FeatureStats:
     """The reference set's FID statistics; with ``cache_root`` kept there under a key of the set's
     fingerprint (its recipe, the same on every CPU) and the extractor's, so a re-score neither renders
     nor reads the reference images."""
@@ -251,7 +251,7 @@ def score(cells: Sequence[Cell], prompt_sets: Sequence[PromptSet], classifiers: 
         if config.reference_stats:
             reference = load_reference_stats(config.reference_stats, profile.features)
         elif profile.reference is not None:
-            reference = _reference_stats(profile, cache_root)
+            reference = profile_reference_stats(profile, cache_root)
     records: list[dict] = []
     texts: dict[str, np.ndarray] = {}
     methods = list(dict.fromkeys(c.method for c in cells))

@@ -12,6 +12,7 @@ identity, and it must give the rows' FD and FID back (relative 1e-6) before an i
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 from collections.abc import Callable
@@ -132,8 +133,9 @@ def reference_for_run(config: dict[str, Any]) -> FeatureStats | None:
     reference images through its feature extractor, their features read back from the run's cache."""
     from benchmark.cache import DiskMemo
     from benchmark.config import RunConfig
-    from benchmark.metrics import load_reference_stats, reference_stats
+    from benchmark.metrics import load_reference_stats
     from benchmark.profiles import load_profile
+    from benchmark.scoring import profile_reference_stats
 
     cfg = RunConfig.model_validate(config)
     if not cfg.metrics.fid:
@@ -149,7 +151,7 @@ def reference_for_run(config: dict[str, Any]) -> FeatureStats | None:
         return load_reference_stats(cfg.reference_stats, features)
     if profile.reference is None:
         return None
-    return reference_stats(profile.reference.images, features, key=profile.reference.fingerprint)
+    return profile_reference_stats(dataclasses.replace(profile, features=features), Path(cfg.cache_dir))
 
 
 class _Replicates:
