@@ -175,6 +175,32 @@ def _figures(method: str, rows: list[dict[str, Any]], points: list[dict[str, Any
     return draw() if memo is None else memo.get(["method", method, rows, points], draw)
 
 
+def merged_hypervolume(rows: list[dict[str, Any]]) -> float | None:
+    """The hypervolume (:func:`benchmark.study_fronts.hypervolume`) of all the method's settings in
+    ``rows`` against their shared baseline: what every studied knob together reaches (no interval: the
+    settings come from different runs; each study's own interval is in ``study_hypervolumes``)."""
+    from benchmark.study_fronts import FID_LIMIT, hypervolume
+
+    base = next((r for r in rows if r["kind"] == "baseline"), None)
+    if base is None or not base.get("fd") or not _number(base.get("fid")) or not base["fid"]:
+        return None
+    pts = [(r["fd"] / base["fd"], r["fid"] / base["fid"]) for r in rows if r["kind"] != "baseline" and _number(r.get("fid"))]
+    return hypervolume(pts, (1.0, FID_LIMIT)) if pts else None
+
+
+def study_hypervolumes(studies: list[dict[str, Any]], method: str) -> list[str]:
+    """Each study's hypervolume of the method at the profile's sampler, with its interval where it has one."""
+    out = []
+    for study in studies:
+        for h in study.get("hypervolume") or []:
+            if isinstance(h, dict) and h.get("method") == method and not h.get("sampler"):
+                interval = (f" [{_f(h['hypervolume_low'], '.2f')}, {_f(h['hypervolume_high'], '.2f')}]"
+                            if _number(h.get("hypervolume_low")) else "")
+                out.append(f"{(study.get('study') or {}).get('name')} {_f(h['hypervolume'])}{interval} "
+                           f"({h.get('settings')} settings)")
+    return out
+
+
 def _studies(row: dict[str, Any]) -> str:
     """Where a setting was measured (the baseline is in every study: its images are shared)."""
     names = list(dict.fromkeys(row["studies"]))
@@ -217,6 +243,8 @@ def method_views(studies: list[dict[str, Any]], render: Any = None, memo: Any = 
             "robustness": {"columns": ["study", "sampler knob", "values", "worst FD", "best FD", "baseline's worst FD"],
                            "rows": summary},
             "worst": "; ".join(worst) or None,
+            "hypervolume": merged_hypervolume(rows),
+            "study_hypervolumes": study_hypervolumes(studies, method),
             "figures": [] if render is None else _figures(method, rows, points, render, memo),
         })
     return views

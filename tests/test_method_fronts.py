@@ -114,3 +114,16 @@ def test_across_methods_one_front_says_which_method_holds_which_part() -> None:
     assert ("push", "world defaults, a 3") not in {(row[0], row[1]) for row in view["rows"]}
     assert view["rows"][0][0] == "push"  # sorted by FD
     assert across_methods(_studies()) is None  # one method: nothing to compare
+
+
+def test_the_method_section_gives_the_hypervolume_of_all_its_settings_and_each_studys() -> None:
+    from benchmark.study_fronts import hypervolume
+
+    studies = _studies()
+    studies[0]["hypervolume"] = [{"method": "lens", "sampler": {}, "settings": 3, "hypervolume": 0.5,
+                                  "hypervolume_low": 0.4, "hypervolume_high": 0.6}]
+    (view,) = method_views(studies)
+    expected = hypervolume([(0.2 / 0.3, 2.5 / 3.0), (0.08 / 0.3, 2.6 / 3.0), (0.09 / 0.3, 3.5 / 3.0), (0.25 / 0.3, 3.0)],
+                           (1.0, 1.5))
+    assert view["hypervolume"] == expected > 0
+    assert view["study_hypervolumes"] == ["lens-k 0.500 [0.40, 0.60] (3 settings)"]
