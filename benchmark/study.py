@@ -41,7 +41,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from benchmark.config import BASELINE, LABEL_PATTERN, RunConfig, read_config_file, validate_config
 from benchmark.errors import ConfigError
 from benchmark.hashing import hash_value
-from benchmark.study_fronts import FID_LIMIT, _dominated, hypervolume, hypervolume_members, measure_columns
+from benchmark.study_fronts import FID_LIMIT, dominated, hypervolume, hypervolume_members, measure_columns
 
 MAX_POINTS = 500
 SAMPLER_KNOBS = ("guidance_scale", "num_inference_steps")
@@ -236,7 +236,7 @@ def mark_fronts(rows: list[dict[str, Any]]) -> None:
                 continue
             mine = (r["fd"], sign * r[other])
             peers = [(q["fd"], sign * q[other]) for q in rows if q["sampler"] == r["sampler"] and q.get(other) is not None]
-            r[name] = not any(_dominated(mine, p) for p in peers)
+            r[name] = not any(dominated(mine, p) for p in peers)
 
 
 def summaries(rows: list[dict[str, Any]]) -> dict[str, Any]:

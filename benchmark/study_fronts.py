@@ -14,10 +14,19 @@ from benchmark.config import BASELINE
 FID_LIMIT = 1.5  # the hypervolume box reaches this multiple of the baseline's FID
 
 
-def _dominated(a: tuple[float, float], b: tuple[float, float]) -> bool:
+def dominated(a: tuple[float, float], b: tuple[float, float]) -> bool:
     """``a`` is dominated by ``b`` (both minimised)."""
     return b[0] <= a[0] and b[1] <= a[1] and b != a
 
+
+
+def front(points: list[tuple[float, float]]) -> list[bool]:
+    """Which points are on the Pareto front (both coordinates minimised).
+
+    >>> front([(0.3, 1.0), (0.1, 2.0), (0.2, 2.5)])
+    [True, True, False]
+    """
+    return [not any(dominated(p, q) for q in points) for p in points]
 
 def hypervolume(points: list[tuple[float, float]], reference: tuple[float, float]) -> float:
     """Share of the box [0, ref_x] × [0, ref_y] dominated by ``points`` (both coordinates minimised).

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from benchmark.study_fronts import front
 from leaderboard.studies import _f
 
 TUNED = "world defaults"
@@ -50,19 +51,6 @@ def _defaults(method: str) -> dict[str, Any]:
     if method not in METHODS:
         return {}
     return {f.name: getattr(METHODS.get(method).Params(), f.name) for f in dataclasses.fields(METHODS.get(method).Params)}
-
-
-def _dominated(a: tuple[float, float], b: tuple[float, float]) -> bool:
-    return b[0] <= a[0] and b[1] <= a[1] and b != a
-
-
-def front(points: list[tuple[float, float]]) -> list[bool]:
-    """Which points are on the Pareto front (both coordinates minimised).
-
-    >>> front([(0.3, 1.0), (0.1, 2.0), (0.2, 2.5)])
-    [True, True, False]
-    """
-    return [not any(_dominated(p, q) for q in points) for p in points]
 
 
 def method_rows(studies: list[dict[str, Any]]) -> dict[str, dict[str, list[dict[str, Any]]]]:
