@@ -27,6 +27,9 @@ if TYPE_CHECKING:  # the heavy imports happen when a measurement starts, not whe
     from benchmark.components import Components
 
 
+_LOW_PRECISION_VAE: dict[int, object] = {}
+
+
 def bare_loop(components: Components, prompts: list[str], seeds: list[int]) -> np.ndarray:
     """What a user writes by hand: diffusers' pipeline, or its loop for a pixel-space model."""
     import numpy as np
@@ -39,7 +42,14 @@ def bare_loop(components: Components, prompts: list[str], seeds: list[int]) -> n
     if components.vae is not None:
         from diffusers import StableDiffusionPipeline, StableDiffusionXLPipeline
 
-        parts = dict(vae=components.vae, text_encoder=components.text_encoder, tokenizer=components.tokenizer,
+        vae = components.vae
+        if vae.dtype != components.dtype:  # SDXL keeps its VAE in float32; the pipeline upcasts an fp16 one itself
+            import copy
+
+            if id(vae) not in _LOW_PRECISION_VAE:  # made once, outside the timed calls after the first
+                _LOW_PRECISION_VAE[id(vae)] = copy.deepcopy(vae).to(components.dtype)
+            vae = _LOW_PRECISION_VAE[id(vae)]
+        parts = dict(vae=vae, text_encoder=components.text_encoder, tokenizer=components.tokenizer,
                      unet=components.unet, scheduler=components.scheduler)
         if components.text_encoder_2 is not None:
             pipe = StableDiffusionXLPipeline(**parts, text_encoder_2=components.text_encoder_2,
@@ -159,16 +169,46 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=int, default=100, help="images per generation batch")
     parser.add_argument("--repeats", type=int, default=3, help="repeats; the median is reported")
     parser.add_argument("--json", type=Path, help="also write the numbers to this file")
+    real = parser.add_argument_group("a real-shaped model, per method (benchmark.perf_real)")
+    real.add_argument("--model", help="measure every method on this Stable Diffusion model instead (a preset, "
+                                      "diffusers id, folder, or sd15-random / sdxl-random); --images and "
+                                      "--batch-size then count images sampled per method")
+    real.add_argument("--methods", type=lambda s: [m for m in s.split(",") if m],
+                      help="comma-separated methods (default: all five)")
+    real.add_argument("--resolution", type=int, help="image size in pixels (default: the model's own)")
+    real.add_argument("--steps", type=int, default=50, help="sampling steps (default 50)")
+    real.add_argument("--timeout", type=float, help="on a CPU, seconds after which a method's process is stopped")
 
 
 def report(args: argparse.Namespace) -> int:
     """Measure and print the numbers (``debias-bench perf``)."""
+    if args.model:
+        return _report_real(args)
     numbers = measure(args.profile, args.images, args.batch_size, args.repeats)
     text = json.dumps(numbers, indent=1)
     print(text)
     if args.json:
         args.json.write_text(text)
     return 0
+
+
+def _report_real(args: argparse.Namespace) -> int:
+    from benchmark.errors import ConfigError
+    from benchmark.perf_real import METHOD_ORDER, table
+    from benchmark.perf_real import measure as measure_real
+
+    methods = args.methods or list(METHOD_ORDER)
+    unknown = [m for m in methods if m not in METHOD_ORDER]
+    if unknown:
+        raise ConfigError(f"perf: unknown method {unknown[0]!r} (known: {', '.join(METHOD_ORDER)})")
+    if min(args.images, args.batch_size, args.repeats, args.steps, args.resolution or 8) < 1:
+        raise ConfigError("perf: --images, --batch-size, --repeats, --steps and --resolution must be at least 1")
+    rows = measure_real(args.model, methods, args.resolution, args.steps, args.batch_size, args.images, args.repeats,
+                       args.timeout)
+    print(table(rows))
+    if args.json:
+        args.json.write_text(json.dumps(rows, indent=1))
+    return 0 if all("error" not in r for r in rows) else 1
 
 
 def main(argv: list[str] | None = None) -> int:

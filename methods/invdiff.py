@@ -64,7 +64,7 @@ from benchmark.components import Components
 from benchmark.errors import ConfigError, DataError
 from benchmark.hashing import hash_module, hash_value
 from benchmark.images import ImageSet, to_tensor
-from benchmark.sampling import TextCondition, encode_condition, encode_uncond, sample, unet_eps
+from benchmark.sampling import TextCondition, as_condition, encode_condition, encode_uncond, sample, unet_eps
 from methods.base import Dropout, Method, MethodData, NonNegative, NonNegativeInt, Positive, PositiveInt, Probability
 
 if TYPE_CHECKING:
@@ -244,7 +244,9 @@ def build_guide(base_unet: UNet2DConditionModel, width: float, seed: int, init: 
             guide = UNet2DConditionModel.from_config(guide_config(base_unet.config, width))
     torch.nn.init.zeros_(guide.conv_out.weight)
     torch.nn.init.zeros_(guide.conv_out.bias)
-    return guide.to(device=base_unet.device, dtype=base_unet.dtype)
+    # float32 whatever the base's dtype: AdamW on fp16 weights turns zero gradients into NaN (eps underflows);
+    # the prepared guide is cast to the base's dtype for sampling.
+    return guide.to(device=base_unet.device, dtype=torch.float32)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -483,7 +485,7 @@ def train_guide(base_unet: torch.nn.Module, guide: torch.nn.Module, data: Traini
         z_t = scheduler.add_noise(z0, noise, t)
         with torch.no_grad():
             eps_base = unet_eps(base_unet, z_t, t, text)
-        eps_guide = unet_eps(guide, z_t, t, text)
+        eps_guide = unet_eps(guide, z_t.float(), t, as_condition(text).to(dtype=torch.float32))
         pred = combine(eps_guide, eps_base, params.ratio)
         target = training_target(scheduler, z0, noise, t)
         per_sample = (pred.float() - target.float()).pow(2).flatten(1).mean(1)
@@ -583,6 +585,7 @@ class InvDiff(Method):
             self.trained = False
         guide.requires_grad_(False)
         guide.eval()
+        guide.to(dtype=base.unet.dtype)
         self.components = base.replace(unet=InvariantGuidedUNet(base.unet, guide, p.ratio))
 
     def _infer(self, base: Components, train_set: TrainingSet, target: ImageSet, attribute: str | None,
