@@ -32,7 +32,7 @@ PROMPTS = ["a photo of a doctor", "a photo of a nurse"]
 # the smallest budgets that still run every stage of each method's preparation once
 PERF_BUDGETS: dict[str, dict[str, Any]] = {
     "baseline": {},
-    "ddm": {"max_steps": 2, "batch_size": 1, "entropy_images": 2, "sample_batch": 1},
+    "ddm": {"max_steps": 2, "batch_size": 1, "entropy_images": 2},
     "invdiff": {"num_groups": 2, "group_epochs": 2, "loss_draws": 1, "train_steps": 2, "batch_size": 1,
                 "lr_warmup_steps": 0, "lr_schedule": "constant"},
     "selfdebias": {"num_samples": 4, "epochs": 1, "train_batch": 8, "hidden_dim": 64, "step_embed_dim": 16,

@@ -283,9 +283,11 @@ def sample(
     def hook(h: torch.Tensor) -> torch.Tensor | None:
         return mid_block_fn(h, info) if mid_block_fn is not None else None
 
+    # read once: int() of a GPU timestep at every step would make the host wait for the GPU each time
+    step_numbers = [int(t) for t in scheduler.timesteps.tolist()]
     with torch.no_grad(), mid_block_hook(components.unet, hook):
         for i, t in enumerate(tqdm(scheduler.timesteps, disable=not progress, desc="denoise", leave=False)):
-            info = StepInfo(i, int(t), len(scheduler.timesteps), cfg)
+            info = StepInfo(i, step_numbers[i], len(scheduler.timesteps), cfg)
             noise = functools.partial(guided_noise, components.unet, latents, t, text, uncond,
                                       config.guidance_scale, scheduler)
             eps = noise()

@@ -501,7 +501,9 @@ class DDM(Method):
             }
             self.save_report(manifest_path.stem, manifest)
         self.manifest = manifest
-        self.trainer = trainer
+        # On a float32 base the trainer shares the base's weights; otherwise it holds float32 copies of the
+        # UNet and text encoders that sampling never uses (10 GB on SDXL), so they are let go.
+        self.trainer = trainer if base.dtype == torch.float32 else None
         self.components = base.replace(**trainer.merged(),
                                        fingerprint=hash_value({"base": base.fingerprint, "ddm": self.artefacts}))
 

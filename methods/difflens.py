@@ -50,6 +50,7 @@ Deviations from the paper / official code (each also marked ``DEVIATION`` where 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import math
@@ -406,11 +407,17 @@ class FeatureEdit:
     additive: bool
     others: float | None = None
 
+    def to(self, device: torch.device) -> FeatureEdit:
+        """The same edit with its indices and amounts on ``device`` (where the sampler's h lives)."""
+        return dataclasses.replace(self, features=[f.to(device) for f in self.features],
+                                   amounts=[a.to(device) for a in self.amounts])
+
     def competing(self, chosen: Sequence[int]) -> torch.Tensor:
         """The features of the classes not in ``chosen`` that are not features of ``chosen``."""
         own = {int(i) for c in chosen for i in self.features[c]}
         rest = {int(i) for c in range(len(self.features)) if c not in chosen for i in self.features[c]}
-        return torch.tensor(sorted(rest - own), dtype=torch.long)
+        device = self.features[0].device if self.features else None
+        return torch.tensor(sorted(rest - own), dtype=torch.long, device=device)
 
     def apply(self, sae: TopKSAE, h: torch.Tensor, classes: list[Sequence[int]]) -> torch.Tensor:
         """``h + Dec(z' - z)`` where image ``n`` gets the edits of ``classes[n]``."""
@@ -712,6 +719,11 @@ class DiffLens(Method):
         if not steps:
             raise ConfigError(f"difflens: edit_skip_first={p.edit_skip_first}, edit_skip_last={p.edit_skip_last} and "
                               f"edit_stop_fraction={p.edit_stop_fraction} edit no step of a {n}-step sampler")
+
+        device = self.components.device  # the SAE and probes are loaded on the CPU; h lives with the UNet
+        self.sae.to(device)
+        self.probes.to(device)
+        edit = edit.to(device)
 
         def edit_fn(h: torch.Tensor, step: int) -> torch.Tensor:
             chosen = classes if below is None else self.still_to_push(h, step, classes, below)

@@ -18,24 +18,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from doubles import MeanColourClassifier, PixelEmbedder  # noqa: E402
 
 from benchmark.images import ImageSet  # noqa: E402
+from benchmark.perf_real import PERF_BUDGETS as BUDGET  # noqa: E402
 from benchmark.real_models import load_sd  # noqa: E402
 from benchmark.sampling import sample  # noqa: E402
 from methods import METHODS  # noqa: E402
 from methods.base import MethodData  # noqa: E402
 
 PROMPTS = ["a photo of a doctor", "a photo of a nurse"]
-# the smallest budgets that still run every stage once
-BUDGET = {
-    "baseline": {},
-    "ddm": {"max_steps": 2, "batch_size": 1, "entropy_images": 2, "sample_batch": 1},
-    "invdiff": {"num_groups": 2, "group_epochs": 2, "loss_draws": 1, "train_steps": 2, "batch_size": 1,
-                "lr_warmup_steps": 0, "lr_schedule": "constant"},
-    "selfdebias": {"num_samples": 4, "epochs": 1, "train_batch": 8, "hidden_dim": 64, "step_embed_dim": 16, "k_max": 2,
-                   "guidance_batch": 2},
-    "difflens": {"samples_per_prompt": 4, "sae_steps": 2, "sae_batch": 64, "probe_epochs": 1},
-}
-
-
 def peak_mb() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024
 
