@@ -87,3 +87,24 @@ def test_step_fn_sees_every_step_and_can_replace_the_update(tiny) -> None:
     np.testing.assert_array_equal(sample(tiny, prompts, seeds, step_fn=lambda ctx: None), plain)
     frozen = sample(tiny, prompts, seeds, step_fn=lambda ctx: ctx.latents)  # the update replaced: no denoising
     assert not np.array_equal(frozen, plain)
+
+
+def test_the_loop_reads_timesteps_from_the_device_once(tiny, monkeypatch) -> None:
+    """On a GPU each host read of a device tensor waits for the queued work; one per step cost SDXL 20 %
+    of its throughput on an H200. The loop itself may read the timesteps once, not once per step."""
+    import sys
+
+    import benchmark.sampling as sampling
+
+    reads = []
+    for name in ("__int__", "__float__", "item", "tolist"):
+        original = getattr(torch.Tensor, name)
+
+        def counting(self, *args, _original=original, _name=name):
+            if sys._getframe(1).f_code.co_filename == sampling.__file__:
+                reads.append(_name)
+            return _original(self, *args)
+
+        monkeypatch.setattr(torch.Tensor, name, counting)
+    sample(tiny, ["a photo of a doctor"], [3])
+    assert tiny.sampler.num_inference_steps > 2 and len(reads) <= 2, reads
