@@ -122,8 +122,8 @@ def measure_method(base: Any, about: dict[str, Any], name: str, batch_size: int,
     """Prepare one method on ``base`` (from ``load_base``) and time its sampling; see the module doc."""
     import numpy as np
 
+    from benchmark.bare_loop import bare_loop
     from benchmark.counting import count_unet_evaluations
-    from benchmark.perf import bare_loop
     from benchmark.runner import scheduler_from
     from methods import METHODS
 

@@ -110,6 +110,17 @@ def test_perf_takes_its_options_directly(monkeypatch) -> None:
     assert main(["perf", "--bogus"]) == 2
 
 
+def test_perf_on_a_model_refuses_bad_arguments_before_any_work(capsys, monkeypatch) -> None:
+    import benchmark.perf_real
+
+    monkeypatch.setattr(benchmark.perf_real, "measure", lambda *a: pytest.fail("measured despite bad input"))
+    assert main(["perf", "--model", "sd15-random", "--methods", "baseline,nope"]) == 2
+    assert capsys.readouterr().err == ("error: perf: unknown method 'nope' (known: baseline, ddm, invdiff, "
+                                       "selfdebias, difflens)\n")
+    assert main(["perf", "--model", "sd15-random", "--steps", "0"]) == 2
+    assert capsys.readouterr().err.count("\n") == 1
+
+
 def test_perf_measures_generation_scoring_and_writing_apart() -> None:
     from benchmark.perf import measure
 

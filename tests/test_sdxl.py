@@ -102,7 +102,7 @@ def test_mid_block_hook_sees_uncond_then_cond(xl) -> None:
 
 
 def test_perf_bare_loop_equals_the_harness(xl) -> None:
-    from benchmark.perf import bare_loop
+    from benchmark.bare_loop import bare_loop
 
     np.testing.assert_array_equal(bare_loop(xl, PROMPTS, [5, 6]), sample(xl, PROMPTS, [5, 6]))
 
