@@ -35,7 +35,7 @@ def test_two_cpu_processes_match_one(tiny_config, tones_file, tmp_path: Path) ->
 def test_two_processes_match_one_at_sd15_shapes(tones_file, tmp_path: Path) -> None:
     """The same check on Stable Diffusion 1.5's published shapes (random weights, benchmark.full_shape):
     the baseline and DiffLens (prepared by rank 0, loaded by rank 1 from the shared cache) give the same
-    image files and metrics under two processes as under one. About 6 minutes on 2 cores, 11 GB."""
+    image files and metrics under two processes as under one. About 5 minutes on 2 cores, 11 GB."""
     import yaml
 
     from benchmark.perf_real import PERF_BUDGETS
