@@ -50,7 +50,11 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
             raise BenchError("leaderboard add: give the bundle to add, e.g. `debias-bench leaderboard add run.zip`")
         if not Path(args.bundle).is_file():
             raise BenchError(f"{args.bundle}: bundle not found")
-        entry = add_entry(args.bundle, entries)
+        from leaderboard.figures_ahead import FiguresAhead
+
+        with FiguresAhead(entries, out) as ahead:  # the page's figures drawn on the other core meanwhile
+            entry = add_entry(args.bundle, entries, on_checked=ahead.start)
+            ahead.finish()
         print(f"accepted: {entry}")
     elif args.bundle:
         raise BenchError("leaderboard build takes no bundle; use `leaderboard add BUNDLE`")

@@ -35,7 +35,7 @@ import tarfile
 import tempfile
 import zipfile
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -55,6 +55,7 @@ from leaderboard.quality_check import check_quality
 from leaderboard.rundir import MAX_RESULTS_BYTES, PREDICTIONS_FILE, RESULTS_FILE, probability_columns
 
 MANIFEST_FILE = "manifest.json"
+OnChecked = Callable[[Path, dict, dict], None]  # (bundle folder, results, manifest) once its structure has passed
 THUMBNAIL_DIR = "thumbnails"
 SCHEMA_VERSION = 1
 MANIFEST_VERSION = 1
@@ -1041,14 +1042,17 @@ class ValidatedBundle:
 
 
 @contextmanager
-def validated(bundle: str | Path, limits: Limits = DEFAULT_LIMITS, label: str | None = None) -> Iterator[ValidatedBundle]:
-    """Validate ``bundle`` in a private temporary directory, yield it, then delete the directory."""
+def validated(bundle: str | Path, limits: Limits = DEFAULT_LIMITS, label: str | None = None,
+              on_checked: OnChecked | None = None) -> Iterator[ValidatedBundle]:
+    """Validate ``bundle`` in a private temporary directory, yield it, then delete the directory.
+    ``on_checked(root, results, manifest)`` is called once the files, schema and predictions have
+    passed, before the numbers are recomputed (the slow part)."""
     bundle = Path(bundle)
     with tempfile.TemporaryDirectory(prefix="debias-bench-bundle-") as tmp:
         root = Path(tmp) / "bundle"
         root.mkdir()
         try:
-            result = _validate_into(bundle, root, limits)
+            result = _validate_into(bundle, root, limits, on_checked)
         except SubmissionRejected as exc:
             raise SubmissionRejected(exc.rule, exc.detail, label or bundle.name) from None
         yield result
@@ -1060,7 +1064,7 @@ def validate_bundle(bundle: str | Path, limits: Limits = DEFAULT_LIMITS, label: 
         return ok.results
 
 
-def _validate_into(bundle: Path, root: Path, limits: Limits) -> ValidatedBundle:
+def _validate_into(bundle: Path, root: Path, limits: Limits, on_checked: OnChecked | None = None) -> ValidatedBundle:
     _extract(bundle, root, limits)
     files = sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file())
     for required in (RESULTS_FILE, PREDICTIONS_FILE, MANIFEST_FILE):
@@ -1086,6 +1090,8 @@ def _validate_into(bundle: Path, root: Path, limits: Limits) -> ValidatedBundle:
     if claimed_methods - present:
         m, ps = sorted(claimed_methods - present)[0]
         raise _reject("unverifiable-metric", f"metrics for {m[:40]}/{ps[:40]} have no rows in {PREDICTIONS_FILE}")
+    if on_checked is not None:
+        on_checked(root, results, manifest)
     verified = check_metrics(results, recompute_fairness(results, pred, groups))
     try:
         quality = check_quality(root, results, pred, manifest)
@@ -1138,10 +1144,12 @@ def _check_against_entries(ok: ValidatedBundle, entries_dir: Path) -> None:
                               "(fingerprints differ), so the numbers are not comparable")
 
 
-def add_entry(bundle: str | Path, entries_dir: str | Path, limits: Limits = DEFAULT_LIMITS) -> Path:
-    """Validate ``bundle`` and move it into ``entries_dir/<run_id>/`` atomically; returns that directory."""
+def add_entry(bundle: str | Path, entries_dir: str | Path, limits: Limits = DEFAULT_LIMITS,
+              on_checked: OnChecked | None = None) -> Path:
+    """Validate ``bundle`` and move it into ``entries_dir/<run_id>/`` atomically; returns that directory.
+    ``on_checked``: see :func:`validated`."""
     bundle, entries_dir = Path(bundle), Path(entries_dir)
-    with validated(bundle, limits) as ok:
+    with validated(bundle, limits, on_checked=on_checked) as ok:
         try:
             _check_against_entries(ok, entries_dir)
         except SubmissionRejected as exc:
