@@ -442,6 +442,35 @@ class FeatureEdit:
         return h + delta.to(h.dtype)
 
 
+RECORDING_COPIES = 3  # the recordings, the SAE's training rows gathered from them, and their position view
+
+
+def available_memory() -> int | None:
+    """Bytes of memory the system can still give (Linux ``MemAvailable``); None where unknown."""
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
+def check_recording_fits(first: torch.Tensor, images: int, prompts: int, available: int | None) -> None:
+    """Refuse, after the first recorded batch, a recording whose h cannot be held in memory: at Stable
+    Diffusion 1.5's 512 px every image keeps 50 steps × 1280 × 8 × 8 floats (16 MB)."""
+    per_image = first[0].numel() * first.element_size()
+    need = per_image * images * RECORDING_COPIES
+    if available is None or need <= available:
+        return
+    fits = max(available // (per_image * RECORDING_COPIES) // max(prompts, 1), 0)
+    raise ConfigError(
+        f"difflens: recording h for {images} vanilla images needs about {need / 1e9:.1f} GB "
+        f"({per_image / 1e6:.1f} MB per image, held {RECORDING_COPIES} times while the SAE trains), more than "
+        f"the {available / 1e9:.1f} GB available; set samples_per_prompt to {fits} or fewer for {prompts} prompts, "
+        "or prepare on fewer prompts")
+
+
 def check_ddim(scheduler, config: SamplerConfig) -> None:
     """The written-out step below is DDIM's; refuse schedulers and settings it does not cover."""
     from diffusers import DDIMScheduler
@@ -613,6 +642,8 @@ class DiffLens(Method):
             images.append(sample(base, prompts[start:start + batch], seeds[start:start + batch], mid_block_fn=keep))
             acts.append(torch.stack(per_step, dim=1))
             bar.update(len(images[-1]))
+            if start == 0:
+                check_recording_fits(acts[0], len(prompts), len(data.prompts), available_memory())
         bar.close()
         return np.concatenate(images), torch.cat(acts)
 

@@ -428,3 +428,25 @@ def test_world_difflens_reaches_target(tmp_path):
     rows = world_colour_rows(world, {"baseline": lambda p, s: sample(world.components, p, s), "difflens": method.generate})
     assert rows["difflens"][0] <= 0.3 * rows["baseline"][0], rows
     assert rows["difflens"][1] <= 1.5 * rows["baseline"][1], rows
+
+
+def test_a_recording_that_cannot_fit_in_memory_is_refused_after_its_first_batch(tiny, data, tmp_path, monkeypatch):
+    """At SD 1.5's 512 px and 50 steps one image's h is 50 × 1280 × 8 × 8 floats (16.4 MB): the world
+    default (48 images × 134 occupation prompts) would need about 316 GB while the SAE trains."""
+    import methods.difflens as difflens
+
+    sd15_batch = torch.zeros(2, 50, 1280, 8, 8)
+    with pytest.raises(ConfigError) as err:
+        difflens.check_recording_fits(sd15_batch, 48 * 134, 134, available=64 * 10**9)
+    message = str(err.value)
+    assert "\n" not in message and "316.1 GB" in message and "16.4 MB per image" in message
+    assert "samples_per_prompt to 9 or fewer for 134 prompts" in message  # 9 × 134 × 3 × 16.4 MB fits 64 GB
+    difflens.check_recording_fits(sd15_batch, 9 * 134, 134, available=64 * 10**9)
+    difflens.check_recording_fits(sd15_batch, 48 * 134, 134, available=None)  # unknown: not refused
+    batches = []
+    original = difflens.sample
+    monkeypatch.setattr(difflens, "sample", lambda *a, **k: batches.append(1) or original(*a, **k))
+    monkeypatch.setattr(difflens, "available_memory", lambda: 1000)
+    with pytest.raises(ConfigError, match="difflens: recording h for 128 vanilla images"):
+        DiffLens(DiffLensParams(samples_per_prompt=64)).prepare(tiny, data, tmp_path)
+    assert batches == [1]  # stopped after the first of two batches
