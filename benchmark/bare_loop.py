@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import weakref
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -9,7 +10,7 @@ if TYPE_CHECKING:
 
     from benchmark.components import Components
 
-_LOW_PRECISION_VAE: dict[int, object] = {}
+_LOW_PRECISION_VAE: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # VAE -> its half-precision copy
 
 
 def bare_loop(components: Components, prompts: list[str], seeds: list[int]) -> np.ndarray:
@@ -28,9 +29,9 @@ def bare_loop(components: Components, prompts: list[str], seeds: list[int]) -> n
         if vae.dtype != components.dtype:  # SDXL keeps its VAE in float32; the pipeline upcasts an fp16 one itself
             import copy
 
-            if id(vae) not in _LOW_PRECISION_VAE:  # made once, outside the timed calls after the first
-                _LOW_PRECISION_VAE[id(vae)] = copy.deepcopy(vae).to(components.dtype)
-            vae = _LOW_PRECISION_VAE[id(vae)]
+            if vae not in _LOW_PRECISION_VAE:  # made once, outside the timed calls after the first
+                _LOW_PRECISION_VAE[vae] = copy.deepcopy(vae).to(components.dtype)
+            vae = _LOW_PRECISION_VAE[vae]
         parts = dict(vae=vae, text_encoder=components.text_encoder, tokenizer=components.tokenizer,
                      unet=components.unet, scheduler=components.scheduler)
         if components.text_encoder_2 is not None:

@@ -113,8 +113,8 @@ def _harness_run(base_cfg: dict, profile: object, reference: Path) -> tuple[floa
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--profile", default="world", choices=["world", "tiny"], help="base model to measure")
-    parser.add_argument("--images", type=int, default=200, help="images per repeat")
-    parser.add_argument("--batch-size", type=int, default=100, help="images per generation batch")
+    parser.add_argument("--images", type=int, help="images per repeat (default 200; with --model 8)")
+    parser.add_argument("--batch-size", type=int, help="images per generation batch (default 100; with --model 8)")
     parser.add_argument("--repeats", type=int, default=3, help="repeats; the median is reported")
     parser.add_argument("--json", type=Path, help="also write the numbers to this file")
     real = parser.add_argument_group("a real-shaped model, per method (benchmark.perf_real)")
@@ -132,7 +132,7 @@ def report(args: argparse.Namespace) -> int:
     """Measure and print the numbers (``debias-bench perf``)."""
     if args.model:
         return _report_real(args)
-    numbers = measure(args.profile, args.images, args.batch_size, args.repeats)
+    numbers = measure(args.profile, args.images or 200, args.batch_size or 100, args.repeats)
     text = json.dumps(numbers, indent=1)
     print(text)
     if args.json:
@@ -149,9 +149,12 @@ def _report_real(args: argparse.Namespace) -> int:
     unknown = [m for m in methods if m not in METHOD_ORDER]
     if unknown:
         raise ConfigError(f"perf: unknown method {unknown[0]!r} (known: {', '.join(METHOD_ORDER)})")
-    if min(args.images, args.batch_size, args.repeats, args.steps, args.resolution or 8) < 1:
-        raise ConfigError("perf: --images, --batch-size, --repeats, --steps and --resolution must be at least 1")
-    rows = measure_real(args.model, methods, args.resolution, args.steps, args.batch_size, args.images, args.repeats,
+    images, batch_size = args.images or 8, args.batch_size or 8
+    if min(images, batch_size, args.repeats, args.steps) < 1:
+        raise ConfigError("perf: --images, --batch-size, --repeats and --steps must be at least 1")
+    if args.resolution is not None and (args.resolution < 8 or args.resolution % 8):
+        raise ConfigError(f"perf: --resolution {args.resolution}: must be a positive multiple of 8 (the VAE's factor)")
+    rows = measure_real(args.model, methods, args.resolution, args.steps, batch_size, images, args.repeats,
                        args.timeout)
     print(table(rows))
     if args.json:

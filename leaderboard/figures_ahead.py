@@ -39,7 +39,15 @@ class FiguresAhead:
 
     def start(self, root: Path, results: dict, manifest: dict) -> None:
         """The ``on_checked`` hook: copy the new entry's results and predictions beside links to the
-        existing entries, and draw the page for that set in a spawned process."""
+        existing entries, and draw the page for that set in a spawned process. Only a speed-up: any
+        failure here is logged and the add goes on (the page then draws its figures itself)."""
+        try:
+            self._start(root, results, manifest)
+        except Exception as exc:  # noqa: BLE001 - e.g. no symlinks or a full disk: the page draws them later
+            log.warning("not drawing the figures ahead (%s)", exc)
+            self.process = None
+
+    def _start(self, root: Path, results: dict, manifest: dict) -> None:
         from leaderboard.submission import ENTRY_TEXT, entry_dirs
 
         self.tmp = Path(tempfile.mkdtemp(prefix="debias-bench-figures-"))
@@ -51,7 +59,8 @@ class FiguresAhead:
         text = {k: manifest[k] for k in ENTRY_TEXT if manifest.get(k) is not None}
         (new / "entry.json").write_text(json.dumps(text), encoding="utf-8")  # the label names the entry
         for d in entry_dirs(self.entries_dir):
-            (entries / d.name).symlink_to(d.resolve(), target_is_directory=True)
+            if d.name != new.name:  # a duplicate run id is rejected by the check that follows
+                (entries / d.name).symlink_to(d.resolve(), target_is_directory=True)
         self.process = multiprocessing.get_context("spawn").Process(
             target=_draw, args=(str(entries), str(self.tmp / "site")), daemon=True)
         self.process.start()

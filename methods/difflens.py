@@ -442,33 +442,50 @@ class FeatureEdit:
         return h + delta.to(h.dtype)
 
 
-RECORDING_COPIES = 3  # the recordings, the SAE's training rows gathered from them, and their position view
+def recording_copies(expansion: int) -> float:
+    """How many times over the h recordings are held at the peak of preparation: the recordings (1),
+    the SAE's training rows gathered from them (0.9, the other tenth is held out) and, while those rows
+    are encoded for each latent's mean active value, the pre-activations and the dense code (0.9 each,
+    ``expansion`` times as wide as h)."""
+    return 1.9 + 1.8 * expansion
 
 
 def available_memory() -> int | None:
-    """Bytes of memory the system can still give (Linux ``MemAvailable``); None where unknown."""
+    """Bytes of memory this process can still get: the system's ``MemAvailable`` (Linux), lowered to
+    what a cgroup (v2) limit leaves; None where neither is known."""
+    found: list[int] = []
     try:
         for line in Path("/proc/meminfo").read_text().splitlines():
             if line.startswith("MemAvailable:"):
-                return int(line.split()[1]) * 1024
+                found.append(int(line.split()[1]) * 1024)
     except (OSError, ValueError, IndexError):
-        return None
-    return None
+        pass
+    try:
+        limit = Path("/sys/fs/cgroup/memory.max").read_text().strip()
+        if limit != "max":
+            found.append(int(limit) - int(Path("/sys/fs/cgroup/memory.current").read_text().strip()))
+    except (OSError, ValueError):
+        pass
+    return min(found) if found else None
 
 
-def check_recording_fits(first: torch.Tensor, images: int, prompts: int, available: int | None) -> None:
+def check_recording_fits(first: torch.Tensor, images: int, prompts: int, available: int | None,
+                         expansion: int = 4) -> None:
     """Refuse, after the first recorded batch, a recording whose h cannot be held in memory: at Stable
-    Diffusion 1.5's 512 px every image keeps 50 steps × 1280 × 8 × 8 floats (16 MB)."""
+    Diffusion 1.5's 512 px every image keeps 50 steps × 1280 × 8 × 8 floats (16.4 MB)."""
     per_image = first[0].numel() * first.element_size()
-    need = per_image * images * RECORDING_COPIES
+    copies = recording_copies(expansion)
+    need = per_image * images * copies
     if available is None or need <= available:
         return
-    fits = max(available // (per_image * RECORDING_COPIES) // max(prompts, 1), 0)
+    fits = int(available // (per_image * copies) // max(prompts, 1))
+    advice = (f"set samples_per_prompt to {fits} or fewer for {prompts} prompts, or prepare on fewer prompts"
+              if fits else f"not one image per prompt fits for {prompts} prompts: prepare on fewer prompts, at a "
+                           "lower resolution, or on a machine with more memory")
     raise ConfigError(
         f"difflens: recording h for {images} vanilla images needs about {need / 1e9:.1f} GB "
-        f"({per_image / 1e6:.1f} MB per image, held {RECORDING_COPIES} times while the SAE trains), more than "
-        f"the {available / 1e9:.1f} GB available; set samples_per_prompt to {fits} or fewer for {prompts} prompts, "
-        "or prepare on fewer prompts")
+        f"({per_image / 1e6:.1f} MB per image, held {copies:g} times over while the SAE trains), more than "
+        f"the {available / 1e9:.1f} GB available; {advice}")
 
 
 def check_ddim(scheduler, config: SamplerConfig) -> None:
@@ -643,7 +660,7 @@ class DiffLens(Method):
             acts.append(torch.stack(per_step, dim=1))
             bar.update(len(images[-1]))
             if start == 0:
-                check_recording_fits(acts[0], len(prompts), len(data.prompts), available_memory())
+                check_recording_fits(acts[0], len(prompts), len(data.prompts), available_memory(), self.params.expansion)
         bar.close()
         return np.concatenate(images), torch.cat(acts)
 

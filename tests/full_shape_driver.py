@@ -25,6 +25,8 @@ from methods import METHODS  # noqa: E402
 from methods.base import MethodData  # noqa: E402
 
 PROMPTS = ["a photo of a doctor", "a photo of a nurse"]
+
+
 def peak_mb() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024
 

@@ -119,6 +119,8 @@ def test_perf_on_a_model_refuses_bad_arguments_before_any_work(capsys, monkeypat
                                        "selfdebias, difflens)\n")
     assert main(["perf", "--model", "sd15-random", "--steps", "0"]) == 2
     assert capsys.readouterr().err.count("\n") == 1
+    assert main(["perf", "--model", "sd15-random", "--resolution", "100"]) == 2
+    assert "multiple of 8" in capsys.readouterr().err
 
 
 def test_perf_measures_generation_scoring_and_writing_apart() -> None:

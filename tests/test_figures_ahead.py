@@ -66,3 +66,23 @@ def test_a_rejected_bundle_stops_the_drawing_and_leaves_the_site_alone(runs, tmp
     assert started == [1] and multiprocessing.active_children() == []
     assert {p.name: p.read_bytes() for p in site.iterdir() if p.is_file()} == before
     assert [p.name for p in entries.iterdir()] == ["run-a"]
+
+
+def test_adding_the_same_bundle_twice_is_still_a_duplicate_entry(runs, tmp_path) -> None:
+    """The drawing ahead links every existing entry beside the new one; an existing entry with the
+    new run id must leave the rejection to the duplicate check, not break the add."""
+    entries, site = tmp_path / "entries", tmp_path / "site"
+    bundle = pack(runs["a"], tmp_path / "a.zip")
+    add_entry(bundle, entries)
+    with pytest.raises(SubmissionRejected, match=r"\[duplicate-entry\]"):
+        _add(bundle, entries, site)
+    assert multiprocessing.active_children() == []
+
+
+def test_a_failure_to_draw_ahead_does_not_stop_the_add(runs, tmp_path, monkeypatch) -> None:
+    from leaderboard.figures_ahead import FiguresAhead
+
+    monkeypatch.setattr(FiguresAhead, "_start", lambda *a: (_ for _ in ()).throw(OSError("no symlinks here")))
+    entries, site = tmp_path / "entries", tmp_path / "site"
+    assert _add(pack(runs["b"], tmp_path / "b.zip"), entries, site) == 0
+    assert (entries / "run-b").is_dir() and (site / "index.html").is_file()
