@@ -69,6 +69,7 @@ from benchmark.components import Components, SamplerConfig
 from benchmark.errors import ConfigError
 from benchmark.hashing import hash_file, hash_value
 from benchmark.hooks import split_branches
+from benchmark.memory import available_memory, check_recording_fits
 from benchmark.sampling import StepContext, StepInfo, fresh_scheduler, sample
 from benchmark.seeding import image_seeds
 from methods.base import Dropout, Method, MethodData, NonNegative, NonNegativeInt, Positive, PositiveInt, Probability
@@ -450,44 +451,6 @@ def recording_copies(expansion: int) -> float:
     return 1.9 + 1.8 * expansion
 
 
-def available_memory() -> int | None:
-    """Bytes of memory this process can still get: the system's ``MemAvailable`` (Linux), lowered to
-    what a cgroup (v2) limit leaves; None where neither is known."""
-    found: list[int] = []
-    try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemAvailable:"):
-                found.append(int(line.split()[1]) * 1024)
-    except (OSError, ValueError, IndexError):
-        pass
-    try:
-        limit = Path("/sys/fs/cgroup/memory.max").read_text().strip()
-        if limit != "max":
-            found.append(int(limit) - int(Path("/sys/fs/cgroup/memory.current").read_text().strip()))
-    except (OSError, ValueError):
-        pass
-    return min(found) if found else None
-
-
-def check_recording_fits(first: torch.Tensor, images: int, prompts: int, available: int | None,
-                         expansion: int = 4) -> None:
-    """Refuse, after the first recorded batch, a recording whose h cannot be held in memory: at Stable
-    Diffusion 1.5's 512 px every image keeps 50 steps × 1280 × 8 × 8 floats (16.4 MB)."""
-    per_image = first[0].numel() * first.element_size()
-    copies = recording_copies(expansion)
-    need = per_image * images * copies
-    if available is None or need <= available:
-        return
-    fits = int(available // (per_image * copies) // max(prompts, 1))
-    advice = (f"set samples_per_prompt to {fits} or fewer for {prompts} prompts, or prepare on fewer prompts"
-              if fits else f"not one image per prompt fits for {prompts} prompts: prepare on fewer prompts, at a "
-                           "lower resolution, or on a machine with more memory")
-    raise ConfigError(
-        f"difflens: recording h for {images} vanilla images needs about {need / 1e9:.1f} GB "
-        f"({per_image / 1e6:.1f} MB per image, held {copies:g} times over while the SAE trains), more than "
-        f"the {available / 1e9:.1f} GB available; {advice}")
-
-
 def check_ddim(scheduler, config: SamplerConfig) -> None:
     """The written-out step below is DDIM's; refuse schedulers and settings it does not cover."""
     from diffusers import DDIMScheduler
@@ -660,7 +623,9 @@ class DiffLens(Method):
             acts.append(torch.stack(per_step, dim=1))
             bar.update(len(images[-1]))
             if start == 0:
-                check_recording_fits(acts[0], len(prompts), len(data.prompts), available_memory(), self.params.expansion)
+                check_recording_fits("difflens", acts[0][0].numel() * acts[0].element_size(), len(prompts),
+                                     recording_copies(self.params.expansion), len(data.prompts), "samples_per_prompt",
+                                     available_memory())
         bar.close()
         return np.concatenate(images), torch.cat(acts)
 

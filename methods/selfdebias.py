@@ -59,7 +59,7 @@ import logging
 import math
 import time
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -75,6 +75,7 @@ from benchmark.components import Components
 from benchmark.errors import ConfigError
 from benchmark.hashing import hash_value
 from benchmark.hooks import split_branches
+from benchmark.memory import available_memory, check_recording_fits
 from benchmark.sampling import StepInfo, sample, uses_cfg
 from benchmark.seeding import image_seeds
 from methods.base import Dropout, Method, MethodData, NonNegative, NonNegativeInt, Positive, PositiveInt, Probability
@@ -483,8 +484,10 @@ class SelfDebias(Method):
             key = prompt_key(prompt)
             self.modes[prompt] = {b: tensors[f"modes.{key}.{b}"].to(self.components.device) for b in self.branches()}
 
-    def record(self, base: Components, prompt: str, chunk: int = 64) -> Recording:
-        """Vanilla samples of ``prompt`` with every step's mid-block output for each branch."""
+    def record(self, base: Components, prompt: str, chunk: int = 64,
+               on_first: Callable[[int], None] | None = None) -> Recording:
+        """Vanilla samples of ``prompt`` with every step's mid-block output for each branch;
+        ``on_first(bytes per image)`` is called after the first chunk (the memory check)."""
         seeds = image_seeds(self.params.seed, f"selfdebias/{prompt}", self.params.num_samples)
         hs, images = [], []
         for lo in range(0, len(seeds), chunk):
@@ -492,16 +495,22 @@ class SelfDebias(Method):
             steps: dict[int, torch.Tensor] = {}
             images.append(sample(base, [prompt] * len(part), part, mid_block_fn=partial(keep_branches, steps)))
             hs.append(torch.stack([steps[i] for i in sorted(steps)], dim=1))
+            if lo == 0 and on_first is not None:
+                on_first(hs[0][0].numel() * hs[0].element_size())
         return Recording(torch.cat(hs), np.concatenate(images))
 
     def fit(self, base: Components, prompts: list[str], embedder) -> tuple[dict[str, torch.Tensor], dict]:
         """Record vanilla samples, train the projection, discover the modes; returns tensors and a report."""
         p = self.params
         t0 = time.perf_counter()
+        def fits(per_image: int) -> None:  # the recordings and their stack for training: twice over
+            check_recording_fits("selfdebias", per_image, p.num_samples * len(prompts), 2, len(prompts),
+                                 "num_samples", available_memory())
+
         with training_bars.bar(len(prompts), "selfdebias recording vanilla samples", unit="prompt") as bar:
             recordings = []
             for prompt in prompts:
-                recordings.append(self.record(base, prompt))
+                recordings.append(self.record(base, prompt, on_first=None if recordings else fits))
                 bar.update(1)
         t_record = time.perf_counter() - t0
 

@@ -13,7 +13,7 @@ PACKAGES = ("benchmark", "methods", "classifiers", "prompts", "studies", "leader
 CORE = {"benchmark", "benchmark.errors", "benchmark.hashing", "benchmark.registry", "benchmark.components",
         "benchmark.sampling", "benchmark.images", "benchmark.seeding", "benchmark.metrics", "benchmark.progress",
         "benchmark.yamlfile", "benchmark.hooks", "benchmark.embedding", "benchmark.counting", "benchmark.cache",
-        "benchmark.cell"}
+        "benchmark.cell", "benchmark.memory"}
 PLUGINS = ("methods", "classifiers", "prompts", "studies")
 # The harness's report, CLI and pytest plugin render through the leaderboard package (both on top).
 ALLOWED = {
