@@ -407,25 +407,29 @@ class FeatureEdit:
     amounts: list[torch.Tensor]
     additive: bool
     others: float | None = None
+    # competing() by chosen classes, made once per edit: on a GPU each would read indices back to the host
+    _rivals: dict[tuple[int, ...], torch.Tensor] = dataclasses.field(default_factory=dict, compare=False, repr=False)
 
     def to(self, device: torch.device) -> FeatureEdit:
         """The same edit with its indices and amounts on ``device`` (where the sampler's h lives)."""
         return dataclasses.replace(self, features=[f.to(device) for f in self.features],
-                                   amounts=[a.to(device) for a in self.amounts])
+                                   amounts=[a.to(device) for a in self.amounts], _rivals={})
 
     def competing(self, chosen: Sequence[int]) -> torch.Tensor:
         """The features of the classes not in ``chosen`` that are not features of ``chosen``."""
-        own = {int(i) for c in chosen for i in self.features[c]}
-        rest = {int(i) for c in range(len(self.features)) if c not in chosen for i in self.features[c]}
-        device = self.features[0].device if self.features else None
-        return torch.tensor(sorted(rest - own), dtype=torch.long, device=device)
+        key = tuple(chosen)
+        if key not in self._rivals:
+            own = {int(i) for c in chosen for i in self.features[c]}
+            rest = {int(i) for c in range(len(self.features)) if c not in chosen for i in self.features[c]}
+            device = self.features[0].device if self.features else None
+            self._rivals[key] = torch.tensor(sorted(rest - own), dtype=torch.long, device=device)
+        return self._rivals[key]
 
     def apply(self, sae: TopKSAE, h: torch.Tensor, classes: list[Sequence[int]]) -> torch.Tensor:
         """``h + Dec(z' - z)`` where image ``n`` gets the edits of ``classes[n]``."""
         shape = h.shape
         z = sae.encode(to_positions(h.float()))  # (N, P, L)
         z_new = z.clone()
-        rivals: dict[tuple[int, ...], torch.Tensor] = {}
         for n, chosen in enumerate(classes):
             for c in chosen:
                 idx = self.features[c]
@@ -437,7 +441,7 @@ class FeatureEdit:
                 else:
                     z_new[n, :, idx] = z_new[n, :, idx] * amount
             if self.others is not None and chosen:
-                idx = rivals.setdefault(tuple(chosen), self.competing(chosen))
+                idx = self.competing(chosen)
                 z_new[n, :, idx] = z_new[n, :, idx] * self.others
         delta = from_positions(sae.decode_delta(z_new - z), shape)
         return h + delta.to(h.dtype)

@@ -452,3 +452,5 @@ def test_a_feature_edit_moves_to_the_device_of_h():
     assert {t.device.type for t in moved.features + moved.amounts} == {"meta"}
     assert moved.additive and moved.others == 0.5
     assert edit.features[0].device.type == "cpu"  # the original is left as it was
+    # rivals are read back from the indices once per edit and class set, not at every edited step
+    assert edit.competing([0]) is edit.competing([0]) and edit.competing([0]).tolist() == [1]
