@@ -447,12 +447,10 @@ class FeatureEdit:
         return h + delta.to(h.dtype)
 
 
-def recording_copies(expansion: int) -> float:
-    """How many times over the h recordings are held at the peak of preparation: the recordings (1),
-    the SAE's training rows gathered from them (0.9, the other tenth is held out) and, while those rows
-    are encoded for each latent's mean active value, the pre-activations and the dense code (0.9 each,
-    ``expansion`` times as wide as h)."""
-    return 1.9 + 1.8 * expansion
+# How many times over preparation holds the h recordings at its peak, about: the recordings (1), and a copy
+# of the training rows (0.9, a tenth is held out) while another is gathered (0.9; the probes' mean and std alike).
+RECORDING_COPIES = 3.0
+CODE_CHUNK = 16384  # rows coded at once for the latents' mean active values (SD 1.5: 5120 latents, 335 MB)
 
 
 def check_ddim(scheduler, config: SamplerConfig) -> None:
@@ -628,7 +626,7 @@ class DiffLens(Method):
             bar.update(len(images[-1]))
             if start == 0:
                 check_recording_fits("difflens", acts[0][0].numel() * acts[0].element_size(), len(prompts),
-                                     recording_copies(self.params.expansion), len(data.prompts), "samples_per_prompt",
+                                     RECORDING_COPIES, len(data.prompts), "samples_per_prompt",
                                      available_memory())
         bar.close()
         return np.concatenate(images), torch.cat(acts)
@@ -648,14 +646,22 @@ class DiffLens(Method):
         n_val = max(1, n // 10)
         val_idx, train_idx = order[:n_val], order[n_val:]
         rows = lambda idx: to_positions(h[idx].flatten(0, 1)).reshape(-1, c)  # noqa: E731
-        sae, history = train_sae(rows(train_idx), p, gen)
+        train_rows = rows(train_idx)
+        sae, history = train_sae(train_rows, p, gen)
         with torch.no_grad():
             x_val = rows(val_idx)
             val_fvu = float(fvu(sae(x_val), x_val))
-            z_train = sae.encode(rows(train_idx))
-            active = (z_train > 0).float()
-            mean_active = (z_train.sum(0) / active.sum(0).clamp_min(1)).float()
-            dead = int((active.sum(0) == 0).sum())
+            # each latent's mean value where active, coded in chunks: the whole dense code would be
+            # `expansion` times the size of the recordings
+            total = torch.zeros(sae.n_latents, dtype=torch.float64)
+            count = torch.zeros(sae.n_latents, dtype=torch.int64)
+            for lo in range(0, len(train_rows), CODE_CHUNK):
+                z = sae.encode(train_rows[lo:lo + CODE_CHUNK])
+                total += z.sum(0, dtype=torch.float64)
+                count += (z > 0).sum(0)
+            mean_active = (total / count.clamp_min(1)).float()
+            dead = int((count == 0).sum())
+        del train_rows, x_val
         t_sae = time.perf_counter() - t0 - t_collect
 
         probes, probe_stats = train_probes(h.flatten(2), labels, len(self.classes), p, gen)

@@ -13,14 +13,14 @@ SD15_H = 50 * 1280 * 8 * 8 * 4  # bytes of one image's h over 50 steps at 512 px
 
 def test_the_check_names_the_need_and_the_largest_setting_that_fits() -> None:
     with pytest.raises(ConfigError) as err:  # DiffLens's world default on the occupations: 48 × 134 images
-        check_recording_fits("difflens", SD15_H, 48 * 134, 9.1, 134, "samples_per_prompt", 64 * 10**9)
+        check_recording_fits("difflens", SD15_H, 48 * 134, 3, 134, "samples_per_prompt", 64 * 10**9)
     message = str(err.value)
-    assert "\n" not in message and "959.0 GB" in message and "16.4 MB per image, held 9.1 times" in message
-    assert "set samples_per_prompt to 3 or fewer for 134 prompts" in message  # 3 × 134 × 9.1 × 16.4 MB = 59.9 GB
-    check_recording_fits("difflens", SD15_H, 3 * 134, 9.1, 134, "samples_per_prompt", 64 * 10**9)
-    check_recording_fits("difflens", SD15_H, 48 * 134, 9.1, 134, "samples_per_prompt", None)  # unknown: no check
+    assert "\n" not in message and "316.1 GB" in message and "16.4 MB per image, held 3 times" in message
+    assert "set samples_per_prompt to 9 or fewer for 134 prompts" in message  # 9 × 134 × 3 × 16.4 MB = 59.3 GB
+    check_recording_fits("difflens", SD15_H, 9 * 134, 3, 134, "samples_per_prompt", 64 * 10**9)
+    check_recording_fits("difflens", SD15_H, 48 * 134, 3, 134, "samples_per_prompt", None)  # unknown: no check
     with pytest.raises(ConfigError, match="not one image per prompt fits for 134 prompts"):
-        check_recording_fits("difflens", SD15_H, 134, 9.1, 134, "samples_per_prompt", 10**9)
+        check_recording_fits("difflens", SD15_H, 134, 3, 134, "samples_per_prompt", 10**9)
 
 
 def test_available_memory_is_known_here_and_plausible() -> None:

