@@ -117,6 +117,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=int, help="images per generation batch (default 100; with --model 8)")
     parser.add_argument("--repeats", type=int, default=3, help="repeats; the median is reported")
     parser.add_argument("--json", type=Path, help="also write the numbers to this file")
+    harness = parser.add_argument_group("the harness's own costs side by side (benchmark.perf_harness)")
+    harness.add_argument("--harness", action="store_true",
+                         help="time the CLI's start, report, leaderboard add, a warm re-score and the scoring share")
+    harness.add_argument("--warm-cache", type=Path, metavar="DIR",
+                         help="with --harness: a world-suite run's cache, to time a warm re-score")
     real = parser.add_argument_group("a real-shaped model, per method (benchmark.perf_real)")
     real.add_argument("--model", help="measure every method on this Stable Diffusion model instead (a preset, "
                                       "diffusers id, folder, or sd15-random / sdxl-random); --images and "
@@ -132,6 +137,18 @@ def report(args: argparse.Namespace) -> int:
     """Measure and print the numbers (``debias-bench perf``)."""
     if args.model:
         return _report_real(args)
+    if args.harness:
+        from benchmark.errors import ConfigError
+        from benchmark.perf_harness import measure as measure_harness
+        from benchmark.perf_harness import table as harness_table
+
+        if args.warm_cache is not None and not args.warm_cache.is_dir():
+            raise ConfigError(f"perf: --warm-cache {args.warm_cache}: not a directory")
+        figures = measure_harness(args.warm_cache, repeats=args.repeats)
+        print(harness_table(figures))
+        if args.json:
+            args.json.write_text(json.dumps(figures, indent=1))
+        return 0
     numbers = measure(args.profile, args.images or 200, args.batch_size or 100, args.repeats)
     text = json.dumps(numbers, indent=1)
     print(text)
