@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import os
-import platform
 import shutil
 import statistics
 import subprocess
@@ -54,8 +53,10 @@ def entry_bundle(entry: Path, out: Path) -> Path:
 
 def measure(warm_cache: Path | None = None, repeats: int = 2, entry: Path = WORLD_ENTRY) -> dict[str, Any]:
     from benchmark.perf import measure as throughput
+    from benchmark.runner import machine_info
 
-    figures: dict[str, Any] = {"machine": platform.processor() or platform.machine(), "cpus": os.cpu_count(),
+    info = machine_info()
+    figures: dict[str, Any] = {"machine": info["cpu"], "cpus": info["cores"],
                                "load_before": [round(x, 2) for x in os.getloadavg()]}
     figures["cli_start_s"] = {name: _seconds(args, repeats=3) for name, args in
                               (("--help", ["--help"]), ("--version", ["--version"]), ("list methods", ["list", "methods"]))}
