@@ -295,6 +295,10 @@ def _cmd_verify(args: argparse.Namespace) -> int:
 
 
 def _cmd_perf(args: argparse.Namespace) -> int:
+    if args.harness:
+        from benchmark.perf_harness import report as harness_report
+
+        return harness_report(args)
     from benchmark.perf import report
 
     return report(args)

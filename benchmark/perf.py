@@ -137,18 +137,6 @@ def report(args: argparse.Namespace) -> int:
     """Measure and print the numbers (``debias-bench perf``)."""
     if args.model:
         return _report_real(args)
-    if args.harness:
-        from benchmark.errors import ConfigError
-        from benchmark.perf_harness import measure as measure_harness
-        from benchmark.perf_harness import table as harness_table
-
-        if args.warm_cache is not None and not args.warm_cache.is_dir():
-            raise ConfigError(f"perf: --warm-cache {args.warm_cache}: not a directory")
-        figures = measure_harness(args.warm_cache, repeats=args.repeats)
-        print(harness_table(figures))
-        if args.json:
-            args.json.write_text(json.dumps(figures, indent=1))
-        return 0
     numbers = measure(args.profile, args.images or 200, args.batch_size or 100, args.repeats)
     text = json.dumps(numbers, indent=1)
     print(text)

@@ -97,3 +97,16 @@ def table(figures: dict[str, Any]) -> str:
     if "warm_rescore_s" not in figures:
         lines.append("| warm_rescore_s | not measured: give --warm-cache DIR (a world-suite run's cache) | <= 15 s |")
     return "\n".join(lines)
+
+
+def report(args: Any) -> int:
+    """``debias-bench perf --harness [--warm-cache DIR] [--repeats N] [--json FILE]``."""
+    from benchmark.errors import ConfigError
+
+    if args.warm_cache is not None and not Path(args.warm_cache).is_dir():
+        raise ConfigError(f"perf: --warm-cache {args.warm_cache}: not a directory")
+    figures = measure(args.warm_cache, repeats=args.repeats)
+    print(table(figures))
+    if args.json:
+        Path(args.json).write_text(json.dumps(figures, indent=1))
+    return 0
