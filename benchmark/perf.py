@@ -129,7 +129,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     real.add_argument("--methods", type=lambda s: [m for m in s.split(",") if m],
                       help="comma-separated methods (default: all five)")
     real.add_argument("--resolution", type=int, help="image size in pixels (default: the model's own)")
-    real.add_argument("--steps", type=int, default=50, help="sampling steps (default 50)")
+    real.add_argument("--steps", type=int, default=50, help="sampling steps")
     real.add_argument("--timeout", type=float, help="on a CPU, seconds after which a method's process is stopped")
 
 
