@@ -24,9 +24,9 @@ log = logging.getLogger(__name__)
 
 
 def _draw(entries: str, out: str) -> None:
-    from leaderboard.html import build_leaderboard
+    from leaderboard.html import FIGURE_CACHE, draw_figures
 
-    build_leaderboard(entries, out, studies_dir=Path(out) / "no-studies")
+    draw_figures(entries, Path(out) / FIGURE_CACHE)
 
 
 class FiguresAhead:

@@ -576,6 +576,13 @@ def headline_views(runs: list[Run]) -> list[dict[str, Any]]:
             for run in runs for ps, attr, classifier, rows in headline_blocks(run.results)]
 
 
+def page_inputs(runs: list[Run]) -> tuple[pd.DataFrame, dict[tuple[str, str], str], list[Table]]:
+    """The runs' metrics as one frame, each (entry, method)'s row label, and the page's tables."""
+    df = combined_metrics(runs)
+    labels = {(e, m): r for e, m, r in df[["entry", "method", "row"]].drop_duplicates().itertuples(index=False)} if len(df) else {}
+    return df, labels, build_tables(df)
+
+
 def render_page(runs: list[Run], title: str = "debias-bench leaderboard", subtitle: str = "",
                 figure_cache: Path | None = None, studies: list[dict[str, Any]] | None = None) -> tuple[str, list[Table]]:
     """The page's HTML and the tables it shows (``figure_cache``: see :func:`all_figures`)."""
@@ -585,9 +592,7 @@ def render_page(runs: list[Run], title: str = "debias-bench leaderboard", subtit
     import seaborn as sns
 
     sns.set_theme(style="whitegrid", context="paper")
-    df = combined_metrics(runs)
-    labels = {(e, m): r for e, m, r in df[["entry", "method", "row"]].drop_duplicates().itertuples(index=False)} if len(df) else {}
-    tables = build_tables(df)
+    df, labels, tables = page_inputs(runs)
     figures, notes = all_figures(runs, df, tables, labels, figure_cache)
     memo = FigureMemo(figure_cache.with_name(STUDY_FIGURE_CACHE) if figure_cache is not None and studies else None)
     families = sorted({FAMILIES.get(t.metric, "other") for t in tables})
@@ -630,11 +635,8 @@ def render_report(run_dir: str | Path) -> Path:
     return out
 
 
-def build_leaderboard(entries_dir: str | Path, out_dir: str | Path, studies_dir: str | Path | None = None) -> Path:
-    """Render every entry in ``entries_dir`` (and every study in ``studies_dir``, default: ``studies``
-    beside the entries) to ``out_dir/index.html`` plus ``out_dir/tables/*``."""
-    from leaderboard.studies import load_studies
-
+def load_entries(entries_dir: str | Path) -> list[Run]:
+    """Every entry as a run, named by its submitter's label where that tells entries apart, else its folder."""
     runs = []
     for d in entry_dirs(entries_dir):
         run = load_run(d)
@@ -642,8 +644,31 @@ def build_leaderboard(entries_dir: str | Path, out_dir: str | Path, studies_dir:
         runs.append(run)
     labels = [_entry_info(r).get("label") for r in runs]
     for run, label in zip(runs, labels, strict=True):
-        if label and labels.count(label) == 1:  # the submitter's name for it, where it tells entries apart
+        if label and labels.count(label) == 1:
             run.entry_id = str(label)
+    return runs
+
+
+def draw_figures(entries_dir: str | Path, figure_cache: Path) -> None:
+    """Only the figures of the page for ``entries_dir``, into the memo ``figure_cache`` (see :func:`all_figures`)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import seaborn as sns
+
+    sns.set_theme(style="whitegrid", context="paper")
+    runs = load_entries(entries_dir)
+    df, labels, tables = page_inputs(runs)
+    figure_cache.parent.mkdir(parents=True, exist_ok=True)
+    all_figures(runs, df, tables, labels, figure_cache)
+
+
+def build_leaderboard(entries_dir: str | Path, out_dir: str | Path, studies_dir: str | Path | None = None) -> Path:
+    """Render every entry in ``entries_dir`` (and every study in ``studies_dir``, default: ``studies``
+    beside the entries) to ``out_dir/index.html`` plus ``out_dir/tables/*``."""
+    from leaderboard.studies import load_studies
+
+    runs = load_entries(entries_dir)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     studies = load_studies(Path(entries_dir).parent / "studies" if studies_dir is None else studies_dir)
