@@ -137,12 +137,17 @@ def report(args: argparse.Namespace) -> int:
     """Measure and print the numbers (``debias-bench perf``)."""
     if args.model:
         return _report_real(args)
-    numbers = measure(args.profile, args.images or 200, args.batch_size or 100, args.repeats)
+    numbers = measure(args.profile, _given(args.images, 200), _given(args.batch_size, 100), args.repeats)
     text = json.dumps(numbers, indent=1)
     print(text)
     if args.json:
         args.json.write_text(text)
     return 0
+
+
+def _given(value: int | None, default: int) -> int:
+    """An option's value, or its default when it was not given (a given 0 stays 0, to be refused)."""
+    return default if value is None else value
 
 
 def _report_real(args: argparse.Namespace) -> int:
@@ -154,7 +159,7 @@ def _report_real(args: argparse.Namespace) -> int:
     unknown = [m for m in methods if m not in METHOD_ORDER]
     if unknown:
         raise ConfigError(f"perf: unknown method {unknown[0]!r} (known: {', '.join(METHOD_ORDER)})")
-    images, batch_size = args.images or 8, args.batch_size or 8
+    images, batch_size = _given(args.images, 8), _given(args.batch_size, 8)
     if min(images, batch_size, args.repeats, args.steps) < 1:
         raise ConfigError("perf: --images, --batch-size, --repeats and --steps must be at least 1")
     if args.resolution is not None and (args.resolution < 8 or args.resolution % 8):

@@ -119,6 +119,8 @@ def test_perf_on_a_model_refuses_bad_arguments_before_any_work(capsys, monkeypat
                                        "selfdebias, difflens)\n")
     assert main(["perf", "--model", "sd15-random", "--steps", "0"]) == 2
     assert capsys.readouterr().err.count("\n") == 1
+    assert main(["perf", "--model", "sd15-random", "--images", "0"]) == 2
+    assert "must be at least 1" in capsys.readouterr().err
     assert main(["perf", "--model", "sd15-random", "--resolution", "100"]) == 2
     assert "multiple of 8" in capsys.readouterr().err
 
