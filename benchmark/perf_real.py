@@ -113,6 +113,7 @@ def load_base(model: str, resolution: int | None, steps: int) -> tuple[Any, dict
         "threads": torch.get_num_threads(), "resolution": resolution,
         "guidance": base.sampler.guidance_scale,
         "unet_parameters_m": round(sum(p.numel() for p in base.unet.parameters()) / 1e6, 1),
+        "mid_block_channels": int(base.unet.config.block_out_channels[-1]),
         "load_s": round(time.perf_counter() - t0, 1), "load_peak_mb": _peak_mb(device),
     }
 

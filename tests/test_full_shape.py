@@ -1,22 +1,18 @@
 """Every method prepared and sampled on Stable Diffusion 1.5 and SDXL at their published shapes (random weights,
 benchmark.full_shape) through the real profile's loader, at 256 px with a few steps: any shape, dtype
-or device fault of a method at real scale fails here. Slow (SD 1.5 about 6 minutes on 2 cores, SDXL about
-40); each method runs in its own process, which prints its time and peak memory (docs/gpu.md)."""
+or device fault of a method at real scale fails here. Slow (SD 1.5 about 8 minutes on 2 cores, SDXL about
+40); each method runs in its own process through `debias-bench perf --model`'s code, which prints its
+times and peak memory (docs/gpu.md)."""
 
 from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from benchmark.full_shape import SD15_UNET, build_pipeline
-
-DRIVER = Path(__file__).resolve().parent / "full_shape_driver.py"
-STEPS = {"difflens": 4}  # its edit window needs more than two steps
 
 
 def test_the_published_shapes_are_the_ones_built() -> None:
@@ -29,31 +25,31 @@ def test_the_published_shapes_are_the_ones_built() -> None:
     assert unet.config.block_out_channels[-1] == 1280 and unet.config.cross_attention_dim == 768
 
 
-def _drive(kind: str, method: str, tmp_path: Path) -> dict:
-    env = {**os.environ, "DEBIAS_BENCH_RANDOM_MODELS": os.environ.get("DEBIAS_BENCH_RANDOM_MODELS", str(tmp_path.parent)),
-           "HF_HUB_OFFLINE": "1", "TRANSFORMERS_VERBOSITY": "error", "DIFFUSERS_VERBOSITY": "error",
-           "HF_HUB_DISABLE_PROGRESS_BARS": "1"}
-    proc = subprocess.run([sys.executable, str(DRIVER), kind, method, "256", str(STEPS.get(method, 2)),
-                           str(tmp_path / method)], capture_output=True, text=True, env=env, timeout=3600)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    result = json.loads(proc.stdout.strip().splitlines()[-1])
-    print(json.dumps(result))
-    return result
+def _drive(kind: str, method: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict:
+    """One method prepared and sampled in its own process by `debias-bench perf --model`'s code, at
+    256 px with one image after a warm-up image; its row (times, peak memory, shapes) is printed."""
+    from benchmark.perf_real import measure
+
+    monkeypatch.setenv("DEBIAS_BENCH_RANDOM_MODELS", os.environ.get("DEBIAS_BENCH_RANDOM_MODELS", str(tmp_path.parent)))
+    [row] = measure(kind, [method], 256, 2, batch_size=1, images=1, repeats=1, timeout=3600)
+    print(json.dumps(row))
+    assert "error" not in row, row["error"]
+    return row
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("method", ["baseline", "ddm", "invdiff", "selfdebias", "difflens"])
-def test_method_runs_at_sd15_shapes(method: str, tmp_path: Path) -> None:
-    result = _drive("sd15-random", method, tmp_path)
+def test_method_runs_at_sd15_shapes(method: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    result = _drive("sd15-random", method, tmp_path, monkeypatch)
     assert result["unet_parameters_m"] == 859.5 and result["mid_block_channels"] == 1280
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("method", ["baseline", "ddm", "invdiff", "selfdebias", "difflens"])
-def test_method_runs_at_sdxl_shapes(method: str, tmp_path: Path) -> None:
+def test_method_runs_at_sdxl_shapes(method: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """SDXL base (13 GB of weights in float32): about 40 minutes for all five and up to 23 GB of memory
     (InvDiff); run it on a machine with 32 GB or more."""
-    result = _drive("sdxl-random", method, tmp_path)
+    result = _drive("sdxl-random", method, tmp_path, monkeypatch)
     assert result["unet_parameters_m"] == 2567.5 and result["mid_block_channels"] == 1280
 
 
