@@ -33,7 +33,7 @@ def _random_cases(k: int, rows: int, rng: np.random.Generator) -> tuple[np.ndarr
     return d, c
 
 
-@pytest.mark.parametrize("k", [2, 3, 4])
+@pytest.mark.parametrize("k", [2, 3, 4, 6])
 def test_the_batched_exact_solver_equals_the_single_row_one(k: int) -> None:
     rng = np.random.default_rng(k)
     d, c = _random_cases(k, 600, rng)
@@ -43,6 +43,24 @@ def test_the_batched_exact_solver_equals_the_single_row_one(k: int) -> None:
     off = np.array([(np.linalg.solve(c[r].T, d[r]) < -1e-9).any() for r in range(len(d))])
     assert off.mean() > 0.3 and (~off).mean() > 0.1  # both paths exercised: interior and on a face
     assert np.allclose(got.sum(axis=1), 1.0) and (got >= 0).all()
+
+
+@pytest.mark.parametrize("k", [2, 3, 6])
+def test_the_per_row_active_set_finds_the_faces_optimum(k: int) -> None:
+    from benchmark.metrics.cleam import _faces
+
+    rng = np.random.default_rng(10 + k)
+    d, c = _random_cases(k, 400, rng)
+    c[:20, 1] = c[:20, 0]  # singular draws: rows the active set may leave to the enumeration
+    ct = c.transpose(0, 2, 1)
+    got, want = corrected_distributions(d, c), _faces(ct, d)
+
+    def residual(p: np.ndarray) -> np.ndarray:
+        return ((np.einsum("rij,rj->ri", ct, p) - d) ** 2).sum(axis=1)
+
+    assert (residual(got) <= residual(want) + 1e-12).all()  # never a worse point than the enumeration's
+    regular = np.arange(len(d)) >= 20  # a unique optimum: the same point
+    np.testing.assert_allclose(got[regular], want[regular], atol=1e-9)
 
 
 def test_the_batched_solver_refuses_what_it_cannot_enumerate() -> None:

@@ -235,6 +235,19 @@ def test_target_p_is_pearsons_chi_square_and_fishers_combination():
     assert rec[(None, "target_p", "chi-square-fisher")]["value"] == pytest.approx(combine_pvalues(ps).pvalue)
 
 
+def test_chi_square_helpers_equal_scipy_stats_bit_for_bit():
+    from scipy.stats import chi2
+
+    from benchmark.metrics.report import _chi2_ppf, _chi2_sf
+
+    for dof in (1, 2, 5, 11, 63):
+        for level in (0.8, 0.95, 0.99):
+            assert _chi2_ppf(level, dof) == float(chi2.ppf(level, dof))
+        for stat in (0.0, 0.3, 4.2, 77.0):
+            assert _chi2_sf(stat, dof) == float(chi2.sf(stat, dof))
+    assert np.isnan(_chi2_sf(1e-30, 0))  # as chi2.sf: no test with one class left (the record reads 1.0)
+
+
 def test_paired_deltas_against_the_baseline():
     from benchmark.metrics import paired_delta_records
 

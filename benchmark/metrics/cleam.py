@@ -83,10 +83,16 @@ def _active_set(ct: np.ndarray, rows: np.ndarray, support: np.ndarray) -> tuple[
     [h_S; 1] with G = C Cᵀ, h = C b. A row is optimal when x ≥ 0 on S and g_i + μ ≥ 0 off S, with
     g = G x − h (the problem is convex, so these conditions certify the solution). Rows that are not
     optimal drop negative entries from S or add violating ones, and try again. Returns (p, solved mask).
+    ``ct`` is one Cᵀ (K, K) for every row, or each row's own (R, K, K).
     """
-    k = ct.shape[1]
-    g_mat, h = ct.T @ ct, np.einsum("rj,ji->ri", rows, ct)
-    tol = 1e-10 * max(1.0, float(np.abs(g_mat).max()))
+    k = ct.shape[-1]
+    each = ct.ndim == 3
+    if each:
+        g_mat, h = np.einsum("rji,rjl->ril", ct, ct), np.einsum("rji,rj->ri", ct, rows)
+        tol = 1e-10 * np.maximum(1.0, np.abs(g_mat).max(axis=(1, 2)))
+    else:
+        g_mat, h = ct.T @ ct, np.einsum("rj,ji->ri", rows, ct)
+        tol = 1e-10 * max(1.0, float(np.abs(g_mat).max()))
     out = np.zeros_like(rows)
     solved = np.zeros(len(rows), dtype=bool)
     support = support.copy()
@@ -102,21 +108,30 @@ def _active_set(ct: np.ndarray, rows: np.ndarray, support: np.ndarray) -> tuple[
                 support[r] = True
                 continue
             m = len(s)
-            kkt = np.zeros((m + 1, m + 1))
-            kkt[:m, :m], kkt[:m, m], kkt[m, :m] = g_mat[np.ix_(s, s)], 1.0, 1.0
             rhs = np.concatenate([h[np.ix_(r, s)], np.ones((len(r), 1))], axis=1)
-            try:
-                sol = np.linalg.solve(kkt, rhs.T).T
-            except np.linalg.LinAlgError:
-                continue  # singular on this support: left to the reference solver
+            if each:
+                kkt = np.zeros((len(r), m + 1, m + 1))
+                kkt[:, :m, :m], kkt[:, :m, m], kkt[:, m, :m] = g_mat[np.ix_(r, s, s)], 1.0, 1.0
+                sol = _solve_each(kkt, rhs)  # a row singular on this support is NaN: tried on another
+            else:
+                kkt = np.zeros((m + 1, m + 1))
+                kkt[:m, :m], kkt[:m, m], kkt[m, :m] = g_mat[np.ix_(s, s)], 1.0, 1.0
+                try:
+                    sol = np.linalg.solve(kkt, rhs.T).T
+                except np.linalg.LinAlgError:
+                    continue  # singular on this support: left to the reference solver
             x = np.zeros((len(r), k))
             x[:, s] = sol[:, :m]
             mu = sol[:, m]
-            grad = np.einsum("rj,ji->ri", x, g_mat) - h[r]
+            if each:
+                grad = np.einsum("rj,rji->ri", x, g_mat[r]) - h[r]
+            else:
+                grad = np.einsum("rj,ji->ri", x, g_mat) - h[r]
+            row_tol = tol[r][:, None] if each else tol
             off = ~pattern
-            neg = x[:, s] < -tol
-            viol = (grad[:, off] + mu[:, None]) < -tol
-            ok = ~neg.any(axis=1) & ~viol.any(axis=1)
+            neg = x[:, s] < -row_tol
+            viol = (grad[:, off] + mu[:, None]) < -row_tol
+            ok = ~neg.any(axis=1) & ~viol.any(axis=1) & np.isfinite(sol).all(axis=1)
             out[r[ok]] = np.clip(x[ok], 0.0, None)
             solved[r[ok]] = True
             bad = r[~ok]
@@ -282,8 +297,9 @@ def corrected_distributions(dists: np.ndarray, confusions: np.ndarray, inverses:
     matrix drawn for it (:func:`sample_confusions`).
 
     Rows whose exact inverse C_r⁻ᵀ b_r lies on the simplex take it (batched; ``inverses``: those of
-    :func:`unconstrained_inverses` when already computed); the others are solved exactly on the
-    simplex's faces (:func:`_faces`). For K up to :data:`MAX_PROPAGATED_K`."""
+    :func:`unconstrained_inverses` when already computed); the others by the active-set method, each
+    with its own matrix, and any it leaves unsolved exactly on the simplex's faces (:func:`_faces`).
+    For K up to :data:`MAX_PROPAGATED_K`."""
     d = check_distribution(dists, "dists")
     c = np.asarray(confusions, dtype=np.float64)
     if d.ndim != 2 or c.shape != (*d.shape, d.shape[1]):
@@ -300,7 +316,13 @@ def corrected_distributions(dists: np.ndarray, confusions: np.ndarray, inverses:
     out[ok] = exact[ok] / exact[ok].sum(axis=1, keepdims=True)
     todo = np.flatnonzero(~ok)
     if len(todo):
-        out[todo] = _faces(c[todo].transpose(0, 2, 1), d[todo])
+        # the active set from the inverse's positive entries; the faces' enumeration for what it leaves
+        ct = c[todo].transpose(0, 2, 1)
+        support = np.where(np.isfinite(exact[todo]), exact[todo] > 0, True)
+        solved_rows, solved = _active_set(ct, d[todo], support)
+        out[todo[solved]] = solved_rows[solved]
+        if not solved.all():
+            out[todo[~solved]] = _faces(ct[~solved], d[todo[~solved]])
     return out
 
 
