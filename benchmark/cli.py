@@ -244,6 +244,15 @@ def _cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_cleam_check(args: argparse.Namespace) -> int:
+    from benchmark.cleam_check import check, table
+
+    if not Path(args.run_dir).is_dir():
+        raise BenchError(f"{args.run_dir}: run folder not found")
+    print(table(check(args.run_dir, args.weak, args.strong), args.weak, args.strong))
+    return 0
+
+
 def _cmd_world(args: argparse.Namespace) -> int:
     if args.action == "check":
         from benchmark.world.check import main as check_main
@@ -323,6 +332,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--all", action="store_true", help="print every set-level metric of every method (a wide table) "
                                                       "instead of the headline")
     p.set_defaults(func=_cmd_report)
+    p = sub.add_parser("cleam-check", help="how far a classifier's CLEAM correction holds on a run, with a stronger "
+                                           "classifier's labels as the truth")
+    p.add_argument("run_dir", help="a run folder or leaderboard entry where both classifiers labelled the images")
+    p.add_argument("--weak", default="world-weak", help="the corrected classifier (default: world-weak)")
+    p.add_argument("--strong", default="world", help="the classifier taken as the label (default: world)")
+    p.set_defaults(func=_cmd_cleam_check)
     p = sub.add_parser("world", help="the controlled-bias world: `world build` rebuilds its weights, "
                                      "`world check` compares this machine's renders with the shipped ones")
     p.add_argument("action", choices=["build", "check"], help="build: retrain the world's weights; "
