@@ -211,7 +211,9 @@ def _kernel_sum(x: np.ndarray, y: np.ndarray, exclude_diagonal: bool, block: int
     """Σ k(x_i, y_j) with k(u, v) = (uᵀv / D + 1)³, in row blocks so memory stays O(block · N)."""
     d, total = x.shape[1], 0.0
     for lo in range(0, len(x), block):
-        k = (x[lo:lo + block] @ y.T / d + 1.0) ** 3
+        base = x[lo:lo + block] @ y.T / d + 1.0
+        k = base * base
+        k *= base  # a product, not ** 3: numpy's general power is about four times slower
         total += float(k.sum())
         if exclude_diagonal:
             total -= float(np.trace(k[:, lo:lo + block]))
