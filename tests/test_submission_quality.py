@@ -210,3 +210,46 @@ def test_a_world_bundle_must_show_every_method_and_name_a_known_variant(bundle: 
     results["models"]["profile"] = "world:made-up"
     err = _rejected(_repack(bundle, tmp_path / "c.zip", results=json.dumps(results).encode()), tmp_path)
     assert "not a world variant" in err.detail
+
+
+def test_the_quality_check_in_a_second_process_gives_the_same_verdicts(bundle: Path, tmp_path: Path) -> None:
+    """``parallel=True`` (what `leaderboard add` and `submit` use): the same counts for a good bundle and
+    the same one line for a forged number, from the second process (leaderboard.quality_aside)."""
+    with validated(bundle) as ok:
+        serial = (ok.verified_metrics, ok.reported_metrics, ok.thumbnails_checked)
+    with validated(bundle, parallel=True) as ok:
+        assert (ok.verified_metrics, ok.reported_metrics, ok.thumbnails_checked) == serial
+    results = _results(bundle)
+    next(r for r in results["metrics"] if r["metric"] == "kid")["value"] *= 0.9
+    forged = _repack(bundle, tmp_path / "b.zip", results=json.dumps(results).encode())
+    lines = []
+    for parallel in (False, True):
+        with pytest.raises(SubmissionRejected) as info:
+            add_entry(forged, tmp_path / "entries", parallel=parallel)
+        lines.append(str(info.value))
+    assert lines[0] == lines[1] and "kid" in lines[0]
+    assert not (tmp_path / "entries").exists() or not any((tmp_path / "entries").iterdir())
+
+
+def test_without_a_second_process_the_check_runs_here(bundle: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import multiprocessing
+
+    def no_process(*args, **kwargs):
+        raise OSError("no process to spare")
+
+    monkeypatch.setattr(multiprocessing, "get_context", no_process)
+    with validated(bundle, parallel=True) as ok:
+        assert ok.thumbnails_checked == 2 * 4 * 8
+
+
+def test_a_second_process_that_dies_leaves_the_check_to_this_one(bundle: Path) -> None:
+    from leaderboard.quality_aside import QualityAside
+
+    with validated(bundle) as ok:
+        import pandas as pd
+
+        pred = pd.read_parquet(ok.root / "predictions.parquet")
+        aside = QualityAside(ok.root, ok.results, pred, ok.manifest).start()
+        aside.process.kill()  # dies before it can answer
+        assert aside.result().thumbnails_checked == 2 * 4 * 8
+        assert aside.process is None
