@@ -100,9 +100,11 @@ def _active_set(ct: np.ndarray, rows: np.ndarray, support: np.ndarray) -> tuple[
         pending = np.flatnonzero(~solved)
         if len(pending) == 0:
             break
-        patterns, inverse = np.unique(support[pending], axis=0, return_inverse=True)
-        for pat_id, pattern in enumerate(patterns):
+        # one integer per support pattern (bit i: class i in S): a 1-D unique, far cheaper than axis=0
+        codes, inverse = np.unique(support[pending] @ (1 << np.arange(k)), return_inverse=True)
+        for pat_id, code in enumerate(codes):
             r = pending[inverse.ravel() == pat_id]
+            pattern = (int(code) >> np.arange(k)) & 1 == 1
             s = np.flatnonzero(pattern)
             if len(s) == 0:
                 support[r] = True
