@@ -53,7 +53,7 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
         from leaderboard.figures_ahead import FiguresAhead
 
         with FiguresAhead(entries, out) as ahead:  # the page's figures drawn on the other core meanwhile
-            entry = add_entry(args.bundle, entries, on_checked=ahead.start, parallel=True)
+            entry = add_entry(args.bundle, entries, on_checked=ahead.start)
             ahead.finish()
         print(f"accepted: {entry}")
     elif args.bundle:

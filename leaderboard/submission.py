@@ -51,7 +51,6 @@ from benchmark import __version__
 from benchmark.errors import BenchError, DataError
 from benchmark.hashing import hash_bytes, hash_file
 from benchmark.quality import FEATURES_FILE
-from leaderboard.quality_aside import QualityAside
 from leaderboard.quality_check import check_quality
 from leaderboard.rundir import MAX_RESULTS_BYTES, PREDICTIONS_FILE, RESULTS_FILE, probability_columns
 
@@ -192,7 +191,7 @@ def pack(run_dir: str | Path, out: str | Path | None = None, limits: Limits = DE
             zf.write(path, name)
         zf.writestr(MANIFEST_FILE, json.dumps(manifest, indent=1, sort_keys=True))
     try:
-        validate_bundle(tmp, limits=limits, label=out_path.name, parallel=True)
+        validate_bundle(tmp, limits=limits, label=out_path.name)
     except BenchError:
         tmp.unlink(missing_ok=True)
         raise
@@ -1044,31 +1043,28 @@ class ValidatedBundle:
 
 @contextmanager
 def validated(bundle: str | Path, limits: Limits = DEFAULT_LIMITS, label: str | None = None,
-              on_checked: OnChecked | None = None, parallel: bool = False) -> Iterator[ValidatedBundle]:
+              on_checked: OnChecked | None = None) -> Iterator[ValidatedBundle]:
     """Validate ``bundle`` in a private temporary directory, yield it, then delete the directory.
     ``on_checked(root, results, manifest)`` is called once the files, schema and predictions have
-    passed, before the numbers are recomputed (the slow part). ``parallel``: the quality check runs in
-    a second process meanwhile (:mod:`leaderboard.quality_aside`; same verdict)."""
+    passed, before the numbers are recomputed (the slow part)."""
     bundle = Path(bundle)
     with tempfile.TemporaryDirectory(prefix="debias-bench-bundle-") as tmp:
         root = Path(tmp) / "bundle"
         root.mkdir()
         try:
-            result = _validate_into(bundle, root, limits, on_checked, parallel)
+            result = _validate_into(bundle, root, limits, on_checked)
         except SubmissionRejected as exc:
             raise SubmissionRejected(exc.rule, exc.detail, label or bundle.name) from None
         yield result
 
 
-def validate_bundle(bundle: str | Path, limits: Limits = DEFAULT_LIMITS, label: str | None = None,
-                    parallel: bool = False) -> dict[str, Any]:
+def validate_bundle(bundle: str | Path, limits: Limits = DEFAULT_LIMITS, label: str | None = None) -> dict[str, Any]:
     """Validate ``bundle``; returns its results. Raises :class:`SubmissionRejected` (one line)."""
-    with validated(bundle, limits, label, parallel=parallel) as ok:
+    with validated(bundle, limits, label) as ok:
         return ok.results
 
 
-def _validate_into(bundle: Path, root: Path, limits: Limits, on_checked: OnChecked | None = None,
-                   parallel: bool = False) -> ValidatedBundle:
+def _validate_into(bundle: Path, root: Path, limits: Limits, on_checked: OnChecked | None = None) -> ValidatedBundle:
     _extract(bundle, root, limits)
     files = sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file())
     for required in (RESULTS_FILE, PREDICTIONS_FILE, MANIFEST_FILE):
@@ -1096,16 +1092,11 @@ def _validate_into(bundle: Path, root: Path, limits: Limits, on_checked: OnCheck
         raise _reject("unverifiable-metric", f"metrics for {m[:40]}/{ps[:40]} have no rows in {PREDICTIONS_FILE}")
     if on_checked is not None:
         on_checked(root, results, manifest)
-    aside = QualityAside(root, results, pred, manifest).start() if parallel else None
+    verified = check_metrics(results, recompute_fairness(results, pred, groups))
     try:
-        verified = check_metrics(results, recompute_fairness(results, pred, groups))
-        try:
-            quality = aside.result() if aside is not None else check_quality(root, results, pred, manifest)
-        except DataError as exc:
-            raise _reject("quality", str(exc)) from None
-    finally:
-        if aside is not None:
-            aside.stop()
+        quality = check_quality(root, results, pred, manifest)
+    except DataError as exc:
+        raise _reject("quality", str(exc)) from None
     return ValidatedBundle(root, results, manifest, hash_file(bundle), verified + quality.verified,
                            quality.reported, quality.thumbnails_checked)
 
@@ -1154,11 +1145,11 @@ def _check_against_entries(ok: ValidatedBundle, entries_dir: Path) -> None:
 
 
 def add_entry(bundle: str | Path, entries_dir: str | Path, limits: Limits = DEFAULT_LIMITS,
-              on_checked: OnChecked | None = None, parallel: bool = False) -> Path:
+              on_checked: OnChecked | None = None) -> Path:
     """Validate ``bundle`` and move it into ``entries_dir/<run_id>/`` atomically; returns that directory.
-    ``on_checked``, ``parallel``: see :func:`validated`."""
+    ``on_checked``: see :func:`validated`."""
     bundle, entries_dir = Path(bundle), Path(entries_dir)
-    with validated(bundle, limits, on_checked=on_checked, parallel=parallel) as ok:
+    with validated(bundle, limits, on_checked=on_checked) as ok:
         try:
             _check_against_entries(ok, entries_dir)
         except SubmissionRejected as exc:
