@@ -4,23 +4,28 @@ CLEAM (``benchmark.metrics.cleam``) assumes the classifier errs on the measured 
 the images its confusion matrix was measured on. This check tests that on a run where a second,
 stronger classifier labelled the same images: its argmax is taken as the label. For every attribute
 both classify and every (method, prompt) cell that leaves the attribute open, it compares the weak
-classifier's FD with the strong one's, uncorrected and corrected with three kinds of matrix:
+classifier's FD with the FD of the labels, uncorrected and corrected with three kinds of matrix:
 
-* ``shipped``: the run's own ``*-cleam`` records (the matrices the classifier ships with);
-* ``baseline images``: matrices measured on the run's baseline images of the same content;
+* ``shipped``: the run's own ``*-cleam`` records (the matrices the classifier ships with), against
+  the FD of the whole cell's labels;
+* ``baseline images``: matrices measured on the run's baseline images of the same content (methods'
+  cells only);
 * ``own images``: matrices measured on the evaluated method's own images of the same content.
 
-The last two are cross-fitted: the cell's even-indexed images are corrected with a matrix measured on
-odd-indexed images and back, so no image calibrates its own correction. A content is the one class of
-the classifier's per-content measurements that the prompt names (``cleam.content_of``); prompts that
-name none share one matrix. Each row counts the cells whose corrected FD is closer to the strong FD
-than the uncorrected one, and the mean absolute difference from the strong FD before and after.
+The last two split every cell by image index parity: each half is corrected with a matrix measured
+on the other half's images (of every prompt of that content) and compared with the FD of its own
+labels; the cell's error is the mean over its two halves, and so is its uncorrected error. (Scoring
+the halves' average against the whole cell's labels would be circular: a matrix measured on half A
+reproduces A's labels exactly, and the two halves' errors cancel.) A content is the one class of the
+classifier's per-content matrices that the prompt names (``cleam.content_of``); prompts that name
+none share one matrix. Images either classifier marks as showing no subject are left out, as in the
+run's records. A cell with no matrix (a class without a labelled image) counts as uncorrected.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +33,7 @@ import numpy as np
 import pandas as pd
 
 from benchmark.errors import DataError
+from benchmark.metrics._checks import target_or_uniform
 from benchmark.metrics.cleam import confusion_matrix, content_of, corrected_distribution
 from benchmark.metrics.fairness import fairness_discrepancy
 
@@ -36,116 +42,180 @@ CALIBRATIONS = ("shipped", "baseline images", "own images")
 
 @dataclass(frozen=True)
 class Row:
+    """One (attribute, CLEAM variant, matrix source) line of the check."""
+
     attribute: str
     variant: str  # hard-cleam or soft-cleam
-    calibration: str
-    closer: int
+    calibration: str  # one of CALIBRATIONS
+    closer: int  # cells whose corrected FD is closer to the labels' FD than the uncorrected one
     cells: int
-    error_uncorrected: float
+    uncalibrated: int  # cells with no matrix, counted as uncorrected
+    error_uncorrected: float  # mean |FD − labels' FD| over the cells
     error_corrected: float
 
 
-def _cells(results: dict[str, Any], pred: pd.DataFrame, weak: str, strong: str, attr: str) -> list[dict[str, Any]]:
-    """Each (method, prompt set, prompt) cell that leaves ``attr`` open, with its images' rows."""
-    out = []
-    for ps, info in results["prompt_sets"].items():
-        classes = (info.get("classes") or {}).get(attr)
-        if not classes:
-            continue
-        target = _target(info, attr, classes)
-        texts = {p["id"]: p["text"] for p in info["prompts"] if attr not in (p.get("named") or {})}
-        rows = pred[(pred["prompt_set"] == ps) & pred["prompt_id"].isin(texts)]
-        for (method, pid), g in rows.groupby(["method", "prompt_id"], sort=True):
-            out.append({"method": method, "prompt_set": ps, "prompt_id": pid, "text": texts[pid], "rows": g,
-                        "classes": classes, "target": target})
-    return out
+@dataclass
+class _Tally:
+    closer: int = 0
+    uncalibrated: int = 0
+    raw: list[float] = field(default_factory=list)
+    corrected: list[float] = field(default_factory=list)
+
+    def add(self, raw: float, corrected: float | None) -> None:
+        if corrected is None:
+            self.uncalibrated += 1
+            corrected = raw
+        self.closer += corrected < raw
+        self.raw.append(raw)
+        self.corrected.append(corrected)
 
 
-def _target(info: dict[str, Any], attr: str, classes: list[str]) -> np.ndarray:
-    """The prompt set's target for ``attr`` as results.json records it (class → share), else uniform."""
-    given = (info.get("target") or {}).get(attr)
-    if isinstance(given, dict):
-        return np.asarray([float(given[c]) for c in classes])
-    return np.full(len(classes), 1.0 / len(classes))
+@dataclass(frozen=True)
+class _Attribute:
+    """Where one attribute's numbers are in the predictions, for one prompt set."""
+
+    prompt_set: str
+    classes: list[str]
+    target: np.ndarray
+    texts: dict[str, str]  # prompt id → text, for prompts that leave the attribute open
+    contents: list[str]  # the weak classifier's per-content matrices' contents
+
+    def columns(self, classifier: str, attr: str) -> list[str]:
+        return _columns(classifier, attr, self.classes)
 
 
-def _columns(name: str, attr: str, classes: list[str]) -> list[str]:
-    return [f"{name}/{attr}/{c}" for c in classes]
+def _columns(classifier: str, attr: str, classes: list[str]) -> list[str]:
+    return [f"{classifier}/{attr}/{c}" for c in classes]
 
 
 def _shares(probs: np.ndarray, hard: bool) -> np.ndarray:
+    """Class shares of (N, K) probabilities: argmax counts (hard) or mean probabilities (soft)."""
     return np.bincount(probs.argmax(axis=1), minlength=probs.shape[1]) / len(probs) if hard else probs.mean(axis=0)
 
 
-def _matrix(rows: pd.DataFrame, weak: str, strong: str, attr: str, classes: list[str], hard: bool) -> np.ndarray | None:
-    labels = rows[_columns(strong, attr, classes)].to_numpy().argmax(axis=1)
-    if len(rows) == 0 or (np.bincount(labels, minlength=len(classes)) == 0).any():
-        return None  # a class with no labelled image: no matrix (the cell stays uncorrected)
-    return confusion_matrix(labels, rows[_columns(weak, attr, classes)].to_numpy(), hard=hard)
+def _matrix(rows: pd.DataFrame, weak: list[str], strong: list[str], hard: bool) -> np.ndarray | None:
+    """The weak classifier's confusion matrix on ``rows``, labelled by the strong classifier's argmax;
+    None when a class has no labelled image."""
+    labels = rows[strong].to_numpy().argmax(axis=1)
+    if len(rows) == 0 or (np.bincount(labels, minlength=len(strong)) == 0).any():
+        return None
+    return confusion_matrix(labels, rows[weak].to_numpy(), hard=hard)
 
 
-def check(run_dir: str | Path, weak: str, strong: str) -> list[Row]:
-    run_dir = Path(run_dir)
+def _load(run_dir: Path, weak: str, strong: str) -> tuple[dict[str, Any], pd.DataFrame]:
     try:
         results = json.loads((run_dir / "results.json").read_text(encoding="utf-8"))
         pred = pd.read_parquet(run_dir / "predictions.parquet")
     except (OSError, ValueError) as exc:
         raise DataError(f"{run_dir}: not a run folder with results.json and predictions.parquet ({exc})") from None
+    if not isinstance(results, dict) or not isinstance(results.get("prompt_sets"), dict):
+        raise DataError(f"{run_dir}/results.json: no prompt_sets (not a run's results)")
+    missing = [c for c in ("method", "prompt_set", "prompt_id", "prompt", "index") if c not in pred.columns]
+    if missing:
+        raise DataError(f"{run_dir}/predictions.parquet: no column {missing[0]!r}")
+    if weak == strong:
+        raise DataError(f"cleam-check: --weak and --strong are both {weak!r}; the label must come from another classifier")
+    return results, pred
+
+
+def _attributes(results: dict[str, Any], pred: pd.DataFrame, weak: str, strong: str) -> dict[str, list[_Attribute]]:
+    """Per attribute both classifiers give for some prompt set, where its numbers are."""
     models = results.get("models", {}).get("classifiers", {})
     for name in (weak, strong):
         if name not in models:
             raise DataError(f"cleam-check: the run has no classifier {name!r} (it has {sorted(models)})")
-    attributes = [a for a in models[weak].get("attributes", []) if a in models[strong].get("attributes", [])]
-    if not attributes:
-        raise DataError(f"cleam-check: {weak!r} and {strong!r} classify no attribute in common")
-    contents = sorted((models[weak].get("accuracy_by_content") or {}).get(attributes[0], {}))
+    out: dict[str, list[_Attribute]] = {}
+    for ps, info in results["prompt_sets"].items():
+        for attr, classes in (info.get("classes") or {}).items():
+            if not all(col in pred.columns for c in (weak, strong) for col in _columns(c, attr, list(classes))):
+                continue
+            given = (info.get("target") or {}).get(attr)
+            if isinstance(given, dict):
+                given = [given.get(c) for c in classes]
+            try:
+                target = target_or_uniform(None if given is None else np.asarray(given, dtype=np.float64), len(classes))
+            except (DataError, TypeError, ValueError) as exc:
+                raise DataError(f"results.json: prompt_sets.{ps}.target.{attr} is not a distribution over "
+                                f"{classes} ({exc})") from None
+            texts = {p["id"]: p["text"] for p in info.get("prompts", []) if attr not in (p.get("named") or {})}
+            contents = sorted((models[weak].get("confusion_by_content") or {}).get(attr) or {})
+            out.setdefault(attr, []).append(_Attribute(ps, list(classes), target, texts, contents))
+    if not out:
+        raise DataError(f"cleam-check: {weak!r} and {strong!r} classify no attribute in common in the predictions")
+    return out
+
+
+def check(run_dir: str | Path, weak: str, strong: str) -> list[Row]:
+    """Every (attribute, variant, matrix source) row of the check (see the module doc)."""
+    run_dir = Path(run_dir)
+    results, pred = _load(run_dir, weak, strong)
+    attributes = _attributes(results, pred, weak, strong)
+    for name in (weak, strong):  # images without a subject are left out, as in the run's records
+        if f"{name}/has_subject" in pred.columns:
+            pred = pred[pred[f"{name}/has_subject"].astype(bool)]
+    pred = pred.assign(fold=pred["index"].astype(int) % 2)
     baseline = results.get("config", {}).get("baseline", "baseline")
-    pred = pred.assign(content=pred["prompt"].map(lambda t: content_of(str(t), contents) or ""),
-                       fold=pred["index"].astype(int) % 2)
-    records = {(r["method"], r["prompt_set"], r["prompt_id"], r["classifier"], r["attribute"], r["variant"]): r["value"]
-               for r in results["metrics"] if r.get("metric") == "fd" and r.get("prompt_id") is not None}
-    rows = []
-    for attr in attributes:
-        cells = _cells(results, pred, weak, strong, attr)
+    records = {(r.get("method"), r.get("prompt_set"), r.get("prompt_id"), r.get("classifier"), r.get("attribute"),
+                r.get("variant")): r.get("value")
+               for r in results.get("metrics", []) if r.get("metric") == "fd" and r.get("prompt_id") is not None}
+    rows: list[Row] = []
+    for attr, spots in attributes.items():
         for hard in (True, False):
             variant = "hard-cleam" if hard else "soft-cleam"
-            tally = {c: [0, 0, [], []] for c in CALIBRATIONS}
-            for cell in cells:
-                g, classes, target = cell["rows"], cell["classes"], cell["target"]
-                truth = fairness_discrepancy(_shares(g[_columns(strong, attr, classes)].to_numpy(), True), target)
-                raw = fairness_discrepancy(_shares(g[_columns(weak, attr, classes)].to_numpy(), hard), target)
-                estimates = {"shipped": records.get((cell["method"], cell["prompt_set"], cell["prompt_id"], weak, attr, variant))}
-                for calibration, source in (("baseline images", baseline), ("own images", cell["method"])):
-                    pool = pred[(pred["method"] == source) & (pred["prompt_set"] == cell["prompt_set"])
-                                & (pred["content"] == g["content"].iloc[0])]
-                    halves = []
-                    for fold in (0, 1):
-                        matrix = _matrix(pool[pool["fold"] != fold], weak, strong, attr, classes, hard)
-                        part = g[g["fold"] == fold]
-                        if matrix is None or part.empty:
-                            halves = []
-                            break
-                        halves.append((len(part), corrected_distribution(
-                            _shares(part[_columns(weak, attr, classes)].to_numpy(), hard), matrix)))
-                    estimates[calibration] = None if not halves else fairness_discrepancy(
-                        sum(n * s for n, s in halves) / sum(n for n, _ in halves), target)
-                for calibration, value in estimates.items():
-                    if value is None:
-                        continue
-                    t = tally[calibration]
-                    t[0] += abs(value - truth) < abs(raw - truth)
-                    t[1] += 1
-                    t[2].append(abs(raw - truth))
-                    t[3].append(abs(value - truth))
-            rows += [Row(attr, variant, c, t[0], t[1], float(np.mean(t[2])), float(np.mean(t[3])))
-                     for c, t in tally.items() if t[1]]
+            tally = {c: _Tally() for c in CALIBRATIONS}
+            for spot in spots:
+                _tally_prompt_set(spot, attr, pred, weak, strong, hard, records, baseline, tally)
+            rows += [Row(attr, variant, c, t.closer, len(t.raw), t.uncalibrated, float(np.mean(t.raw)),
+                         float(np.mean(t.corrected))) for c, t in tally.items() if t.raw]
+    if not rows:
+        raise DataError("cleam-check: no (method, prompt) cell leaves an attribute both classifiers give open")
     return rows
 
 
+def _tally_prompt_set(spot: _Attribute, attr: str, pred: pd.DataFrame, weak: str, strong: str, hard: bool,
+                      records: dict, baseline: str, tally: dict[str, _Tally]) -> None:
+    wcols, scols = spot.columns(weak, attr), spot.columns(strong, attr)
+    rows = pred[(pred["prompt_set"] == spot.prompt_set) & pred["prompt_id"].isin(spot.texts)]
+    rows = rows.assign(content=rows["prompt"].map(lambda t: content_of(str(t), spot.contents) or ""))
+    pools = {key: g for key, g in rows.groupby(["method", "content"], sort=False)}
+    variant = "hard-cleam" if hard else "soft-cleam"
+
+    def fd(shares: np.ndarray) -> float:
+        return float(fairness_discrepancy(shares, spot.target))
+
+    for (method, pid), cell in rows.groupby(["method", "prompt_id"], sort=True):
+        label_fd = fd(_shares(cell[scols].to_numpy(), True))
+        raw = abs(fd(_shares(cell[wcols].to_numpy(), hard)) - label_fd)
+        shipped = records.get((method, spot.prompt_set, pid, weak, attr, variant))
+        if shipped is not None:
+            tally["shipped"].add(raw, abs(float(shipped) - label_fd))
+        halves = [cell[cell["fold"] == f] for f in (0, 1)]
+        halves = [(f, h) for f, h in enumerate(halves) if len(h)]
+        half_raw = float(np.mean([abs(fd(_shares(h[wcols].to_numpy(), hard)) - fd(_shares(h[scols].to_numpy(), True)))
+                                  for _, h in halves]))
+        for calibration, source in (("baseline images", baseline), ("own images", method)):
+            if calibration == "baseline images" and method == baseline:
+                continue  # the same as "own images" there
+            pool = pools.get((source, cell["content"].iloc[0]))
+            errors = []
+            for f, half in halves:
+                matrix = None if pool is None else _matrix(pool[pool["fold"] != f], wcols, scols, hard)
+                if matrix is None:
+                    errors = None
+                    break
+                corrected = corrected_distribution(_shares(half[wcols].to_numpy(), hard), matrix)
+                errors.append(abs(fd(corrected) - fd(_shares(half[scols].to_numpy(), True))))
+            tally[calibration].add(half_raw, None if not errors else float(np.mean(errors)))
+
+
 def table(rows: list[Row], weak: str, strong: str) -> str:
-    lines = [f"CLEAM of {weak!r} against {strong!r} as the label, per (method, prompt) cell:",
-             f"{'attribute':10} {'variant':11} {'matrix from':16} {'closer to the label':>20}  mean |FD − label FD|"]
+    """The rows as a console table."""
+    lines = [f"CLEAM of {weak!r} with {strong!r}'s argmax as the label, per (method, prompt) cell",
+             "(matrices from generated images: each half of a cell corrected with the other half's matrix and",
+             " compared with its own labels):",
+             f"{'attribute':10} {'variant':11} {'matrix from':16} {'closer to the labels':>21}  mean |FD − labels' FD|"]
     for r in rows:
-        lines.append(f"{r.attribute:10} {r.variant:11} {r.calibration:16} {f'{r.closer} of {r.cells}':>13} "
-                     f"({r.closer / r.cells:4.0%})  {r.error_uncorrected:.3f} uncorrected → {r.error_corrected:.3f}")
+        note = f", {r.uncalibrated} without a matrix" if r.uncalibrated else ""
+        lines.append(f"{r.attribute:10} {r.variant:11} {r.calibration:16} {f'{r.closer} of {r.cells}':>14} "
+                     f"({r.closer / r.cells:4.0%})  {r.error_uncorrected:.3f} uncorrected → {r.error_corrected:.3f}{note}")
     return "\n".join(lines)

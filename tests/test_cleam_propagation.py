@@ -61,6 +61,13 @@ def test_the_per_row_active_set_finds_the_faces_optimum(k: int) -> None:
     assert (residual(got) <= residual(want) + 1e-12).all()  # never a worse point than the enumeration's
     regular = np.arange(len(d)) >= 20  # a unique optimum: the same point
     np.testing.assert_allclose(got[regular], want[regular], atol=1e-9)
+    # and the active set, not the enumeration behind it, is what solves them
+    from benchmark.metrics.cleam import _active_set, unconstrained_inverses
+
+    exact = unconstrained_inverses(d, c)
+    off = regular & ~(np.isfinite(exact).all(axis=1) & (exact >= 0).all(axis=1))
+    _, solved = _active_set(ct[off], d[off], exact[off] > 0)
+    assert off.sum() > 50 and solved.mean() > 0.9
 
 
 def test_the_batched_solver_refuses_what_it_cannot_enumerate() -> None:

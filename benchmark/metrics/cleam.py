@@ -95,16 +95,20 @@ def _active_set(ct: np.ndarray, rows: np.ndarray, support: np.ndarray) -> tuple[
         tol = 1e-10 * max(1.0, float(np.abs(g_mat).max()))
     out = np.zeros_like(rows)
     solved = np.zeros(len(rows), dtype=bool)
+    given_up = np.zeros(len(rows), dtype=bool)
     support = support.copy()
     for _ in range(2 * k + 2):
-        pending = np.flatnonzero(~solved)
+        pending = np.flatnonzero(~solved & ~given_up)
         if len(pending) == 0:
             break
-        # one integer per support pattern (bit i: class i in S): a 1-D unique, far cheaper than axis=0
-        codes, inverse = np.unique(support[pending] @ (1 << np.arange(k)), return_inverse=True)
-        for pat_id, code in enumerate(codes):
+        if k <= 62:  # one integer per support pattern (bit i: class i in S): a 1-D unique, far cheaper
+            codes, inverse = np.unique(support[pending] @ (np.int64(1) << np.arange(k, dtype=np.int64)),
+                                       return_inverse=True)
+            patterns = (codes[:, None] >> np.arange(k, dtype=np.int64)) & 1 == 1
+        else:
+            patterns, inverse = np.unique(support[pending], axis=0, return_inverse=True)
+        for pat_id, pattern in enumerate(patterns):
             r = pending[inverse.ravel() == pat_id]
-            pattern = (int(code) >> np.arange(k)) & 1 == 1
             s = np.flatnonzero(pattern)
             if len(s) == 0:
                 support[r] = True
@@ -114,7 +118,7 @@ def _active_set(ct: np.ndarray, rows: np.ndarray, support: np.ndarray) -> tuple[
             if each:
                 kkt = np.zeros((len(r), m + 1, m + 1))
                 kkt[:, :m, :m], kkt[:, :m, m], kkt[:, m, :m] = g_mat[np.ix_(r, s, s)], 1.0, 1.0
-                sol = _solve_each(kkt, rhs)  # a row singular on this support is NaN: tried on another
+                sol = _solve_each(kkt, rhs)  # NaN where singular on this support: left to the enumeration
             else:
                 kkt = np.zeros((m + 1, m + 1))
                 kkt[:m, :m], kkt[:m, m], kkt[m, :m] = g_mat[np.ix_(s, s)], 1.0, 1.0
@@ -133,19 +137,22 @@ def _active_set(ct: np.ndarray, rows: np.ndarray, support: np.ndarray) -> tuple[
             off = ~pattern
             neg = x[:, s] < -row_tol
             viol = (grad[:, off] + mu[:, None]) < -row_tol
-            ok = ~neg.any(axis=1) & ~viol.any(axis=1) & np.isfinite(sol).all(axis=1)
+            finite = np.isfinite(sol).all(axis=1)
+            ok = ~neg.any(axis=1) & ~viol.any(axis=1) & finite
             out[r[ok]] = np.clip(x[ok], 0.0, None)
             solved[r[ok]] = True
-            bad = r[~ok]
+            given_up[r[~finite]] = True  # no step from a singular system: the caller's fallback solves it
+            bad = r[~ok & finite]
             new = support[bad].copy()
             # Drop negative coordinates first; only when none is negative, add the worst violator.
-            has_neg = neg[~ok].any(axis=1)
+            step = ~ok & finite
+            has_neg = neg[step].any(axis=1)
             sub = new[:, s]
-            sub[has_neg] &= ~neg[~ok][has_neg]
+            sub[has_neg] &= ~neg[step][has_neg]
             new[:, s] = sub
             add = ~has_neg
             if add.any():
-                worst = np.argmin(np.where(off, grad[~ok] + mu[~ok][:, None], np.inf), axis=1)
+                worst = np.argmin(np.where(off, grad[step] + mu[step][:, None], np.inf), axis=1)
                 new[np.flatnonzero(add), worst[add]] = True
             support[bad] = new
     out[solved] /= out[solved].sum(axis=1, keepdims=True)
@@ -300,7 +307,8 @@ def corrected_distributions(dists: np.ndarray, confusions: np.ndarray, inverses:
 
     Rows whose exact inverse C_r⁻ᵀ b_r lies on the simplex take it (batched; ``inverses``: those of
     :func:`unconstrained_inverses` when already computed); the others by the active-set method, each
-    with its own matrix, and any it leaves unsolved exactly on the simplex's faces (:func:`_faces`).
+    with its own matrix (optimal within its KKT tolerance), and any it leaves unsolved exactly on the
+    simplex's faces (:func:`_faces`).
     For K up to :data:`MAX_PROPAGATED_K`."""
     d = check_distribution(dists, "dists")
     c = np.asarray(confusions, dtype=np.float64)

@@ -259,7 +259,7 @@ def _chi2_sf(statistic: float, dof: int) -> float:
     """``scipy.stats.chi2.sf(statistic, dof)``, from ``scipy.special`` as ``chi2`` computes it."""
     from scipy.special import chdtrc
 
-    return float(chdtrc(dof, statistic)) if dof >= 1 else float("nan")  # chi2 is undefined below 1 dof
+    return float(chdtrc(dof, statistic)) if dof >= 1 else float("nan")  # no test without a degree of freedom
 
 
 class _Region:
@@ -546,7 +546,8 @@ def _records_from_labels(
 
 def _target_tests(data: Mapping[str, _PromptData], free: list[str], target: np.ndarray) -> list[Record]:
     """Pearson's chi-square test of each prompt's hard counts against π, and Fisher's combination
-    (``scipy.stats.chisquare`` and ``combine_pvalues(method="fisher")``, bit for bit)."""
+    (``scipy.stats.chisquare`` and ``combine_pvalues(method="fisher")``, bit for bit, except that a
+    prompt whose target leaves one class has no test, p = 1: chisquare's rounding could make it 0)."""
     records, pvalues = [], []
     for pid in free:
         d = data[pid]
