@@ -94,8 +94,7 @@ class SelfDebiasParams:
     # rare colour forms one mode among 3-4 colour x shade modes, which caps its share under uniform
     # guidance; 512 splits it (most prompts: 5-6 modes). Full world runs, cap 0.6: colour soft FD -46 % -> -48 %
     # (default), -45 % -> -49 % (alt); 256 did not help. See docs/methods/selfdebias.md, finding 5. Preparing with 512
-    # on 2 CPU cores would take about 50 min (4x the 128-sample times); the shipped artefacts were
-    # made with `debias-bench prepare --device cuda` in 3 min.
+    # takes about 10 min on 2 CPU cores; the shipped artefacts were made with `prepare --device cuda` in 3 min.
     num_samples: PositiveInt = 512
     seed: int = 0  # seeds the vanilla samples, augmentations, training and clustering
     # -- projection P(h, s) -------------------------------------------------------------------

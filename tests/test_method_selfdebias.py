@@ -302,7 +302,7 @@ def test_world_soft_fd_halves_and_fid_stays_close(tmp_path):
     labels: colour soft FD at least 50 % below the baseline's, FID vs reference at most 1.5x.
 
     Starts from a copy of the shipped artefacts (the runner's store), so it measures what a world run
-    samples; a default changed without re-exporting retrains here (about 50 min on 2 cores)."""
+    samples; a default changed without re-exporting retrains here (about 10 min on 2 cores)."""
     import shutil
 
     from benchmark.world import weights_dir
