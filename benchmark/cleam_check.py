@@ -13,13 +13,14 @@ classifier's FD with the FD of the labels, uncorrected and corrected with three 
 * ``own images``: matrices measured on the evaluated method's own images of the same content.
 
 The last two split every cell by image index parity: each half is corrected with a matrix measured
-on the other half's images (of every prompt of that content) and compared with the FD of its own
-labels; the cell's error is the mean over its two halves, and so is its uncorrected error. (Scoring
+on the other half's images (of every prompt of that content that leaves the attribute open) and
+compared with the FD of its own labels; the cell's error is the mean over its two halves, and so is its uncorrected error. (Scoring
 the halves' average against the whole cell's labels would be circular: a matrix measured on half A
 reproduces A's labels exactly, and the two halves' errors cancel.) A content is the one class of the
 classifier's per-content matrices that the prompt names (``cleam.content_of``); prompts that name
-none share one matrix. Images either classifier marks as showing no subject are left out, as in the
-run's records. A cell with no matrix (a class without a labelled image) counts as uncorrected.
+none share one matrix. Images either classifier marks as showing no subject are left out (the run's
+records leave out those of their own classifier). A cell with no matrix (a class without a labelled
+image) counts as uncorrected.
 """
 
 from __future__ import annotations
@@ -120,7 +121,7 @@ def _load(run_dir: Path, weak: str, strong: str) -> tuple[dict[str, Any], pd.Dat
 
 def _attributes(results: dict[str, Any], pred: pd.DataFrame, weak: str, strong: str) -> dict[str, list[_Attribute]]:
     """Per attribute both classifiers give for some prompt set, where its numbers are."""
-    models = results.get("models", {}).get("classifiers", {})
+    models = (results.get("models") or {}).get("classifiers") or {}
     for name in (weak, strong):
         if name not in models:
             raise DataError(f"cleam-check: the run has no classifier {name!r} (it has {sorted(models)})")
@@ -149,15 +150,30 @@ def check(run_dir: str | Path, weak: str, strong: str) -> list[Row]:
     """Every (attribute, variant, matrix source) row of the check (see the module doc)."""
     run_dir = Path(run_dir)
     results, pred = _load(run_dir, weak, strong)
+    try:
+        return _check(results, pred, weak, strong)
+    except (KeyError, TypeError, AttributeError, ValueError) as exc:
+        raise DataError(f"{run_dir}: results.json or predictions.parquet is not shaped like a run's "
+                        f"({type(exc).__name__}: {exc})") from None
+
+
+def _check(results: dict[str, Any], pred: pd.DataFrame, weak: str, strong: str) -> list[Row]:
     attributes = _attributes(results, pred, weak, strong)
-    for name in (weak, strong):  # images without a subject are left out, as in the run's records
-        if f"{name}/has_subject" in pred.columns:
-            pred = pred[pred[f"{name}/has_subject"].astype(bool)]
+    for name in (weak, strong):  # images without a subject are left out
+        column = f"{name}/has_subject"
+        if column in pred.columns:
+            if not pd.api.types.is_bool_dtype(pred[column]):
+                raise DataError(f"predictions.parquet: {column} is not boolean")
+            pred = pred[pred[column]]
+    if not np.isfinite(pd.to_numeric(pred["index"], errors="coerce")).all():
+        raise DataError("predictions.parquet: the index column holds values that are not whole numbers")
     pred = pred.assign(fold=pred["index"].astype(int) % 2)
-    baseline = results.get("config", {}).get("baseline", "baseline")
+    baseline = (results.get("config") or {}).get("baseline", "baseline")
     records = {(r.get("method"), r.get("prompt_set"), r.get("prompt_id"), r.get("classifier"), r.get("attribute"),
-                r.get("variant")): r.get("value")
-               for r in results.get("metrics", []) if r.get("metric") == "fd" and r.get("prompt_id") is not None}
+                r.get("variant")): float(r["value"])
+               for r in results.get("metrics") or [] if isinstance(r, dict) and r.get("metric") == "fd"
+               and r.get("prompt_id") is not None and isinstance(r.get("value"), (int, float))
+               and np.isfinite(r["value"])}
     rows: list[Row] = []
     for attr, spots in attributes.items():
         for hard in (True, False):
@@ -178,6 +194,7 @@ def _tally_prompt_set(spot: _Attribute, attr: str, pred: pd.DataFrame, weak: str
     rows = pred[(pred["prompt_set"] == spot.prompt_set) & pred["prompt_id"].isin(spot.texts)]
     rows = rows.assign(content=rows["prompt"].map(lambda t: content_of(str(t), spot.contents) or ""))
     pools = {key: g for key, g in rows.groupby(["method", "content"], sort=False)}
+    has_baseline = bool((rows["method"] == baseline).any())
     variant = "hard-cleam" if hard else "soft-cleam"
 
     def fd(shares: np.ndarray) -> float:
@@ -194,8 +211,8 @@ def _tally_prompt_set(spot: _Attribute, attr: str, pred: pd.DataFrame, weak: str
         half_raw = float(np.mean([abs(fd(_shares(h[wcols].to_numpy(), hard)) - fd(_shares(h[scols].to_numpy(), True)))
                                   for _, h in halves]))
         for calibration, source in (("baseline images", baseline), ("own images", method)):
-            if calibration == "baseline images" and method == baseline:
-                continue  # the same as "own images" there
+            if calibration == "baseline images" and (method == baseline or not has_baseline):
+                continue  # the same as "own images" there; or no baseline in the run
             pool = pools.get((source, cell["content"].iloc[0]))
             errors = []
             for f, half in halves:

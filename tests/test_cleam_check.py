@@ -93,6 +93,38 @@ def test_the_prompt_sets_target_and_the_shipped_records_are_used(tmp_path: Path)
     assert shipped.error_uncorrected == pytest.approx(abs(raw_fd - label_fd))
 
 
+def test_each_half_is_scored_against_its_own_labels(tmp_path: Path) -> None:
+    """The weak classifier errs one way on even images and another on odd ones: each half's matrix,
+    measured on the other half, is wrong for it. Scored against its own labels the correction shows
+    the error; the halves' average against the whole cell's labels would cancel it to about 0."""
+    run = _run(tmp_path, {"baseline": np.array([[0.7, 0.3], [0.2, 0.8]])})
+    pred = pd.read_parquet(run / "predictions.parquet")
+    odd = pred["index"] % 2 == 1
+    blue = pred["strong/color/blue"] == 1.0
+    pred.loc[odd & ~blue, ["weak/color/red", "weak/color/blue"]] = [0.9, 0.1]
+    pred.loc[odd & blue, ["weak/color/red", "weak/color/blue"]] = [0.4, 0.6]
+    pred.to_parquet(run / "predictions.parquet", index=False)
+    own = _by(check(run, "weak", "strong"), "color", "soft-cleam")["own images"]
+    assert own.error_corrected > 0.02
+
+
+def test_a_cell_without_a_labelled_class_counts_as_uncorrected(tmp_path: Path, capsys) -> None:
+    run = _run(tmp_path, {"baseline": np.array([[0.7, 0.3], [0.2, 0.8]])})
+    pred = pd.read_parquet(run / "predictions.parquet")
+    p0 = pred["prompt_id"] == "p0"
+    pred.loc[p0, ["strong/color/red", "strong/color/blue"]] = [1.0, 0.0]  # p0: every image labelled red
+    pred.loc[p0, ["weak/color/red", "weak/color/blue"]] = [0.7, 0.3]
+    pred["prompt"] = [f"a photo of a {pid}" for pid in pred["prompt_id"]]
+    pred.to_parquet(run / "predictions.parquet", index=False)
+    results = json.loads((run / "results.json").read_text())
+    results["models"]["classifiers"]["weak"]["confusion_by_content"] = {"color": {p: [] for p in PROMPTS}}
+    (run / "results.json").write_text(json.dumps(results))
+    own = _by(check(run, "weak", "strong"), "color", "soft-cleam")["own images"]
+    assert own.cells == 3 and own.uncalibrated == 1  # p0's pool has no blue image: no matrix
+    assert main(["cleam-check", str(run), "--weak", "weak", "--strong", "strong"]) == 0
+    assert "1 without a matrix" in capsys.readouterr().out
+
+
 def test_on_the_world_entry_the_shipped_matrices_do_not_correct_and_own_images_help_soft_shares() -> None:
     rows = check(ENTRY, "world-weak", "world")
     for attribute in ("color", "shade"):
@@ -117,10 +149,16 @@ def test_cli_prints_the_table_and_refuses_bad_input(tmp_path: Path, capsys: pyte
     (tmp_path / "list").mkdir()
     (tmp_path / "list" / "results.json").write_text("[1]")
     (run.parent / "list" / "predictions.parquet").write_bytes((run / "predictions.parquet").read_bytes())
+    (tmp_path / "null").mkdir()
+    broken = json.loads((run / "results.json").read_text())
+    broken["prompt_sets"]["s"]["prompts"] = [{"id": "p0"}]  # no text
+    (tmp_path / "null" / "results.json").write_text(json.dumps(broken))
+    (tmp_path / "null" / "predictions.parquet").write_bytes((run / "predictions.parquet").read_bytes())
     for args, message in (([str(tmp_path / "nowhere")], "run folder not found"),
                           ([str(run), "--weak", "nope", "--strong", "strong"], "no classifier 'nope'"),
                           ([str(run), "--weak", "weak", "--strong", "weak"], "both 'weak'"),
                           ([str(tmp_path / "list")], "no prompt_sets"),
+                          ([str(tmp_path / "null"), "--weak", "weak", "--strong", "strong"], "not shaped like a run's"),
                           ([str(tmp_path)], "not a run folder")):
         assert main(["cleam-check", *args]) == 2
         err = capsys.readouterr().err.strip().splitlines()

@@ -125,7 +125,8 @@ def _active_set(ct: np.ndarray, rows: np.ndarray, support: np.ndarray) -> tuple[
                 try:
                     sol = np.linalg.solve(kkt, rhs.T).T
                 except np.linalg.LinAlgError:
-                    continue  # singular on this support: left to the reference solver
+                    given_up[r] = True  # singular on this support: left to the reference solver
+                    continue
             x = np.zeros((len(r), k))
             x[:, s] = sol[:, :m]
             mu = sol[:, m]
