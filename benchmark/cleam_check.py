@@ -35,7 +35,7 @@ import pandas as pd
 
 from benchmark.errors import DataError
 from benchmark.metrics._checks import target_or_uniform
-from benchmark.metrics.cleam import confusion_matrix, content_of, corrected_distribution
+from benchmark.metrics.cleam import confusion_matrix, content_of, corrected_distribution, observed_shares
 from benchmark.metrics.fairness import fairness_discrepancy
 
 CALIBRATIONS = ("shipped", "baseline images", "own images")
@@ -87,11 +87,6 @@ class _Attribute:
 
 def _columns(classifier: str, attr: str, classes: list[str]) -> list[str]:
     return [f"{classifier}/{attr}/{c}" for c in classes]
-
-
-def _shares(probs: np.ndarray, hard: bool) -> np.ndarray:
-    """Class shares of (N, K) probabilities: argmax counts (hard) or mean probabilities (soft)."""
-    return np.bincount(probs.argmax(axis=1), minlength=probs.shape[1]) / len(probs) if hard else probs.mean(axis=0)
 
 
 def _matrix(rows: pd.DataFrame, weak: list[str], strong: list[str], hard: bool) -> np.ndarray | None:
@@ -201,14 +196,14 @@ def _tally_prompt_set(spot: _Attribute, attr: str, pred: pd.DataFrame, weak: str
         return float(fairness_discrepancy(shares, spot.target))
 
     for (method, pid), cell in rows.groupby(["method", "prompt_id"], sort=True):
-        label_fd = fd(_shares(cell[scols].to_numpy(), True))
-        raw = abs(fd(_shares(cell[wcols].to_numpy(), hard)) - label_fd)
+        label_fd = fd(observed_shares(cell[scols].to_numpy(), True))
+        raw = abs(fd(observed_shares(cell[wcols].to_numpy(), hard)) - label_fd)
         shipped = records.get((method, spot.prompt_set, pid, weak, attr, variant))
         if shipped is not None:
             tally["shipped"].add(raw, abs(float(shipped) - label_fd))
         halves = [cell[cell["fold"] == f] for f in (0, 1)]
         halves = [(f, h) for f, h in enumerate(halves) if len(h)]
-        half_raw = float(np.mean([abs(fd(_shares(h[wcols].to_numpy(), hard)) - fd(_shares(h[scols].to_numpy(), True)))
+        half_raw = float(np.mean([abs(fd(observed_shares(h[wcols].to_numpy(), hard)) - fd(observed_shares(h[scols].to_numpy(), True)))
                                   for _, h in halves]))
         for calibration, source in (("baseline images", baseline), ("own images", method)):
             if calibration == "baseline images" and (method == baseline or not has_baseline):
@@ -220,8 +215,8 @@ def _tally_prompt_set(spot: _Attribute, attr: str, pred: pd.DataFrame, weak: str
                 if matrix is None:
                     errors = None
                     break
-                corrected = corrected_distribution(_shares(half[wcols].to_numpy(), hard), matrix)
-                errors.append(abs(fd(corrected) - fd(_shares(half[scols].to_numpy(), True))))
+                corrected = corrected_distribution(observed_shares(half[wcols].to_numpy(), hard), matrix)
+                errors.append(abs(fd(corrected) - fd(observed_shares(half[scols].to_numpy(), True))))
             tally[calibration].add(half_raw, None if not errors else float(np.mean(errors)))
 
 

@@ -382,11 +382,16 @@ def counts_by_prompt(texts: Mapping[str, str], pooled: np.ndarray | None, by_con
     return out
 
 
+def observed_shares(probs: np.ndarray, hard: bool = True) -> np.ndarray:
+    """The class shares a classifier reports for (N, K) per-image probabilities: argmax counts over N
+    (hard) or the mean probabilities (soft)."""
+    p = check_probs(probs)
+    return np.bincount(p.argmax(axis=1), minlength=p.shape[1]) / p.shape[0] if hard else p.mean(axis=0)
+
+
 def cleam_fd(
     probs: np.ndarray, confusion: np.ndarray, target: np.ndarray | None = None, hard: bool = True
 ) -> tuple[float, float]:
     """(raw FD, corrected FD) for one set of per-image probabilities; FD = ‖p − π‖₂ (Choi et al. 2020)."""
-    p = check_probs(probs)
-    k = p.shape[1]
-    raw = np.bincount(p.argmax(axis=1), minlength=k) / p.shape[0] if hard else p.mean(axis=0)
+    raw = observed_shares(probs, hard)
     return fairness_discrepancy(raw, target), fairness_discrepancy(corrected_distribution(raw, confusion), target)
