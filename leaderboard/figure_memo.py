@@ -18,8 +18,9 @@ class FigureMemo:
     """``get(parts, draw)``: the figures drawn from ``parts``, from the file when drawn before, else
     ``draw()``; ``save()`` keeps only the figure sets used since loading (atomic write)."""
 
-    def __init__(self, path: Path | None) -> None:
+    def __init__(self, path: Path | None, before_draw: Callable[[], None] = lambda: None) -> None:
         self.path = path
+        self.before_draw = before_draw  # e.g. set the plotting style, only when something is drawn
         self.code = hash_value([hash_file(p) for p in _CODE])
         self.stored: dict[str, Any] = {}
         self.used: dict[str, Any] = {}
@@ -34,6 +35,7 @@ class FigureMemo:
         key = hash_value({"parts": json.loads(json.dumps(parts, default=str)), "code": self.code})
         figures = self.stored.get(key)
         if not isinstance(figures, list):
+            self.before_draw()
             figures = draw()
         self.used[key] = figures
         return figures

@@ -12,6 +12,7 @@ the page with ``#sort=<table-id>:<column>:<asc|desc>``.
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import io
 import json
@@ -20,16 +21,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
 from benchmark import __version__
 from benchmark.hashing import hash_file, hash_value
 from benchmark.headline import HEADLINE_COLUMNS, cleam_warnings, headline_blocks
+from leaderboard.charts import heat_maps, share_charts
 from leaderboard.figure_memo import FigureMemo
 from leaderboard.method_fronts import TOL_BRIGHT, across_methods, method_views
-from leaderboard.rundir import FAMILIES, PREDICTIONS_FILE, Run, load_run, probability_columns
+from leaderboard.rundir import FAMILIES, PREDICTIONS_FILE, Run, load_run
 from leaderboard.studies import study_figures, study_view
 from leaderboard.submission import MANIFEST_FILE, entry_dirs, parse_sample_name
 from leaderboard.tables import Table, build_tables, combined_metrics, format_ci, write_tables
@@ -234,6 +235,17 @@ class Figure:
     uri: str
 
 
+@functools.cache
+def plot_style() -> None:
+    """matplotlib off-screen with the page's seaborn theme: imported and set only when a figure is drawn."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import seaborn as sns
+
+    sns.set_theme(style="whitegrid", context="paper")
+
+
 def _render(fig: Any) -> str:
     import matplotlib.pyplot as plt
 
@@ -241,74 +253,6 @@ def _render(fig: Any) -> str:
     fig.savefig(buf, format="png", dpi=100, bbox_inches="tight", metadata={"Software": None})
     plt.close(fig)
     return _data_uri(buf.getvalue())
-
-
-def class_colors(classes: list[str]) -> list:
-    """A colour per class: the class's own colour when its name is one (red, blue, ...), greys for
-    light/mid/dark, else the colour-blind-safe palette."""
-    import matplotlib.colors as mcolors
-    import seaborn as sns
-
-    greys = {"light": "#d9d9d9", "mid": "#8c8c8c", "dark": "#303030"}
-    fallback = iter(sns.color_palette("colorblind", len(classes)))
-    out = []
-    for cls in classes:
-        name = str(cls).lower()
-        if name in greys:
-            out.append(greys[name])
-        elif name in mcolors.CSS4_COLORS and name not in ("white",):
-            out.append(mcolors.CSS4_COLORS[name])
-        else:
-            out.append(next(fallback))
-    return out
-
-
-def distribution_figures(runs: list[Run], labels: dict[tuple[str, str], str]) -> list[Figure]:
-    """Mean predicted class shares per method and prompt, one panel per prompt (stacked bars)."""
-    import matplotlib.pyplot as plt
-
-    frames = []
-    for run in runs:
-        pred = run.predictions()
-        if pred is None or pred.empty:
-            continue
-        for (cname, attr), cols in probability_columns(list(pred.columns)).items():
-            means = pred.groupby(["prompt_set", "method", "prompt_id"], sort=False)[[c for _, c in cols]].mean()
-            means.columns = [k for k, _ in cols]
-            long = means.reset_index().melt(id_vars=["prompt_set", "method", "prompt_id"], var_name="class", value_name="share")
-            long["row"] = [labels.get((run.label, m), m) for m in long["method"]]
-            long["classifier"], long["attribute"] = cname, attr
-            frames.append(long)
-    if not frames:
-        return []
-    df = pd.concat(frames, ignore_index=True)
-    figures = []
-    for (ps, cname, attr), part in df.groupby(["prompt_set", "classifier", "attribute"], sort=False):
-        prompts = list(dict.fromkeys(part["prompt_id"]))[:MAX_PLOT_PROMPTS]
-        rows = list(dict.fromkeys(part["row"]))
-        classes = list(dict.fromkeys(part["class"]))
-        colors = class_colors(classes)
-        fig, axes = plt.subplots(1, len(prompts), figsize=(2.2 * len(prompts) + 1.5, 0.35 * len(rows) + 1.4),
-                                 sharey=True, squeeze=False)
-        for ax, pid in zip(axes[0], prompts, strict=False):
-            sub = part[part["prompt_id"] == pid].pivot_table(index="row", columns="class", values="share", sort=False)
-            sub = sub.reindex(index=rows, columns=classes).fillna(0.0)
-            left = np.zeros(len(rows))
-            for color, cls in zip(colors, classes, strict=True):
-                ax.barh(range(len(rows)), sub[cls].to_numpy(), left=left, color=color, label=plot_label(cls))
-                left += sub[cls].to_numpy()
-            for edge in np.cumsum(np.full(len(classes), 1.0 / len(classes)))[:-1]:  # the fair (uniform) shares
-                ax.axvline(edge, color="black", linestyle="--", linewidth=1.0)
-            ax.set_title(plot_label(pid, 20), fontsize=11)
-            ax.set_xlim(0, 1)
-            ax.set_xticks([0, 0.5, 1], ["0", "½", "1"])  # few ticks: each one costs a draw in every panel
-            ax.tick_params(axis="x", labelsize=9)
-        axes[0][0].set_yticks(range(len(rows)), [plot_label(r) for r in rows], fontsize=10)  # shared by all
-        axes[0][0].invert_yaxis()
-        axes[0][-1].legend(loc="center left", bbox_to_anchor=(1.02, 0.5), fontsize=10, frameon=False,
-                           title="dashed: fair share", title_fontsize=9)
-        figures.append(Figure(f"{ps} · {attr} ({cname}): class distribution per method and prompt", _render(fig)))
-    return figures
 
 
 def _headline_points(df: pd.DataFrame, metric: str, variants: tuple[str, ...]) -> pd.DataFrame:
@@ -322,11 +266,12 @@ def _headline_points(df: pd.DataFrame, metric: str, variants: tuple[str, ...]) -
 
 def tradeoff_figures(df: pd.DataFrame) -> tuple[list[Figure], list[str]]:
     """FD (soft, set level) against FID and against CLIP-T, with both intervals as error bars."""
-    import matplotlib.pyplot as plt
-
     notes: list[str] = []
     if df.empty:
         return [], notes
+    plot_style()
+    import matplotlib.pyplot as plt
+
     figures = []
     fd_points = _headline_points(df, "fd", ("soft", "hard"))
     # Intersectional FD repeats its marginals' story; one trade-off plot per plain attribute suffices.
@@ -368,32 +313,6 @@ def _err(value: float, lo: float, hi: float) -> list[list[float]] | None:
     if pd.isna(lo) or pd.isna(hi):
         return None
     return [[max(value - lo, 0.0)], [max(hi - value, 0.0)]]
-
-
-def heatmap_figures(tables: list[Table]) -> list[Figure]:
-    """Per-prompt FD (headline variant) as a methods × prompts heat map, one per attribute."""
-    import matplotlib.pyplot as plt
-    import seaborn as sns
-
-    figures = []
-    for t in tables:
-        if t.metric != "fd" or t.per_prompt.empty:
-            continue
-        data = t.per_prompt.iloc[:, :MAX_PLOT_PROMPTS]
-        # one row order for every map (the baseline first, then by name), not each table's ranking
-        data = data.loc[sorted(data.index, key=lambda r: (not str(r).startswith("baseline"), str(r)))]
-        data = data.set_axis([plot_label(i) for i in data.index], axis=0).set_axis(
-            [plot_label(c, 16) for c in data.columns], axis=1)
-        fig, ax = plt.subplots(figsize=(1.0 * data.shape[1] + 3, 0.45 * data.shape[0] + 1.5))
-        sns.heatmap(data.astype(float), annot=True, fmt=".2f", cmap="rocket_r", vmin=0, ax=ax,
-                    cbar_kws={"label": f"FD ({t.headline})"}, annot_kws={"fontsize": 8})
-        ax.set_xlabel("prompt")
-        ax.set_ylabel("")
-        ax.set_xticks(ax.get_xticks(), ax.get_xticklabels(), rotation=40, ha="right", rotation_mode="anchor")
-        ax.tick_params(axis="y", rotation=0)
-        ax.set_title(plot_label(t.title, 90), fontsize=10)
-        figures.append(Figure(f"{t.title}: per-prompt heat map", _render(fig)))
-    return figures
 
 
 # --- thumbnails and provenance ---------------------------------------------------------------------
@@ -551,9 +470,7 @@ def all_figures(runs: list[Run], df: pd.DataFrame, tables: list[Table],
                 return [Figure(**f) for f in stored["figures"]], list(stored["notes"])
         except (OSError, ValueError, TypeError, KeyError):
             pass  # an unreadable cache is redrawn
-    figures = distribution_figures(runs, labels)
-    trade, notes = tradeoff_figures(df) if len(df) else ([], [])
-    figures = figures + trade + heatmap_figures(tables)
+    figures, notes = tradeoff_figures(df) if len(df) else ([], [])
     if cache is not None:
         _atomic_write_text(cache, json.dumps({"key": key, "figures": [vars(f) for f in figures], "notes": notes}))
     return figures, notes
@@ -587,15 +504,10 @@ def page_inputs(runs: list[Run]) -> tuple[pd.DataFrame, dict[tuple[str, str], st
 def render_page(runs: list[Run], title: str = "debias-bench leaderboard", subtitle: str = "",
                 figure_cache: Path | None = None, studies: list[dict[str, Any]] | None = None) -> tuple[str, list[Table]]:
     """The page's HTML and the tables it shows (``figure_cache``: see :func:`all_figures`)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import seaborn as sns
-
-    sns.set_theme(style="whitegrid", context="paper")
     df, labels, tables = page_inputs(runs)
     figures, notes = all_figures(runs, df, tables, labels, figure_cache)
-    memo = FigureMemo(figure_cache.with_name(STUDY_FIGURE_CACHE) if figure_cache is not None and studies else None)
+    memo = FigureMemo(figure_cache.with_name(STUDY_FIGURE_CACHE) if figure_cache is not None and studies else None,
+                      before_draw=plot_style)
     families = sorted({FAMILIES.get(t.metric, "other") for t in tables})
     html = _env().get_template("page.html.j2").render(
         title=title,
@@ -609,7 +521,9 @@ def render_page(runs: list[Run], title: str = "debias-bench leaderboard", subtit
         across=across_methods(studies or [], _render, memo),
         headlines=headline_views(runs),
         headline_notes=[f"{run.label}: {w}" for run in runs for w in cleam_warnings(run.results)],
+        share_charts=share_charts(runs, labels),
         figures=figures,
+        heat_maps=heat_maps(tables),
         figure_notes=notes,
         thumbnails=thumbnail_grids(runs, labels),
         provenance=[provenance(r) for r in runs],
@@ -652,12 +566,6 @@ def load_entries(entries_dir: str | Path) -> list[Run]:
 
 def draw_figures(entries_dir: str | Path, figure_cache: Path) -> None:
     """Only the figures of the page for ``entries_dir``, into the memo ``figure_cache`` (see :func:`all_figures`)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import seaborn as sns
-
-    sns.set_theme(style="whitegrid", context="paper")
     runs = load_entries(entries_dir)
     df, labels, tables = page_inputs(runs)
     figure_cache.parent.mkdir(parents=True, exist_ok=True)

@@ -37,8 +37,8 @@ def test_the_figures_drawn_ahead_make_the_page_a_plain_build_makes(runs, tmp_pat
     drawn_here = []
     import leaderboard.html as html
 
-    original = html.distribution_figures
-    monkeypatch.setattr(html, "distribution_figures", lambda *a: drawn_here.append(1) or original(*a))
+    original = html.tradeoff_figures
+    monkeypatch.setattr(html, "tradeoff_figures", lambda *a: drawn_here.append(1) or original(*a))
     assert _add(pack(runs["b"], tmp_path / "b.zip"), entries, site) == 0
     assert drawn_here == []  # the page found every figure in the memo the second process wrote
     ahead = (site / "index.html").read_bytes()

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import io
 import json
 import re
 import shutil
@@ -111,9 +110,10 @@ def test_page_has_every_method_table_figure_thumbnail_and_provenance(site: Path)
         assert f'<td data-sort="{method}">{method}</td>' in html
     assert html.count('class="sortable"') > 20
     figures = re.findall(r"<figure><img alt=\"([^\"]*)\"", html)
-    assert any("class distribution" in f for f in figures)
+    charts = re.findall(r"<figure class=\"chart\"><table class=\"(shares|heat)\" aria-label=\"([^\"]*)\"", html)
+    assert any(kind == "shares" and "class distribution" in t for kind, t in charts)
     assert any("FD vs FID and CLIP-T" in f for f in figures)
-    assert any("per-prompt heat map" in f for f in figures)
+    assert any(kind == "heat" and "per-prompt heat map" in t for kind, t in charts)
     # Thumbnails: one row per method with samples (the hostile names with "/" have none), same columns.
     grid = html[html.index('<table class="thumbs">'):]
     grid = grid[: grid.index("</table>")]
@@ -227,8 +227,8 @@ def test_figures_are_drawn_once_per_content(tmp_path: Path, monkeypatch: pytest.
 
     run = make_run(tmp_path, "run-a", methods={"baseline": 0.3, "ddm": 0.05}, n=12, n_boot=20)
     drawn = []
-    original = page.distribution_figures
-    monkeypatch.setattr(page, "distribution_figures", lambda *a: drawn.append(1) or original(*a))
+    original = page.tradeoff_figures
+    monkeypatch.setattr(page, "tradeoff_figures", lambda *a: drawn.append(1) or original(*a))
     first = render_report(run).read_text()
     render_report(run)
     assert len(drawn) == 1 and render_report(run).read_text() == first
@@ -242,11 +242,32 @@ def test_figures_are_drawn_once_per_content(tmp_path: Path, monkeypatch: pytest.
 def test_class_colours_follow_class_names() -> None:
     from matplotlib.colors import CSS4_COLORS
 
-    from leaderboard.html import class_colors
+    from leaderboard.charts import COLORBLIND, class_colors
 
-    red, blue, light, dark, other = class_colors(["red", "blue", "light", "dark", "female"])
-    assert (red, blue) == (CSS4_COLORS["red"], CSS4_COLORS["blue"])  # "red" is never drawn blue
-    assert light != dark and isinstance(other, tuple)
+    red, blue, light, dark, other, white = class_colors(["red", "blue", "light", "dark", "female", "white"])
+    assert (red, blue) == ("#ff0000", "#0000ff") == (CSS4_COLORS["red"].lower(), CSS4_COLORS["blue"].lower())  # never swapped
+    assert light != dark and (other, white) == tuple(COLORBLIND[:2])  # no white bar on the white page
+    many = class_colors([f"c{i}" for i in range(len(COLORBLIND) + 2)])
+    assert len(many) == len(COLORBLIND) + 2
+
+
+def test_share_charts_show_each_methods_mean_shares_and_the_fair_shares(tmp_path: Path) -> None:
+    from leaderboard.charts import share_charts
+    from leaderboard.rundir import load_run
+
+    run = load_run(make_run(tmp_path, "run-a", methods={"baseline": 0.3, "ddm": 0.05}, n=12, n_boot=10))
+    pred = run.predictions()
+    charts = {c.title: c for c in share_charts([run], {})}
+    colour = next(c for t, c in charts.items() if "· color (synthclf)" in t)
+    assert [r["label"] for r in colour.rows] == ["baseline", "ddm"] and colour.fair == [50.0]
+    assert colour.prompts == list(dict.fromkeys(pred["prompt_id"]))
+    for row in colour.rows:
+        for pid, bar in zip(colour.prompts, row["bars"], strict=True):
+            mine = pred[(pred["method"] == row["label"]) & (pred["prompt_id"] == pid)]
+            want = [100 * mine[f"synthclf/color/{k['label']}"].mean() for k in colour.classes]
+            got = {s["color"]: s["pct"] for s in bar["segments"]}
+            assert [got.get(k["color"], 0.0) for k in colour.classes] == pytest.approx(want, abs=0.01)
+            assert bar["text"].startswith(f"{row['label']} · {pid}: ")
 
 
 def test_the_page_opens_with_the_headline_sorted_by_fd(tmp_path: Path) -> None:
@@ -271,26 +292,24 @@ def test_thumbnail_grid_shows_plain_prompts_first_one_image_each(tmp_path: Path)
     assert {idx for _, idx in header[: len(PROMPTS)]} == {"0"}
 
 
-def test_every_heat_map_has_one_row_order_baseline_first(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import seaborn as sns
-
-    from leaderboard.html import heatmap_figures
+def test_every_heat_map_has_one_row_order_baseline_first_and_one_scale(tmp_path: Path) -> None:
+    from leaderboard.charts import heat_maps
+    from leaderboard.rundir import load_run
     from leaderboard.tables import build_tables
 
     run = make_run(tmp_path, "run-a", methods={"selfdebias": 0.05, "baseline": 0.3, "ddm": 0.2}, n=12, n_boot=20)
-    orders = []
-    real = sns.heatmap
-
-    def spy(data, **kw):
-        orders.append(list(data.index))
-        return real(data, **kw)
-
-    monkeypatch.setattr(sns, "heatmap", spy)
-    from leaderboard.rundir import load_run
-
-    heatmap_figures(build_tables([load_run(run)]))
-    assert orders and all(o == orders[0] for o in orders) and orders[0][0].startswith("baseline")
+    tables = [t for t in build_tables([load_run(run)]) if t.metric == "fd" and not t.per_prompt.empty]
+    maps = heat_maps(tables)
+    assert len(maps) == len(tables) > 1
+    orders = [[r["label"] for r in m.rows] for m in maps]
+    assert all(o == orders[0] for o in orders) and orders[0][0].startswith("baseline")
     assert orders[0][1:] == sorted(orders[0][1:])
+    for m, t in zip(maps, tables, strict=True):
+        values = t.per_prompt.loc[orders[0]].to_numpy(dtype=float)
+        assert [[c["text"] for c in r["cells"]] for r in m.rows] == [[f"{v:.2f}" for v in row] for row in values]
+        # one scale: the largest value gets the scale's darkest colour, equal values equal colours
+        top = np.unravel_index(np.nanargmax(values), values.shape)
+        assert m.rows[top[0]]["cells"][top[1]]["bg"] == m.scale[-1]["bg"] and m.scale[0]["text"] == "0.00"
 
 
 # --- the rendered page, read back from headless Chromium (issue 23: what a reader saw was wrong) ----------
@@ -307,18 +326,6 @@ WORLD_LIKE_PROMPTS = [
     {"id": "seven", "text": "a photo of a seven", "named": {}},
 ]
 WORLD_LIKE_METHODS = {"baseline": 0.35, "difflens": 0.02, "ddm": 0.15}
-
-
-def _pixels(uri: str) -> np.ndarray:
-    from PIL import Image
-
-    assert uri.startswith("data:image/png;base64,")
-    return np.asarray(Image.open(io.BytesIO(base64.b64decode(uri.split(",", 1)[1]))).convert("RGB"))
-
-
-def _count(pixels: np.ndarray, hex_colour: str) -> int:
-    rgb = np.array([int(hex_colour[i:i + 2], 16) for i in (1, 3, 5)], dtype=pixels.dtype)
-    return int((pixels == rgb).all(axis=-1).sum())
 
 
 @pytest.fixture(scope="module")
@@ -384,18 +391,23 @@ def test_rendered_class_colours_follow_class_names(rendered: dict) -> None:
     from matplotlib.colors import CSS4_COLORS
 
     dom, pred = rendered["dom"], rendered["predictions"]
-    uris = dict(re.findall(r'<figure><img alt="([^"]*)" src="([^"]*)"', dom))
-    colour = _pixels(next(u for a, u in uris.items() if "· color (synthclf): class distribution" in a))
-    red, blue = _count(colour, CSS4_COLORS["red"]), _count(colour, CSS4_COLORS["blue"])
-    assert red > 1000 and blue > 1000
-    for wrong in ("#0173b2", "#de8f05"):  # seaborn colorblind blue and orange: the old palette
-        assert _count(colour, wrong) == 0
-    # one bar per method and prompt, all the same size: pixel areas in proportion to the mean shares
+    charts = dict(re.findall(r'<table class="shares" aria-label="([^"]*)">(.*?)</table>', dom, re.S))
+
+    def widths(chart: str) -> dict[str, float]:  # each colour's summed bar width, in % of a bar
+        out: dict[str, float] = {}
+        for pct, colour in re.findall(r'<span style="width: ?([0-9.]+)%; ?background: ?([^;"]+);?"', chart):
+            out[colour] = out.get(colour, 0.0) + float(pct)
+        return out
+
+    colour = widths(next(c for t, c in charts.items() if "· color (synthclf): class distribution" in t))
+    assert set(colour) == {CSS4_COLORS["red"].lower(), CSS4_COLORS["blue"].lower()}  # not the palette's blue/orange
+    # one bar per method and prompt, all the same size: areas in proportion to the mean shares
     means = pred.groupby(["method", "prompt_id"])[["synthclf/color/red", "synthclf/color/blue"]].mean().sum()
     expected = means["synthclf/color/red"] / means["synthclf/color/blue"]
-    assert red / blue == pytest.approx(expected, rel=0.1), (red, blue, expected)
-    shade = _pixels(next(u for a, u in uris.items() if "· shade (synthclf): class distribution" in a))
-    assert _count(shade, CSS4_COLORS["red"]) == 0 and _count(shade, "#303030") > 100  # "dark" is dark grey
+    red, blue = colour[CSS4_COLORS["red"].lower()], colour[CSS4_COLORS["blue"].lower()]
+    assert red / blue == pytest.approx(expected, rel=1e-3), (red, blue, expected)
+    shade = widths(next(c for t, c in charts.items() if "· shade (synthclf): class distribution" in t))
+    assert CSS4_COLORS["red"].lower() not in shade and shade["#303030"] > 100  # "dark" is dark grey
 
 
 @pytest.mark.browser
