@@ -23,10 +23,9 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from benchmark.errors import DataError, ModelLoadError
-from benchmark.hashing import hash_file
 from classifiers.base import Classifier
+from classifiers.calibration import WEIGHTS_DIR, read_meta, stored_calibration
 
-WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "benchmark" / "world" / "weights"
 ATTRIBUTES = {
     "color": ["red", "blue"],
     "shade": ["light", "mid", "dark"],
@@ -139,33 +138,6 @@ def confusion_matrix(true: np.ndarray, pred: np.ndarray, k: int) -> np.ndarray:
     return np.divide(c, rows, out=np.zeros_like(c), where=rows > 0)
 
 
-MEASUREMENTS_FILE = "classifier_measurements.json"
-
-
-def read_measurements(weights: Path) -> dict:
-    """What the build measured for ``weights`` on held-out renders, kept beside them (so the weights
-    file and the classifier's fingerprint stay as they were): ``soft_confusion`` {attribute: matrix},
-    ``accuracy_by_content`` {attribute: {digit: accuracy}}, the per-digit matrices, and the held-out
-    images per true class behind each matrix row, ``confusion_n`` {attribute: counts} (pooled) and
-    ``confusion_n_by_content`` {attribute: {digit: counts}}; empty when nothing was recorded."""
-    path = weights.parent / MEASUREMENTS_FILE
-    if not path.exists():
-        return {}
-    try:
-        recorded = json.loads(path.read_text()).get(weights.name, {})
-        by_content = {kind: {a: {str(g): np.asarray(m, dtype=float) for g, m in by.items()}
-                             for a, by in recorded.get(kind, {}).items()}
-                      for kind in ("confusion_by_content", "soft_confusion_by_content")}
-        return {"soft_confusion": {a: np.asarray(m, dtype=float) for a, m in recorded.get("soft_confusion", {}).items()},
-                "accuracy_by_content": {a: {str(g): float(v) for g, v in by.items()}
-                                        for a, by in recorded.get("accuracy_by_content", {}).items()}, **by_content,
-                "confusion_n": {a: np.asarray(n, dtype=np.int64) for a, n in recorded.get("confusion_n", {}).items()},
-                "confusion_n_by_content": {a: {str(g): np.asarray(n, dtype=np.int64) for g, n in by.items()}
-                                           for a, by in recorded.get("counts_by_content", {}).items()}}
-    except (OSError, ValueError, AttributeError, TypeError) as exc:
-        raise ModelLoadError(f"{path}: unreadable classifier measurements ({exc})") from None
-
-
 def save_net(net: nn.Module, path: Path, meta: dict) -> None:
     """Weights as safetensors; confusion matrices and settings in the safetensors metadata."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -174,13 +146,8 @@ def save_net(net: nn.Module, path: Path, meta: dict) -> None:
 
 
 def _load(path: Path) -> tuple[dict[str, torch.Tensor], dict]:
-    if not path.exists():
-        raise ModelLoadError(f"{path}: world classifier weights not found; run `debias-bench world build`")
+    meta = read_meta(path)
     try:
-        from safetensors import safe_open
-
-        with safe_open(str(path), framework="pt") as f:
-            meta = json.loads((f.metadata() or {}).get("meta", "{}"))
         return load_file(str(path)), meta
     except Exception as exc:  # safetensors raises several types for corrupt files
         raise ModelLoadError(f"{path}: corrupt world classifier weights ({exc})") from None
@@ -202,17 +169,17 @@ class _NetClassifier(Classifier):
         self.net.eval()
         self.meta = meta
         self.attributes = {a: list(ATTRIBUTES[a]) for a in self.net.heads}
-        self.confusion = {a: np.asarray(m, dtype=float) for a, m in meta.get("confusion", {}).items()}
-        measured = read_measurements(path)
-        self.soft_confusion = measured.get("soft_confusion", {})
-        self.accuracy_by_content = measured.get("accuracy_by_content", {})
-        self.confusion_by_content = measured.get("confusion_by_content", {})
-        self.soft_confusion_by_content = measured.get("soft_confusion_by_content", {})
-        self.confusion_n = measured.get("confusion_n", {})
-        self.confusion_n_by_content = measured.get("confusion_n_by_content", {})
+        stored = stored_calibration(path, meta)
+        self.confusion = stored.confusion
+        self.soft_confusion = stored.soft_confusion
+        self.accuracy_by_content = stored.accuracy_by_content
+        self.confusion_by_content = stored.confusion_by_content
+        self.soft_confusion_by_content = stored.soft_confusion_by_content
+        self.confusion_n = stored.confusion_n
+        self.confusion_n_by_content = stored.confusion_n_by_content
         self.confusion_source = meta.get("confusion_source", "")
         self.accuracy = meta.get("accuracy", {})
-        self.fingerprint = hash_file(path)
+        self.fingerprint = stored.fingerprint
 
     def _build(self, meta: dict) -> nn.Module:
         raise NotImplementedError

@@ -51,9 +51,11 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
         if not Path(args.bundle).is_file():
             raise BenchError(f"{args.bundle}: bundle not found")
         from leaderboard.figures_ahead import FiguresAhead
+        from leaderboard.quality_ahead import QualityAhead
 
-        with FiguresAhead(entries, out) as ahead:  # the page's figures drawn on the other core meanwhile
-            entry = add_entry(args.bundle, entries, on_checked=ahead.start)
+        # the quality check and the page's figures each in a second process while the fairness records are recomputed
+        with QualityAhead() as quality, FiguresAhead(entries, out) as ahead:
+            entry = add_entry(args.bundle, entries, on_checked=ahead.start, quality=quality.start)
             ahead.finish()
         print(f"accepted: {entry}")
     elif args.bundle:

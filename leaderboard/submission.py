@@ -51,7 +51,7 @@ from benchmark import __version__
 from benchmark.errors import BenchError, DataError
 from benchmark.hashing import hash_bytes, hash_file
 from benchmark.quality import FEATURES_FILE
-from leaderboard.quality_check import check_quality
+from leaderboard.quality_ahead import Checker, in_process
 from leaderboard.rundir import MAX_RESULTS_BYTES, PREDICTIONS_FILE, RESULTS_FILE, probability_columns
 
 MANIFEST_FILE = "manifest.json"
@@ -796,11 +796,12 @@ def _registered_confusion(cname: str, fingerprint: Any) -> dict[str, Any] | None
     key = (cname, fingerprint)
     if key not in _CONFUSION_CACHE:
         from classifiers import CLASSIFIERS
+        from classifiers.calibration import STORED, registered_calibration
 
         found: dict[str, Any] | None = None
         if cname in CLASSIFIERS.names():
-            try:
-                clf = CLASSIFIERS.get(cname)()
+            try:  # read from the shipped files where it can be (no torch), else from the loaded classifier
+                clf = registered_calibration(cname) if cname in STORED else CLASSIFIERS.get(cname)()
             except Exception:  # a classifier that cannot load here (missing weights) offers no matrix
                 clf = None
             if clf is not None:
@@ -1043,16 +1044,17 @@ class ValidatedBundle:
 
 @contextmanager
 def validated(bundle: str | Path, limits: Limits = DEFAULT_LIMITS, label: str | None = None,
-              on_checked: OnChecked | None = None) -> Iterator[ValidatedBundle]:
+              on_checked: OnChecked | None = None, quality: Checker | None = None) -> Iterator[ValidatedBundle]:
     """Validate ``bundle`` in a private temporary directory, yield it, then delete the directory.
     ``on_checked(root, results, manifest)`` is called once the files, schema and predictions have
-    passed, before the numbers are recomputed (the slow part)."""
+    passed, before the numbers are recomputed (the slow part). ``quality``: how the quality check is
+    started (default: in this process, after the fairness records; ``QualityAhead.start``: beside them)."""
     bundle = Path(bundle)
     with tempfile.TemporaryDirectory(prefix="debias-bench-bundle-") as tmp:
         root = Path(tmp) / "bundle"
         root.mkdir()
         try:
-            result = _validate_into(bundle, root, limits, on_checked)
+            result = _validate_into(bundle, root, limits, on_checked, quality)
         except SubmissionRejected as exc:
             raise SubmissionRejected(exc.rule, exc.detail, label or bundle.name) from None
         yield result
@@ -1064,7 +1066,8 @@ def validate_bundle(bundle: str | Path, limits: Limits = DEFAULT_LIMITS, label: 
         return ok.results
 
 
-def _validate_into(bundle: Path, root: Path, limits: Limits, on_checked: OnChecked | None = None) -> ValidatedBundle:
+def _validate_into(bundle: Path, root: Path, limits: Limits, on_checked: OnChecked | None = None,
+                   quality: Checker | None = None) -> ValidatedBundle:
     _extract(bundle, root, limits)
     files = sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file())
     for required in (RESULTS_FILE, PREDICTIONS_FILE, MANIFEST_FILE):
@@ -1092,13 +1095,14 @@ def _validate_into(bundle: Path, root: Path, limits: Limits, on_checked: OnCheck
         raise _reject("unverifiable-metric", f"metrics for {m[:40]}/{ps[:40]} have no rows in {PREDICTIONS_FILE}")
     if on_checked is not None:
         on_checked(root, results, manifest)
+    checked = (quality or in_process)(root, results, pred, manifest)
     verified = check_metrics(results, recompute_fairness(results, pred, groups))
     try:
-        quality = check_quality(root, results, pred, manifest)
+        verdict = checked()
     except DataError as exc:
         raise _reject("quality", str(exc)) from None
-    return ValidatedBundle(root, results, manifest, hash_file(bundle), verified + quality.verified,
-                           quality.reported, quality.thumbnails_checked)
+    return ValidatedBundle(root, results, manifest, hash_file(bundle), verified + verdict.verified,
+                           verdict.reported, verdict.thumbnails_checked)
 
 
 # --- merging ---------------------------------------------------------------------------------------
@@ -1145,11 +1149,11 @@ def _check_against_entries(ok: ValidatedBundle, entries_dir: Path) -> None:
 
 
 def add_entry(bundle: str | Path, entries_dir: str | Path, limits: Limits = DEFAULT_LIMITS,
-              on_checked: OnChecked | None = None) -> Path:
+              on_checked: OnChecked | None = None, quality: Checker | None = None) -> Path:
     """Validate ``bundle`` and move it into ``entries_dir/<run_id>/`` atomically; returns that directory.
-    ``on_checked``: see :func:`validated`."""
+    ``on_checked``, ``quality``: see :func:`validated`."""
     bundle, entries_dir = Path(bundle), Path(entries_dir)
-    with validated(bundle, limits, on_checked=on_checked) as ok:
+    with validated(bundle, limits, on_checked=on_checked, quality=quality) as ok:
         try:
             _check_against_entries(ok, entries_dir)
         except SubmissionRejected as exc:

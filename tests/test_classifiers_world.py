@@ -133,3 +133,31 @@ def test_the_clip_classifiers_world_defaults_are_the_world_clips() -> None:
     from classifiers.world import CLIP_MODEL_CONFIG, CLIP_TEMPLATES, CLIP_WEIGHTS
 
     assert CLIP_TEMPLATES == TEMPLATES and CLIP_MODEL_CONFIG == CLIP_CONFIG and CLIP_WEIGHTS == CLIP_FILE
+
+
+def test_the_stored_calibration_is_the_loaded_classifiers_and_needs_no_torch() -> None:
+    """The submission check reads the registered matrices from the shipped files (classifiers.calibration)
+    instead of building the network: they must be the ones the loaded classifier carries, and reading
+    them must not import torch (it is what keeps `leaderboard add`'s main process light)."""
+    import subprocess
+    import sys
+
+    from classifiers import CLASSIFIERS
+    from classifiers.calibration import STORED, registered_calibration
+
+    assert set(STORED) <= set(CLASSIFIERS.names())
+    for name in STORED:
+        stored, loaded = registered_calibration(name), CLASSIFIERS.get(name)()
+        assert stored.fingerprint == loaded.fingerprint
+        for kind in ("confusion", "soft_confusion", "confusion_n"):
+            mine, theirs = getattr(stored, kind), getattr(loaded, kind)
+            assert mine and set(mine) == set(theirs) and all(np.array_equal(mine[a], theirs[a]) for a in mine)
+        for kind in ("confusion_by_content", "soft_confusion_by_content", "confusion_n_by_content"):
+            mine, theirs = getattr(stored, kind), getattr(loaded, kind)
+            assert set(mine) == set(theirs)
+            assert all(np.array_equal(mine[a][g], theirs[a][g]) for a in mine for g in mine[a])
+    code = ("import sys; from leaderboard.submission import _registered_confusion as r; "
+            "from classifiers.calibration import registered_calibration as c; "
+            "assert r('world-weak', c('world-weak').fingerprint)['confusion']; print('torch' in sys.modules)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "False"

@@ -210,3 +210,47 @@ def test_a_world_bundle_must_show_every_method_and_name_a_known_variant(bundle: 
     results["models"]["profile"] = "world:made-up"
     err = _rejected(_repack(bundle, tmp_path / "c.zip", results=json.dumps(results).encode()), tmp_path)
     assert "not a world variant" in err.detail
+
+
+def test_the_quality_check_in_a_second_process_gives_the_same_verdict(bundle: Path, tmp_path: Path) -> None:
+    """`leaderboard add` runs the quality check beside the fairness recompute (leaderboard.quality_ahead):
+    the same counts for a good bundle, the same one-line refusal for a forged number, no process left."""
+    import multiprocessing
+
+    from leaderboard.quality_ahead import QualityAhead
+
+    with validated(bundle) as here, QualityAhead() as ahead, validated(bundle, quality=ahead.start) as there:
+        assert (there.verified_metrics, there.reported_metrics, there.thumbnails_checked) == \
+            (here.verified_metrics, here.reported_metrics, here.thumbnails_checked)
+    results = _results(bundle)
+    next(r for r in results["metrics"] if r["metric"] == "clip_t")["value"] *= 0.9
+    forged = _repack(bundle, tmp_path / "b.zip", results=json.dumps(results).encode())
+    with QualityAhead() as ahead, pytest.raises(SubmissionRejected) as info:
+        add_entry(forged, tmp_path / "entries", quality=ahead.start)
+    assert info.value.rule == "quality" and FEATURES_FILE in info.value.detail
+    assert multiprocessing.active_children() == [] and not (tmp_path / "entries").exists()
+
+
+def test_a_second_process_that_cannot_answer_leaves_the_check_to_this_one(bundle: Path, monkeypatch, caplog) -> None:
+    """A worker that dies (or cannot start) neither accepts nor rejects: the check runs here instead."""
+    import leaderboard.quality_ahead as qa
+
+    with validated(bundle) as here:
+        want = (here.verified_metrics, here.thumbnails_checked)
+    monkeypatch.setattr(qa, "_check", _die)
+    with qa.QualityAhead() as ahead, validated(bundle, quality=ahead.start) as there:
+        assert (there.verified_metrics, there.thumbnails_checked) == want
+    assert "exit code 3" in caplog.text
+
+    def no_processes(method):
+        raise OSError("no processes here")
+
+    monkeypatch.setattr(qa.multiprocessing, "get_context", no_processes)
+    with qa.QualityAhead() as ahead, validated(bundle, quality=ahead.start) as there:
+        assert (there.verified_metrics, there.thumbnails_checked) == want
+
+
+def _die(conn, *args) -> None:  # a worker killed before it answers
+    import os
+
+    os._exit(3)

@@ -290,6 +290,7 @@ class _Region:
         self.dof = max(int(np.linalg.matrix_rank(self.precision)), 1)
         self._thresholds: dict[float, float] = {}
         self._surface: dict[float, np.ndarray] = {}
+        self._contains: dict[tuple, bool] = {}  # the same special points are tested for every metric
 
     def threshold(self, level: float) -> float:
         # The bootstrap quantile, floored at the asymptotic χ²(K − 1) one: with few images or a
@@ -302,6 +303,12 @@ class _Region:
     def contains(self, point: np.ndarray, level: float, truth: np.ndarray | None = None) -> bool:
         """Whether the region holds ``point`` (observed shares; ``truth``: the true shares they come
         from, needed to weigh the matrix's error into the hard test)."""
+        key = (level, point.tobytes(), None if truth is None else truth.tobytes())
+        if key not in self._contains:
+            self._contains[key] = self._test(point, level, truth)
+        return self._contains[key]
+
+    def _test(self, point: np.ndarray, level: float, truth: np.ndarray | None) -> bool:
         if self.n is not None:
             if (self.center[point <= 0] > 0).any():
                 return False  # counts in a class the point rules out
@@ -341,16 +348,23 @@ class _Region:
         return self._surface[level]
 
 
-def _region_interval(spec: _Spec, value: float, boot: np.ndarray, boot_values: np.ndarray, region: _Region,
-                     level: float, special: list[tuple[np.ndarray, float]]) -> tuple[float, float]:
-    """Range of ``spec`` over the region: the draws inside it, points on its surface, the estimate, and
-    the special points (true shares, metric value) whose observed shares the region contains."""
-    inside = boot_values[region.distance <= region.threshold(level)]
-    edge = region.boundary(boot, level)
-    candidates = [inside, np.atleast_1d(spec(edge)) if len(edge) else np.empty(0),
-                  np.array([v for truth, v in special if region.contains(spec.observed(truth), level, truth)])]
-    flat = np.concatenate([np.asarray(c, dtype=np.float64).ravel() for c in candidates])
-    return _first_extreme(value, flat, lowest=True), _first_extreme(value, flat, lowest=False)
+def _region_intervals(spec: _Spec, value: float, boot: np.ndarray, boot_values: np.ndarray, region: _Region,
+                      levels: tuple[float, ...], special: list[tuple[np.ndarray, float]]) -> list[tuple[float, float]]:
+    """Range of ``spec`` over the region at each of ``levels``: the draws inside it, points on its
+    surface, the estimate, and the special points (true shares, metric value) whose observed shares the
+    region contains. The surfaces of all levels go through the metric in one call (each row's value is
+    its own, so batching them changes no number)."""
+    edges = [region.boundary(boot, level) for level in levels]
+    on_edge = np.asarray(spec(np.concatenate(edges)), dtype=np.float64).ravel() if sum(map(len, edges)) else np.empty(0)
+    out, start = [], 0
+    for level, edge in zip(levels, edges, strict=True):
+        inside = boot_values[region.distance <= region.threshold(level)]
+        candidates = [inside, on_edge[start:start + len(edge)],
+                      np.array([v for truth, v in special if region.contains(spec.observed(truth), level, truth)])]
+        start += len(edge)
+        flat = np.concatenate([np.asarray(c, dtype=np.float64).ravel() for c in candidates])
+        out.append((_first_extreme(value, flat, lowest=True), _first_extreme(value, flat, lowest=False)))
+    return out
 
 
 def _first_extreme(first: float, rest: np.ndarray, lowest: bool) -> float:
@@ -507,14 +521,14 @@ def _records_from_labels(
                 # the matrix's own sampling error: every resample corrected with its own drawn matrix
                 shares, boot, noise = _propagated(spec, getattr(d, f"{spec.source}_boot"), factors, seed, pid)
                 region = _Region(getattr(d, spec.source), shares, d.n if spec.source == "hard" else None, noise)
-                ci = _region_interval(spec, values[pid], shares, boot, region, level, special)
-                set_bounds.append(_region_interval(spec, values[pid], shares, boot, region, set_level, special))
+                ci, set_ci = _region_intervals(spec, values[pid], shares, boot, region, (level, set_level), special)
+                set_bounds.append(set_ci)
             elif n_boot:
                 shares = getattr(d, f"{spec.source}_boot")
                 boot = np.asarray(spec(shares))
                 region = regions[(pid, spec.source)]
-                ci = _region_interval(spec, values[pid], shares, boot, region, level, special)
-                set_bounds.append(_region_interval(spec, values[pid], shares, boot, region, set_level, special))
+                ci, set_ci = _region_intervals(spec, values[pid], shares, boot, region, (level, set_level), special)
+                set_bounds.append(set_ci)
             records.append(make_record(pid, spec.metric, spec.variant, values[pid], d.n, ci))
         spec = general
         if free:

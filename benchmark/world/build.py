@@ -155,8 +155,9 @@ def write_measurements(out: Path, held, nets: dict[str, object]) -> None:
     """Measure every classifier on the held-out renders (soft confusion, accuracy and confusion
     matrices per digit, and the image counts behind each matrix row: ``confusion_n`` pooled,
     ``counts_by_content`` per digit); one JSON file beside the weights
-    (classifiers.world.read_measurements)."""
-    from classifiers.world import MEASUREMENTS_FILE, predict_probs
+    (classifiers.calibration.read_measurements)."""
+    from classifiers.calibration import MEASUREMENTS_FILE
+    from classifiers.world import predict_probs
 
     doc = {}
     for name, net in nets.items():

@@ -1,0 +1,94 @@
+"""The submission's quality check run in a second process while the main one recomputes the fairness
+records (``leaderboard add``): the check imports torch and open_clip and runs the world CLIP and the
+classifiers on the thumbnails, the recompute is numpy, and on two cores each keeps one busy.
+
+The outcome is the one :func:`leaderboard.quality_check.check_quality` gives in the main process: a
+verdict, or the same one-line :class:`~benchmark.errors.DataError`. Anything else (the process could
+not start, died, or raised another error) runs the check again in the main process, so a failure of
+this speed-up can never accept or reject a bundle by itself.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from benchmark.errors import DataError
+
+log = logging.getLogger(__name__)
+
+Checker = Callable[[Path, dict, Any, dict], Callable[[], Any]]  # start(...) -> wait() -> QualityVerdict
+
+
+def in_process(root: Path, results: dict, pred: Any, manifest: dict) -> Callable[[], Any]:
+    """The default: the check runs in this process when its result is asked for."""
+    from leaderboard.quality_check import check_quality
+
+    return lambda: check_quality(root, results, pred, manifest)
+
+
+def _check(conn: Any, root: str, results: dict, pred: Any, manifest: dict) -> None:
+    from leaderboard.quality_check import check_quality
+
+    try:
+        conn.send(("ok", check_quality(Path(root), results, pred, manifest)))
+    except DataError as exc:
+        conn.send(("rejected", str(exc)))
+    except Exception as exc:  # noqa: BLE001 - reported to the parent, which checks again itself
+        conn.send(("error", f"{type(exc).__name__}: {exc}"))
+    finally:
+        conn.close()
+
+
+class QualityAhead:
+    """``with QualityAhead() as ahead: validated(..., quality=ahead.start)``: each bundle's quality check
+    runs in a spawned process from the moment its structure has passed until its result is asked for."""
+
+    def __init__(self) -> None:
+        self.process: Any = None
+
+    def start(self, root: Path, results: dict, pred: Any, manifest: dict) -> Callable[[], Any]:
+        try:
+            ctx = multiprocessing.get_context("spawn")
+            parent, child = ctx.Pipe(duplex=False)
+            self.process = ctx.Process(target=_check, args=(child, str(root), results, pred, manifest), daemon=True)
+            self.process.start()
+            child.close()
+        except Exception as exc:  # noqa: BLE001 - e.g. no process can be started here: check in this one
+            log.warning("not checking quality in a second process (%s)", exc)
+            self.process = None
+            return in_process(root, results, pred, manifest)
+
+        def wait() -> Any:
+            try:
+                outcome, value = parent.recv()
+            except (EOFError, OSError):  # it ended without an answer
+                self.process.join(timeout=10)
+                outcome, value = "error", f"the process ended with exit code {self.process.exitcode}"
+            finally:
+                parent.close()
+                self.stop()
+            if outcome == "ok":
+                return value
+            if outcome == "rejected":
+                raise DataError(value)
+            log.warning("the quality check in a second process failed (%s); checking here", value)
+            return in_process(root, results, pred, manifest)()
+
+        return wait
+
+    def stop(self) -> None:
+        if self.process is not None:
+            if self.process.is_alive():
+                self.process.terminate()
+            self.process.join()
+            self.process = None
+
+    def __enter__(self) -> QualityAhead:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
