@@ -455,8 +455,8 @@ def provenance(run: Run) -> dict[str, Any]:
 # --- the page --------------------------------------------------------------------------------------
 
 
-def all_figures(runs: list[Run], df: pd.DataFrame, tables: list[Table],
-                labels: dict[tuple[str, str], str], cache: Path | None = None) -> tuple[list[Figure], list[str]]:
+def all_figures(runs: list[Run], df: pd.DataFrame, labels: dict[tuple[str, str], str],
+                cache: Path | None = None) -> tuple[list[Figure], list[str]]:
     """Every figure of the page, and notes on figures that could not be drawn.
 
     With ``cache`` (a JSON file), figures are drawn once per content: the key hashes what they are drawn
@@ -497,15 +497,19 @@ def headline_views(runs: list[Run]) -> list[dict[str, Any]]:
 def page_inputs(runs: list[Run]) -> tuple[pd.DataFrame, dict[tuple[str, str], str], list[Table]]:
     """The runs' metrics as one frame, each (entry, method)'s row label, and the page's tables."""
     df = combined_metrics(runs)
-    labels = {(e, m): r for e, m, r in df[["entry", "method", "row"]].drop_duplicates().itertuples(index=False)} if len(df) else {}
-    return df, labels, build_tables(df)
+    return df, row_labels(df), build_tables(df)
+
+
+def row_labels(df: pd.DataFrame) -> dict[tuple[str, str], str]:
+    """Each (entry, method)'s row label in the combined records."""
+    return {(e, m): r for e, m, r in df[["entry", "method", "row"]].drop_duplicates().itertuples(index=False)} if len(df) else {}
 
 
 def render_page(runs: list[Run], title: str = "debias-bench leaderboard", subtitle: str = "",
                 figure_cache: Path | None = None, studies: list[dict[str, Any]] | None = None) -> tuple[str, list[Table]]:
     """The page's HTML and the tables it shows (``figure_cache``: see :func:`all_figures`)."""
     df, labels, tables = page_inputs(runs)
-    figures, notes = all_figures(runs, df, tables, labels, figure_cache)
+    figures, notes = all_figures(runs, df, labels, figure_cache)
     memo = FigureMemo(figure_cache.with_name(STUDY_FIGURE_CACHE) if figure_cache is not None and studies else None,
                       before_draw=plot_style)
     families = sorted({FAMILIES.get(t.metric, "other") for t in tables})
@@ -567,9 +571,9 @@ def load_entries(entries_dir: str | Path) -> list[Run]:
 def draw_figures(entries_dir: str | Path, figure_cache: Path) -> None:
     """Only the figures of the page for ``entries_dir``, into the memo ``figure_cache`` (see :func:`all_figures`)."""
     runs = load_entries(entries_dir)
-    df, labels, tables = page_inputs(runs)
+    df = combined_metrics(runs)  # the figures need the records, not the tables
     figure_cache.parent.mkdir(parents=True, exist_ok=True)
-    all_figures(runs, df, tables, labels, figure_cache)
+    all_figures(runs, df, row_labels(df), figure_cache)
 
 
 def build_leaderboard(entries_dir: str | Path, out_dir: str | Path, studies_dir: str | Path | None = None) -> Path:
