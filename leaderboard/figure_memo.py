@@ -1,6 +1,7 @@
 """Study and per-method figures drawn once per content: a JSON file beside the page maps a hash of what a
 figure set is drawn from (and of the drawing code) to the drawn images, so rebuilding the page after an
-unrelated change (a new entry, a new table) does not redraw them."""
+unrelated change (a new entry, a new table) does not redraw them. The per-method views are kept the
+same way: building them reads every method's defaults, which imports the methods and torch."""
 
 from __future__ import annotations
 
@@ -31,14 +32,15 @@ class FigureMemo:
             except (OSError, ValueError):
                 self.stored = {}  # an unreadable memo is redrawn
 
-    def get(self, parts: Any, draw: Callable[[], list[dict[str, str]]]) -> list[dict[str, str]]:
+    def get(self, parts: Any, draw: Callable[[], Any], kind: type = list) -> Any:
+        """What ``draw()`` made from ``parts`` (a list of figures, or another JSON value of type ``kind``)."""
         key = hash_value({"parts": json.loads(json.dumps(parts, default=str)), "code": self.code})
-        figures = self.stored.get(key)
-        if not isinstance(figures, list):
+        made = self.stored.get(key)
+        if not isinstance(made, kind):
             self.before_draw()
-            figures = draw()
-        self.used[key] = figures
-        return figures
+            made = json.loads(json.dumps(draw()))  # as it will read back from the file
+        self.used[key] = made
+        return made
 
     def save(self) -> None:
         if self.path is None or self.used == self.stored:

@@ -521,8 +521,7 @@ def render_page(runs: list[Run], title: str = "debias-bench leaderboard", subtit
         studies=[{**study_view(s), "figures": memo.get(["study", s.get("rows")],
                                                        lambda s=s: study_figures([r for r in s["rows"] if isinstance(r, dict)], _render))}
                  for s in studies or []],
-        method_views=method_views(studies or [], _render, memo),
-        across=across_methods(studies or [], _render, memo),
+        **_method_fronts(studies or [], memo),
         headlines=headline_views(runs),
         headline_notes=[f"{run.label}: {w}" for run in runs for w in cleam_warnings(run.results)],
         share_charts=share_charts(runs, labels),
@@ -537,6 +536,17 @@ def render_page(runs: list[Run], title: str = "debias-bench leaderboard", subtit
     )
     memo.save()
     return html, tables
+
+
+def _method_fronts(studies: list[dict[str, Any]], memo: FigureMemo) -> dict[str, Any]:
+    """Each method's view and the one across methods, once per content of the studies and of the methods'
+    code (their defaults name the settings)."""
+    if not studies:
+        return {"method_views": [], "across": None}
+    code = [hash_file(p) for p in sorted((Path(__file__).resolve().parents[1] / "methods").glob("*.py"))]
+    return memo.get(["method-fronts", [[s.get("study"), s.get("rows")] for s in studies], code],
+                    lambda: {"method_views": method_views(studies, _render), "across": across_methods(studies, _render)},
+                    kind=dict)
 
 
 def _atomic_write_text(path: Path, text: str) -> None:

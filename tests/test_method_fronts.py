@@ -83,6 +83,26 @@ def test_figures_are_drawn_once_per_content(tmp_path: Path, monkeypatch) -> None
     assert len(json.loads(path.read_text())) == 1  # the saved memo held only the figure sets in use
 
 
+def test_the_method_views_are_built_once_per_content_of_the_studies(tmp_path: Path, monkeypatch) -> None:
+    """Building them reads every method's defaults (importing the methods and torch): a page rebuilt with
+    the same studies takes them from the memo beside it, the same page; a changed study builds them again."""
+    import leaderboard.html as page
+
+    built = []
+    real = page.method_views
+    monkeypatch.setattr(page, "method_views", lambda *a, **k: built.append(1) or real(*a, **k))
+    monkeypatch.setattr(method_fronts, "_front_figure", lambda m, rows, r: {"title": m, "uri": "x"})
+    monkeypatch.setattr(method_fronts, "_robustness_figure", lambda m, points, r: {"title": m, "uri": "y"})
+    studies = [{**s, "file": f"{s['study']['name']}.json"} for s in _studies()]
+    cache = tmp_path / page.FIGURE_CACHE
+    first, _ = page.render_page([], studies=studies, figure_cache=cache)
+    again, _ = page.render_page([], studies=studies, figure_cache=cache)
+    assert built == [1] and again == first and "world defaults, k 80 *" in first
+    studies[0]["rows"][1]["fd"] = 0.19
+    changed, _ = page.render_page([], studies=studies, figure_cache=cache)
+    assert built == [1, 1] and changed != first
+
+
 def test_the_page_shows_a_section_per_method(tmp_path: Path) -> None:
     from leaderboard.html import render_page
 
