@@ -893,13 +893,15 @@ def _recompute_deltas(results: dict[str, Any], pred: pd.DataFrame, groups: dict[
         wanted = set(results["prompt_sets"][ps].get("attributes") or [a for _, a in groups])
         named_all = {p["id"]: (p.get("named") or {}) for p in results["prompt_sets"][ps]["prompts"]}
         for method, part in rows[rows["method"] != baseline].groupby("method", sort=False):
-            merged = []  # each prompt's rows paired with the baseline's, once for every attribute
-            for pid, mrows in part.groupby("prompt_id", sort=False):
-                both = mrows.merge(base[base["prompt_id"] == pid], on=["prompt_id", "index", "seed"],
-                                   suffixes=("", "@base"))
-                if len(both) != len(mrows) or len(both) == 0:
+            # each prompt's rows paired with the baseline's (one merge for all prompts), once for every attribute
+            paired = part.merge(base, on=["prompt_id", "index", "seed"], suffixes=("", "@base"))
+            paired_rows = paired.groupby("prompt_id", sort=False).indices
+            merged = []
+            for pid, n_mine in part.groupby("prompt_id", sort=False).size().items():
+                pos = paired_rows.get(pid)
+                if pos is None or len(pos) != n_mine:
                     continue  # not sampled on the baseline's seeds: nothing to pair
-                merged.append((pid, both))
+                merged.append((pid, paired.iloc[pos]))
             for cname, attr in [g for g in sorted(groups) if g[1] in wanted]:
                 cols, subject = groups[(cname, attr)], f"{cname}/has_subject"
                 mine, theirs = {}, {}
