@@ -24,7 +24,7 @@ from torch import nn
 
 from benchmark.errors import DataError, ModelLoadError
 from classifiers.base import Classifier
-from classifiers.calibration import WEIGHTS_DIR, read_meta, stored_calibration
+from classifiers.calibration import STORED, WEIGHTS_DIR, read_meta, stored_calibration
 
 ATTRIBUTES = {
     "color": ["red", "blue"],
@@ -192,7 +192,7 @@ class WorldClassifier(_NetClassifier):
     """The world's reference attribute classifier (>= 98 % held-out accuracy per attribute)."""
 
     name = "world"
-    filename = "classifier.safetensors"
+    filename = STORED["world"]
 
     def _build(self, meta: dict) -> nn.Module:
         return WorldNet(width=int(meta.get("width", 32)))
@@ -202,7 +202,7 @@ class WeakWorldClassifier(_NetClassifier):
     """A deliberately weak world classifier (about 85 % held-out accuracy) for error correction."""
 
     name = "world-weak"
-    filename = "classifier_weak.safetensors"
+    filename = STORED["world-weak"]
 
     def _build(self, meta: dict) -> nn.Module:
         if "windows" not in meta:

@@ -12,7 +12,8 @@ from typing import Any
 
 from benchmark.hashing import hash_file, hash_value
 
-_CODE = [Path(__file__).with_name(n) for n in ("studies.py", "method_fronts.py")]
+_CODE = [*(Path(__file__).with_name(n) for n in ("studies.py", "method_fronts.py")),
+         Path(__file__).resolve().parents[1] / "benchmark" / "study_fronts.py"]
 
 
 class FigureMemo:

@@ -30,7 +30,7 @@ from benchmark.headline import HEADLINE_COLUMNS, cleam_warnings, headline_blocks
 from leaderboard.charts import heat_maps, share_charts
 from leaderboard.figure_memo import FigureMemo
 from leaderboard.method_fronts import TOL_BRIGHT, across_methods, method_views
-from leaderboard.rundir import FAMILIES, PREDICTIONS_FILE, Run, load_run
+from leaderboard.rundir import FAMILIES, Run, load_run
 from leaderboard.studies import study_figures, study_view
 from leaderboard.submission import MANIFEST_FILE, entry_dirs, parse_sample_name
 from leaderboard.tables import Table, build_tables, combined_metrics, format_ci, write_tables
@@ -460,8 +460,8 @@ def all_figures(runs: list[Run], df: pd.DataFrame, labels: dict[tuple[str, str],
     """Every figure of the page, and notes on figures that could not be drawn.
 
     With ``cache`` (a JSON file), figures are drawn once per content: the key hashes what they are drawn
-    from (each run's metrics and predictions file, the labels, this version), so re-writing the report
-    of a re-scored run with the same numbers reuses them."""
+    from (each run's metrics, the labels, this file), so re-writing the report of a re-scored run with
+    the same numbers reuses them."""
     key = _figures_key(runs, labels) if cache is not None else None
     if cache is not None and cache.is_file():
         try:
@@ -478,11 +478,8 @@ def all_figures(runs: list[Run], df: pd.DataFrame, labels: dict[tuple[str, str],
 
 def _figures_key(runs: list[Run], labels: dict[tuple[str, str], str]) -> str:
     parts = []
-    for run in runs:
-        predictions = run.path / PREDICTIONS_FILE
-        parts.append({"metrics": hash_value(run.results.get("metrics") or []),
-                      "predictions": hash_file(predictions) if predictions.is_file() else None,
-                      "entry": run.entry_id})
+    for run in runs:  # the figures are drawn from the records alone (the class shares are HTML)
+        parts.append({"metrics": hash_value(run.results.get("metrics") or []), "entry": run.entry_id})
     # the drawing code is part of the content: a change to this file redraws
     return hash_value({"runs": parts, "labels": sorted(map(list, labels.items())), "code": hash_file(Path(__file__))})
 
@@ -543,8 +540,10 @@ def _method_fronts(studies: list[dict[str, Any]], memo: FigureMemo) -> dict[str,
     code (their defaults name the settings)."""
     if not studies:
         return {"method_views": [], "across": None}
-    code = [hash_file(p) for p in sorted((Path(__file__).resolve().parents[1] / "methods").glob("*.py"))]
-    return memo.get(["method-fronts", [[s.get("study"), s.get("rows")] for s in studies], code],
+    root = Path(__file__).resolve().parents[1]
+    code = [hash_file(p) for p in [*sorted((root / "methods").glob("*.py")), root / "benchmark" / "study_fronts.py",
+                                   Path(__file__)]]
+    return memo.get(["method-fronts", studies, code],
                     lambda: {"method_views": method_views(studies, _render), "across": across_methods(studies, _render)},
                     kind=dict)
 

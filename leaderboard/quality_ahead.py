@@ -31,46 +31,65 @@ def in_process(root: Path, results: dict, pred: Any, manifest: dict) -> Callable
 
 
 def _check(conn: Any, root: str, results: dict, pred: Any, manifest: dict) -> None:
-    from leaderboard.quality_check import check_quality
-
     try:
-        conn.send(("ok", check_quality(Path(root), results, pred, manifest)))
+        from leaderboard.quality_check import check_quality
+
+        answer = ("ok", check_quality(Path(root), results, pred, manifest))
     except DataError as exc:
-        conn.send(("rejected", str(exc)))
+        answer = ("rejected", str(exc))
     except Exception as exc:  # noqa: BLE001 - reported to the parent, which checks again itself
-        conn.send(("error", f"{type(exc).__name__}: {exc}"))
+        answer = ("error", f"{type(exc).__name__}: {exc}")
+    try:
+        conn.send(answer)
+    except Exception:  # noqa: BLE001 - the parent sees no answer and checks again itself
+        pass
     finally:
         conn.close()
 
 
+def _end(process: Any, conn: Any) -> None:
+    conn.close()
+    if process.is_alive():
+        process.terminate()
+    process.join()
+
+
 class QualityAhead:
     """``with QualityAhead() as ahead: validated(..., quality=ahead.start)``: each bundle's quality check
-    runs in a spawned process from the moment its structure has passed until its result is asked for."""
+    runs in a spawned process from the moment its structure has passed until its result is asked for;
+    the ``with`` ends every process it started."""
 
     def __init__(self) -> None:
-        self.process: Any = None
+        self.running: list[tuple[Any, Any]] = []  # (process, its pipe's end here)
 
     def start(self, root: Path, results: dict, pred: Any, manifest: dict) -> Callable[[], Any]:
+        process = parent = child = None
         try:
             ctx = multiprocessing.get_context("spawn")
             parent, child = ctx.Pipe(duplex=False)
-            self.process = ctx.Process(target=_check, args=(child, str(root), results, pred, manifest), daemon=True)
-            self.process.start()
+            process = ctx.Process(target=_check, args=(child, str(root), results, pred, manifest), daemon=True)
+            process.start()
             child.close()
         except Exception as exc:  # noqa: BLE001 - e.g. no process can be started here: check in this one
             log.warning("not checking quality in a second process (%s)", exc)
-            self.process = None
+            for end in (parent, child):
+                if end is not None:
+                    end.close()
+            if process is not None and process.pid is not None:
+                process.terminate()
+                process.join()
             return in_process(root, results, pred, manifest)
+        self.running.append((process, parent))
 
         def wait() -> Any:
             try:
                 outcome, value = parent.recv()
-            except (EOFError, OSError):  # it ended without an answer
-                self.process.join(timeout=10)
-                outcome, value = "error", f"the process ended with exit code {self.process.exitcode}"
+            except Exception as exc:  # noqa: BLE001 - no answer (it died) or an unreadable one
+                process.join(timeout=10)
+                outcome, value = "error", f"no answer ({type(exc).__name__}; exit code {process.exitcode})"
             finally:
-                parent.close()
-                self.stop()
+                self.running.remove((process, parent))
+                _end(process, parent)
             if outcome == "ok":
                 return value
             if outcome == "rejected":
@@ -81,11 +100,8 @@ class QualityAhead:
         return wait
 
     def stop(self) -> None:
-        if self.process is not None:
-            if self.process.is_alive():
-                self.process.terminate()
-            self.process.join()
-            self.process = None
+        while self.running:
+            _end(*self.running.pop())
 
     def __enter__(self) -> QualityAhead:
         return self

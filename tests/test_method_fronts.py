@@ -101,6 +101,9 @@ def test_the_method_views_are_built_once_per_content_of_the_studies(tmp_path: Pa
     studies[0]["rows"][1]["fd"] = 0.19
     changed, _ = page.render_page([], studies=studies, figure_cache=cache)
     assert built == [1, 1] and changed != first
+    studies[0]["file"] = "renamed.json"  # anything of a study, not only its rows, is part of the key
+    page.render_page([], studies=studies, figure_cache=cache)
+    assert built == [1, 1, 1]
 
 
 def test_the_page_shows_a_section_per_method(tmp_path: Path) -> None:

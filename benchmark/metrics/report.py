@@ -303,7 +303,7 @@ class _Region:
     def contains(self, point: np.ndarray, level: float, truth: np.ndarray | None = None) -> bool:
         """Whether the region holds ``point`` (observed shares; ``truth``: the true shares they come
         from, needed to weigh the matrix's error into the hard test)."""
-        key = (level, point.tobytes(), None if truth is None else truth.tobytes())
+        key = (level, point.dtype.str, point.shape, point.tobytes(), None if truth is None else truth.tobytes())
         if key not in self._contains:
             self._contains[key] = self._test(point, level, truth)
         return self._contains[key]
