@@ -15,9 +15,9 @@ fresh process without paying the import again (about 10 s here; the tiny run its
    then a second child that resumes the run with the same config in the same folders.
 
 report.html is written by the plain writer (``benchmark.report.plain_html``) instead of the
-leaderboard page: its matplotlib figures take 3 of the 4.5 s of a tiny run, and a report is a
-pure function of results.json, rewritten on every run, so where it is killed matters, not how much
-it draws.
+leaderboard page: the page's matplotlib figures cost seconds per trial, and a report is a pure
+function of results.json, rewritten on every run, so where it is killed matters, not how much it
+draws.
 
 Runs use relative ``output_dir``/``cache_dir``, each child chdir-ing into its own folder, so every
 results.json carries the same config. The report lists counts, kill points and exit statuses; the
