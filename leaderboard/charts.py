@@ -92,7 +92,10 @@ def share_charts(runs: list[Run], labels: dict[tuple[str, str], str]) -> list[Sh
         for row in rows:
             bars = []
             for pid in prompts:
-                shares = grid.loc[(row, pid)].to_numpy(dtype=float) if (row, pid) in grid.index else np.zeros(len(classes))
+                if (row, pid) not in grid.index:  # this method has no images of this prompt
+                    bars.append({"text": f"{label(row)} · {label(pid)}: no images", "segments": []})
+                    continue
+                shares = grid.loc[(row, pid)].to_numpy(dtype=float)
                 text = f"{label(row)} · {label(pid)}: " + ", ".join(f"{label(c)} {s:.2f}" for c, s in zip(classes, shares, strict=True))
                 bars.append({"text": text, "segments": [{"color": col, "pct": round(100 * float(s), 2)}
                                                         for col, s in zip(colors, shares, strict=True) if s > 0]})

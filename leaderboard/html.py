@@ -27,7 +27,8 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 from benchmark import __version__
 from benchmark.hashing import hash_file, hash_value
 from benchmark.headline import HEADLINE_COLUMNS, cleam_warnings, headline_blocks
-from leaderboard.charts import heat_maps, share_charts
+from leaderboard.charts import LABEL_CHARS, heat_maps, share_charts
+from leaderboard.charts import label as short_label
 from leaderboard.figure_memo import FigureMemo
 from leaderboard.method_fronts import TOL_BRIGHT, across_methods, method_views
 from leaderboard.rundir import FAMILIES, Run, load_run
@@ -38,10 +39,8 @@ from leaderboard.tables import Table, build_tables, combined_metrics, format_ci,
 TEMPLATES = Path(__file__).parent / "templates"
 MAX_THUMB_COLUMNS = 12
 MAX_THUMB_BYTES = 512 << 10
-MAX_PLOT_PROMPTS = 12
 # Metrics whose tables are open on the page; the rest are one click away, which keeps it short.
 OPEN_METRICS = ("fd", "fid", "clip_t")
-LABEL_CHARS = 32
 TRADEOFF_COLORS = TOL_BRIGHT
 
 SCRIPT = """
@@ -112,9 +111,7 @@ def _env() -> Environment:
 
 def plot_label(text: object, limit: int = LABEL_CHARS) -> str:
     """A label matplotlib draws literally: ``$`` would start mathtext (and can raise on bad input)."""
-    s = " ".join(str(text).split())
-    s = s if len(s) <= limit else s[: limit - 1] + "…"
-    return s.replace("\\", "\\\\").replace("$", r"\$")
+    return short_label(text, limit).replace("\\", "\\\\").replace("$", r"\$")
 
 
 def _data_uri(png: bytes) -> str:

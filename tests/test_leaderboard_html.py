@@ -268,6 +268,10 @@ def test_share_charts_show_each_methods_mean_shares_and_the_fair_shares(tmp_path
             got = {s["color"]: s["pct"] for s in bar["segments"]}
             assert [got.get(k["color"], 0.0) for k in colour.classes] == pytest.approx(want, abs=0.01)
             assert bar["text"].startswith(f"{row['label']} · {pid}: ")
+    first = colour.prompts[0]
+    run.predictions = lambda: pred[~((pred["method"] == "ddm") & (pred["prompt_id"] == first))]
+    colour = next(c for c in share_charts([run], {}) if "· color (synthclf)" in c.title)
+    assert colour.rows[1]["bars"][0] == {"text": f"ddm · {first}: no images", "segments": []}
 
 
 def test_the_page_opens_with_the_headline_sorted_by_fd(tmp_path: Path) -> None:
