@@ -31,8 +31,8 @@ def in_process(root: Path, results: dict, pred: Any, manifest: dict) -> Callable
 
 
 def _one_thread() -> None:
-    """One thread for BLAS and torch here: the main process keeps the other core busy, and two threads
-    each would spin against it (measured: 4.6 s of CPU for the check's numbers, 2.8 s on one thread)."""
+    """One thread for BLAS and torch here: the main process keeps the other core busy, and a second
+    thread of each would spin against it (docs/performance.md has the measurement)."""
     import os
 
     from threadpoolctl import threadpool_limits
